@@ -1,0 +1,121 @@
+"""The Backend interface every layer is written against.
+
+A backend owns an array module (`xp`: numpy or cupy) and the handful of hot kernels whose best
+implementation differs per device. Everything else in a layer is plain `xp` code with `out=`.
+The two implementations live side by side in numpy_backend.py and cupy_backend.py under the
+same method names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Where a KHxKW window slides over a CxHxW image (convolution and pooling alike)."""
+
+    channels: int
+    height: int
+    width: int
+    kernel_h: int
+    kernel_w: int
+    stride: int = 1
+    pad: int = 0
+
+    def __post_init__(self):
+        if self.out_h < 1 or self.out_w < 1:
+            raise ValueError(
+                f"a {self.kernel_h}x{self.kernel_w} window with stride {self.stride} and padding "
+                f"{self.pad} does not fit a {self.height}x{self.width} input; use a smaller kernel "
+                f"or more padding")
+
+    @property
+    def out_h(self) -> int:
+        return (self.height + 2 * self.pad - self.kernel_h) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.width + 2 * self.pad - self.kernel_w) // self.stride + 1
+
+    @property
+    def col_rows(self) -> int:
+        """Rows of the im2col matrix: one per (channel, kh, kw)."""
+        return self.channels * self.kernel_h * self.kernel_w
+
+    def col_cols(self, batch: int) -> int:
+        """Columns of the im2col matrix: one per (image, oh, ow)."""
+        return batch * self.out_h * self.out_w
+
+    def valid_range(self, offset: int, in_size: int, out_size: int) -> tuple[int, int]:
+        """Output positions [lo, hi) whose input row/col `o*stride + offset - pad` is inside the image."""
+        lo = max(0, -(-(self.pad - offset) // self.stride))  # ceil((pad - offset) / stride)
+        hi = min(out_size, (in_size - 1 + self.pad - offset) // self.stride + 1)
+        return lo, max(lo, hi)
+
+
+class Backend:
+    """What a layer may ask of a device. Subclasses: NumpyBackend, CupyBackend."""
+
+    name: str = "abstract"
+    xp = np
+
+    # ---- memory -------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def asarray(self, host_array, dtype=None):
+        """Host -> device, the one boundary where host data enters."""
+        return self.xp.asarray(host_array, dtype=dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        return np.asarray(array)
+
+    def copy_from_host(self, host_array, out):
+        """Write a host array into device memory this backend already owns."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU)."""
+
+    def memory_in_use(self) -> int:
+        """Bytes of device memory the backend's allocator holds for live arrays."""
+        raise NotImplementedError
+
+    # ---- dense math ---------------------------------------------------------------------
+    def matmul(self, a, b, out):
+        return self.xp.matmul(a, b, out=out)
+
+    # ---- windows: convolution lowering and pooling ---------------------------------------
+    def im2col(self, x, col, geom: WindowGeometry) -> None:
+        """x (n, C, H, W) -> col (C*KH*KW, n*OH*OW); padding reads as zero."""
+        raise NotImplementedError
+
+    def col2im(self, col, dx, geom: WindowGeometry) -> None:
+        """The adjoint of im2col: dx (n, C, H, W) = sum of the col entries that read each pixel."""
+        raise NotImplementedError
+
+    def pool_workspace(self, out_shape, dtype):
+        """Scratch that max pooling needs on this backend (None where the kernel needs none)."""
+        return None
+
+    def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
+        """y = max over each window; argmax (int32) = window offset kh*KW+kw of the first maximum."""
+        raise NotImplementedError
+
+    def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
+        """Mean over each window, padding counted as zeros (divide by KH*KW)."""
+        raise NotImplementedError
+
+    def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name

@@ -1,0 +1,45 @@
+"""CUDA C++ kernel sources that the CuPy backend compiles with NVRTC (cupy.RawModule).
+
+One .cu file per kernel family; every kernel is a template over the element type, instantiated
+by name expression. KERNEL_SOURCES is the single list of what gets instantiated: the CuPy
+backend compiles exactly these, and tests/test_kernels_compile.py compiles them on a CPU-only
+machine. This module must not import cupy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_DIR = Path(__file__).resolve().parent
+
+# The element types every window kernel is instantiated for (CUDA spelling).
+ELEMENT_TYPES = ("float", "double")
+
+
+def _instantiate(*kernels: str) -> list[str]:
+    return [f"{kernel}<{ctype}>" for kernel in kernels for ctype in ELEMENT_TYPES]
+
+
+KERNEL_SOURCES: dict[str, list[str]] = {
+    "im2col.cu": _instantiate("im2col_kernel", "col2im_kernel"),
+    "pooling.cu": _instantiate(
+        "maxpool_forward_kernel",
+        "maxpool_backward_kernel",
+        "avgpool_forward_kernel",
+        "avgpool_backward_kernel",
+    ),
+}
+
+
+def read_source(file_name: str) -> str:
+    """The text of one kernel source file in this package (e.g. "im2col.cu")."""
+    if file_name not in KERNEL_SOURCES:
+        raise KeyError(f"unknown kernel source {file_name!r}; known: {sorted(KERNEL_SOURCES)}")
+    return (_DIR / file_name).read_text(encoding="utf-8")
+
+
+def source_of(name_expression: str) -> str:
+    """The .cu file that instantiates a name expression such as "im2col_kernel<float>"."""
+    for file_name, expressions in KERNEL_SOURCES.items():
+        if name_expression in expressions:
+            return file_name
+    raise KeyError(f"no kernel source instantiates {name_expression!r}")

@@ -1,0 +1,137 @@
+"""NumPy (CPU) implementations of the window kernels.
+
+Every kernel loops over the KH*KW window offsets and moves one strided slab per offset with a
+single NumPy call, so the Python overhead is KH*KW calls, not one per pixel. No kernel allocates
+an array: results go to `out=` views of buffers allocated in setup.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import Backend, WindowGeometry
+
+
+def _window_slabs(geom: WindowGeometry):
+    """For each window offset: (k, input slices, output slices) covering the in-image positions.
+
+    Output position (oh, ow) with offset (kh, kw) reads input (oh*s + kh - pad, ow*s + kw - pad).
+    """
+    s = geom.stride
+    for kh in range(geom.kernel_h):
+        oh0, oh1 = geom.valid_range(kh, geom.height, geom.out_h)
+        for kw in range(geom.kernel_w):
+            ow0, ow1 = geom.valid_range(kw, geom.width, geom.out_w)
+            if oh0 >= oh1 or ow0 >= ow1:
+                in_sl = out_sl = None
+            else:
+                h0, w0 = oh0 * s + kh - geom.pad, ow0 * s + kw - geom.pad
+                in_sl = (slice(h0, h0 + (oh1 - oh0 - 1) * s + 1, s),
+                         slice(w0, w0 + (ow1 - ow0 - 1) * s + 1, s))
+                out_sl = (slice(oh0, oh1), slice(ow0, ow1))
+            yield kh * geom.kernel_w + kw, kh, kw, in_sl, out_sl
+
+
+class NumpyBackend(Backend):
+    name = "cpu"
+    xp = np
+
+    def __init__(self):
+        self.device = "cpu"
+
+    def copy_from_host(self, host_array, out):
+        np.copyto(out, host_array, casting="same_kind")
+
+    def memory_in_use(self) -> int:
+        return 0  # NumPy has no pool; tests use tracemalloc instead
+
+    def describe(self) -> str:
+        return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores)"
+
+    # ---- convolution lowering -------------------------------------------------------------
+    def im2col(self, x, col, geom: WindowGeometry) -> None:
+        n = x.shape[0]
+        # col rows are (c, kh, kw), columns (image, oh, ow): view it as 6-D to write slabs.
+        col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
+        x_cn = x.transpose(1, 0, 2, 3)  # (C, n, H, W) view, matches col6[:, kh, kw]
+        for _, kh, kw, in_sl, out_sl in _window_slabs(geom):
+            slab = col6[:, kh, kw]
+            if in_sl is None:
+                slab.fill(0)
+                continue
+            _zero_outside(slab, out_sl, geom)
+            np.copyto(slab[:, :, out_sl[0], out_sl[1]], x_cn[:, :, in_sl[0], in_sl[1]])
+
+    def col2im(self, col, dx, geom: WindowGeometry) -> None:
+        n = dx.shape[0]
+        col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
+        dx.fill(0)
+        dx_cn = dx.transpose(1, 0, 2, 3)
+        for _, kh, kw, in_sl, out_sl in _window_slabs(geom):
+            if in_sl is None:
+                continue
+            target = dx_cn[:, :, in_sl[0], in_sl[1]]
+            np.add(target, col6[:, kh, kw, :, out_sl[0], out_sl[1]], out=target)
+
+    # ---- pooling ---------------------------------------------------------------------------
+    def pool_workspace(self, out_shape, dtype):
+        return np.empty(out_shape, dtype=bool)
+
+    def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
+        n = x.shape[0]
+        is_new_max = workspace[:n]
+        y.fill(-np.inf)
+        argmax.fill(0)
+        for k, _, _, in_sl, out_sl in _window_slabs(geom):
+            if in_sl is None:
+                continue
+            src = x[:, :, in_sl[0], in_sl[1]]
+            best = y[:, :, out_sl[0], out_sl[1]]
+            mask = is_new_max[:, :, out_sl[0], out_sl[1]]
+            np.greater(src, best, out=mask)  # strict: the first maximum wins ties
+            np.copyto(best, src, where=mask)
+            np.copyto(argmax[:, :, out_sl[0], out_sl[1]], k, where=mask)
+
+    def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
+        n = dy.shape[0]
+        came_from_k = workspace[:n]
+        dx.fill(0)
+        for k, _, _, in_sl, out_sl in _window_slabs(geom):
+            if in_sl is None:
+                continue
+            mask = came_from_k[:, :, out_sl[0], out_sl[1]]
+            np.equal(argmax[:, :, out_sl[0], out_sl[1]], k, out=mask)
+            target = dx[:, :, in_sl[0], in_sl[1]]
+            np.add(target, dy[:, :, out_sl[0], out_sl[1]], out=target, where=mask)
+
+    def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
+        y.fill(0)
+        for _, _, _, in_sl, out_sl in _window_slabs(geom):
+            if in_sl is None:
+                continue
+            acc = y[:, :, out_sl[0], out_sl[1]]
+            np.add(acc, x[:, :, in_sl[0], in_sl[1]], out=acc)
+        np.multiply(y, 1.0 / (geom.kernel_h * geom.kernel_w), out=y)
+
+    def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        dx.fill(0)
+        for _, _, _, in_sl, out_sl in _window_slabs(geom):
+            if in_sl is None:
+                continue
+            target = dx[:, :, in_sl[0], in_sl[1]]
+            np.add(target, dy[:, :, out_sl[0], out_sl[1]], out=target)
+        np.multiply(dx, 1.0 / (geom.kernel_h * geom.kernel_w), out=dx)
+
+
+def _zero_outside(slab, out_sl, geom: WindowGeometry) -> None:
+    """Zero the border of a (C, n, OH, OW) slab that falls outside out_sl (the padding reads)."""
+    rows, cols = out_sl
+    if rows.start > 0:
+        slab[:, :, :rows.start].fill(0)
+    if rows.stop < geom.out_h:
+        slab[:, :, rows.stop:].fill(0)
+    if cols.start > 0:
+        slab[:, :, rows, :cols.start].fill(0)
+    if cols.stop < geom.out_w:
+        slab[:, :, rows, cols.stop:].fill(0)

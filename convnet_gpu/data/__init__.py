@@ -1,0 +1,41 @@
+"""Dataset loading (IDX / Fashion-MNIST / MNIST) and minibatch iteration."""
+
+from .batching import MinibatchLoader, iterate_minibatches
+from .errors import DataError
+from .fashion_mnist import (
+    DEFAULT_DIRS,
+    FASHION_MNIST_CLASSES,
+    IDX_FILE_NAMES,
+    MNIST_CLASSES,
+    MNIST_DEFAULT_DIRS,
+    Dataset,
+    find_dataset_dir,
+    find_idx_file,
+    load_fashion_mnist,
+    load_idx_dataset,
+    load_mnist,
+    normalize_images,
+    pixel_mean_std,
+)
+from .idx import load_idx_pair, read_idx
+
+__all__ = [
+    "DEFAULT_DIRS",
+    "FASHION_MNIST_CLASSES",
+    "IDX_FILE_NAMES",
+    "MNIST_CLASSES",
+    "MNIST_DEFAULT_DIRS",
+    "DataError",
+    "Dataset",
+    "MinibatchLoader",
+    "find_dataset_dir",
+    "find_idx_file",
+    "iterate_minibatches",
+    "load_fashion_mnist",
+    "load_idx_dataset",
+    "load_idx_pair",
+    "load_mnist",
+    "normalize_images",
+    "pixel_mean_std",
+    "read_idx",
+]

@@ -1,0 +1,63 @@
+"""The Layer contract: shapes, parameters, workspaces, forward and backward side by side."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A learnable array a layer asks the Net for. The Net allocates it in one flat buffer."""
+
+    name: str
+    shape: tuple
+    init: str = "he"          # "he" (normal, std sqrt(2/fan_in)), "zeros" or "ones"
+    fan_in: int = 1
+    decay: bool = True        # weight decay applies (weights yes; biases and norms no)
+
+
+class Layer:
+    """One simple operation with its own backward.
+
+    Shapes exclude the batch dimension. `setup` allocates every workspace for `batch_size`;
+    `forward(x, y, train)` and `backward(x, y, dy, dx)` only write into `y`, `dx`, the
+    parameter gradients and those workspaces. `x`, `y`, `dy`, `dx` are views of the first n
+    rows of their blobs; `dx` is None when nothing upstream needs the input gradient.
+    """
+
+    def __init__(self):
+        self.params: dict = {}  # name -> array view into the Net's flat parameter buffer
+        self.grads: dict = {}   # name -> array view into the Net's flat gradient buffer
+        self.backend = None
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def param_specs(self, input_shape: tuple) -> list[ParamSpec]:
+        return []
+
+    def setup(self, backend, input_shape: tuple, batch_size: int, dtype) -> None:
+        self.backend = backend
+
+    def forward(self, x, y, train: bool) -> None:
+        raise NotImplementedError
+
+    def backward(self, x, y, dy, dx) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+def flat_view(flat_buffer, shape):
+    """A C-contiguous view of the first prod(shape) elements of a flat workspace."""
+    size = 1
+    for dim in shape:
+        size *= dim
+    return flat_buffer[:size].reshape(shape)

@@ -1,0 +1,34 @@
+"""Dense: y = x @ W with W (in, out); no bias of its own (see Bias)."""
+from __future__ import annotations
+
+from .base import Layer, ParamSpec
+
+
+class Dense(Layer):
+    def __init__(self, out_features: int):
+        super().__init__()
+        if out_features < 1:
+            raise ValueError("Dense needs out_features >= 1")
+        self.out_features = out_features
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense expects flat (features,) inputs, got {input_shape}; "
+                             f"put a Flatten before it")
+        return (self.out_features,)
+
+    def param_specs(self, input_shape):
+        (in_features,) = input_shape
+        return [ParamSpec("weight", (in_features, self.out_features), "he", fan_in=in_features)]
+
+    def forward(self, x, y, train):
+        self.backend.matmul(x, self.params["weight"], y)
+
+    def backward(self, x, y, dy, dx):
+        be = self.backend
+        be.matmul(x.T, dy, self.grads["weight"])               # (in, n) @ (n, out)
+        if dx is not None:
+            be.matmul(dy, self.params["weight"].T, dx)         # (n, out) @ (out, in)
+
+    def describe(self):
+        return f"Dense({self.out_features})"

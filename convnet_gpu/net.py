@@ -1,0 +1,155 @@
+"""Net: a chain of layers whose blobs, parameters and workspaces are allocated once in setup."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import get_backend
+from .blob import Blob
+
+
+class ParamBuffer:
+    """Every learnable array of a net in one flat buffer (and its gradient in another).
+
+    Layers see views of it; the optimizer updates the whole net with a few flat array ops.
+    `decay_mask` is 1 where weight decay applies (weights) and 0 where it does not (biases).
+    """
+
+    def __init__(self, backend, specs_by_layer, dtype, rng: np.random.Generator):
+        offsets, total = [], 0
+        for specs in specs_by_layer:
+            for spec in specs:
+                size = int(np.prod(spec.shape))
+                offsets.append((spec, total, size))
+                total += size
+        self.size = total
+        self.data = backend.zeros((total,), dtype)
+        self.grad = backend.zeros((total,), dtype)
+        host_values = np.zeros(total, dtype=np.float64)
+        host_decay = np.zeros(total, dtype=dtype)
+        for spec, start, size in offsets:
+            host_values[start:start + size] = _initial_values(spec, rng).ravel()
+            host_decay[start:start + size] = 1.0 if spec.decay else 0.0
+        backend.copy_from_host(host_values.astype(dtype), self.data)
+        self.decay_mask = backend.asarray(host_decay)
+        self._offsets = offsets
+
+    def views(self, index: int, buffer):
+        """The arrays of the index-th ParamSpec inside `buffer` (data or grad)."""
+        spec, start, size = self._offsets[index]
+        return buffer[start:start + size].reshape(spec.shape)
+
+
+def _initial_values(spec, rng: np.random.Generator) -> np.ndarray:
+    if spec.init == "zeros":
+        return np.zeros(spec.shape)
+    if spec.init == "ones":
+        return np.ones(spec.shape)
+    if spec.init == "he":
+        return rng.standard_normal(spec.shape) * np.sqrt(2.0 / spec.fan_in)
+    raise ValueError(f"unknown parameter init {spec.init!r}")
+
+
+class Net:
+    """Layers applied in order, optionally followed by a loss.
+
+    After `setup(batch_size, input_shape)` a step only writes into memory the net owns:
+        n = net.load_batch(images, labels)   # host -> device, the one crossing
+        net.forward(n, train=True)           # logits and, with a loss, net.loss.loss
+        net.backward(n)                      # parameter gradients in net.params.grad
+    """
+
+    def __init__(self, layers, loss=None, backend=None, dtype=np.float32, seed: int = 0):
+        self.layers = list(layers)
+        self.loss = loss
+        self.backend = backend if backend is not None else get_backend("cpu")
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.batch_size = None
+
+    # ---- allocation -----------------------------------------------------------------------
+    def setup(self, batch_size: int, input_shape, input_grad: bool = False) -> "Net":
+        """Allocate everything a step needs. `input_grad` also keeps d(loss)/d(input)."""
+        be, dtype = self.backend, self.dtype
+        self.batch_size, self.input_shape = batch_size, tuple(input_shape)
+        self.shapes = [self.input_shape]
+        for layer in self.layers:
+            self.shapes.append(tuple(layer.output_shape(self.shapes[-1])))
+
+        specs = [layer.param_specs(shape) for layer, shape in zip(self.layers, self.shapes)]
+        self.params = ParamBuffer(be, specs, dtype, np.random.default_rng(self.seed))
+        index = 0
+        for layer, layer_specs in zip(self.layers, specs):
+            for spec in layer_specs:
+                layer.params[spec.name] = self.params.views(index, self.params.data)
+                layer.grads[spec.name] = self.params.views(index, self.params.grad)
+                index += 1
+
+        self.blobs = [Blob.allocate(be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad)]
+        self.blobs += [Blob.allocate(be, (batch_size,) + shape, dtype) for shape in self.shapes[1:]]
+        self.labels = be.zeros((batch_size,), "int32")
+        for layer, shape in zip(self.layers, self.shapes):
+            layer.setup(be, shape, batch_size, dtype)
+        if self.loss is not None:
+            self.loss.setup(be, self.shapes[-1], batch_size, dtype)
+        return self
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.shapes[-1]
+
+    def memory_bytes(self) -> int:
+        """Bytes in blobs and parameters (workspaces excluded)."""
+        blob_bytes = sum(blob.nbytes for blob in self.blobs)
+        return blob_bytes + self.params.data.nbytes + self.params.grad.nbytes
+
+    # ---- a step ---------------------------------------------------------------------------
+    def load_batch(self, images, labels=None) -> int:
+        """Copy a host batch (n <= batch_size rows) into the input blob; returns n."""
+        n = len(images)
+        if self.batch_size is None:
+            raise RuntimeError("call net.setup(batch_size, input_shape) before load_batch")
+        if not 0 < n <= self.batch_size or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(f"batch of shape {tuple(images.shape)} does not fit this net "
+                             f"(at most {self.batch_size} rows of {self.input_shape})")
+        self.backend.copy_from_host(images, self.blobs[0].data[:n])
+        if labels is not None:
+            self.backend.copy_from_host(labels, self.labels[:n])
+        return n
+
+    def forward(self, n: int, train: bool = True):
+        """Run the layers on the first n rows; with a loss, also the loss. Returns the output view."""
+        for layer, bottom, top in zip(self.layers, self.blobs, self.blobs[1:]):
+            layer.forward(bottom.data[:n], top.data[:n], train)
+        output = self.blobs[-1].data[:n]
+        if self.loss is not None:
+            self.loss.forward(output, self.labels[:n])
+        return output
+
+    def backward(self, n: int) -> None:
+        """Gradients of the loss (or of sum(output * blobs[-1].grad) without a loss)."""
+        if self.loss is not None:
+            self.loss.backward(self.blobs[-1].grad[:n])
+        for i in reversed(range(len(self.layers))):
+            layer, bottom, top = self.layers[i], self.blobs[i], self.blobs[i + 1]
+            x, dx = bottom.rows(n)
+            if dx is None and not layer.params:
+                continue  # nothing below needs this gradient
+            layer.backward(x, top.data[:n], top.grad[:n], dx)
+
+    def count_correct(self, n: int):
+        """0-d device array: how many of the last forward's n rows were classified right."""
+        return self.loss.count_correct(self.blobs[-1].data[:n], self.labels[:n])
+
+    # ---- inspection -----------------------------------------------------------------------
+    def parameter_count(self) -> int:
+        return self.params.size
+
+    def summary(self) -> str:
+        lines = [f"input {self.input_shape}"]
+        for layer, shape in zip(self.layers, self.shapes[1:]):
+            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            lines.append(f"{layer.describe():<40} -> {str(shape):<16} {count:>9} params")
+        if self.loss is not None:
+            lines.append(self.loss.name)
+        lines.append(f"{self.parameter_count()} parameters")
+        return "\n".join(lines)
