@@ -1,0 +1,155 @@
+"""Backend benchmark: training-step and inference throughput per device, side by side.
+
+Each device gets the same model, batch size and synthetic batch; timing starts after a warm-up
+(kernel compilation, allocator warm-up) and the device is synchronized before the clock stops.
+With `peer="torch"`, PyTorch runs the same architecture on the same device in the same process,
+so the ratio compares like with like.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .backends import DeviceUnavailable, get_backend, parse_device
+from .layers import SoftmaxCrossEntropy
+from .models import build_model
+from .net import Net
+from .optim import SGD
+
+INPUT_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+
+
+def _synthetic_batch(batch_size: int, seed: int):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size,) + INPUT_SHAPE).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=batch_size).astype(np.int32)
+    return images, labels
+
+
+def _time_loop(step, warmup: int, steps: int, synchronize) -> float:
+    """Seconds per step, after `warmup` untimed steps."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def _result(engine, device, batch_size, train_s, infer_s) -> dict:
+    return {"engine": engine, "device": device, "batch_size": batch_size,
+            "train_ms_per_step": train_s * 1e3, "train_images_per_second": batch_size / train_s,
+            "infer_ms_per_step": infer_s * 1e3, "infer_images_per_second": batch_size / infer_s}
+
+
+def bench_convnet_gpu(device: str, model: str, batch_size: int, steps: int, warmup: int,
+                      seed: int = 0) -> dict:
+    backend = get_backend(device)
+    net = Net(build_model(model, NUM_CLASSES), SoftmaxCrossEntropy(), backend, seed=seed)
+    net.setup(batch_size, INPUT_SHAPE)
+    optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
+    images, labels = _synthetic_batch(batch_size, seed)
+
+    def train_step():
+        n = net.load_batch(images, labels)
+        net.forward(n, train=True)
+        net.backward(n)
+        optimizer.step()
+
+    def infer_step():
+        net.forward(net.load_batch(images), train=False)
+
+    train_s = _time_loop(train_step, warmup, steps, backend.synchronize)
+    infer_s = _time_loop(infer_step, warmup, steps, backend.synchronize)
+    return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s)
+
+
+def bench_torch(device: str, model: str, batch_size: int, steps: int, warmup: int,
+                seed: int = 0) -> dict:
+    """The same architecture in PyTorch (eager, fp32), as a peer in the same run."""
+    import torch  # optional peer, never a dependency
+
+    from .torch_models import torch_model
+
+    kind, index = parse_device(device)
+    torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("PyTorch has no CUDA device here")
+    torch.manual_seed(seed)
+    net = torch_model(model, NUM_CLASSES).to(torch_device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    host_images, host_labels = _synthetic_batch(batch_size, seed)
+    images = torch.from_numpy(host_images)
+    labels = torch.from_numpy(host_labels).long()
+    sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=False)
+        loss = torch.nn.functional.cross_entropy(net(images.to(torch_device)), labels.to(torch_device))
+        loss.backward()
+        optimizer.step()
+
+    def infer_step():
+        with torch.no_grad():
+            net(images.to(torch_device))
+
+    train_s = _time_loop(train_step, warmup, steps, sync)
+    infer_s = _time_loop(infer_step, warmup, steps, sync)
+    name = f"{torch_device} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)"
+    if torch_device.type == "cuda":
+        name = f"{torch_device} (PyTorch {torch.__version__}, {torch.cuda.get_device_name(torch_device)})"
+    return _result("torch", name, batch_size, train_s, infer_s)
+
+
+def run_benchmarks(devices, model: str, batch_size: int, steps: int, warmup: int,
+                   peer: str | None = None, seed: int = 0) -> list[dict]:
+    """One result per (engine, device); an unusable device is reported as skipped."""
+    engines = [("convnet_gpu", bench_convnet_gpu)]
+    if peer == "torch":
+        engines.append(("torch", bench_torch))
+    results = []
+    for device in devices:
+        for engine, bench in engines:
+            try:
+                result = bench(device, model, batch_size, steps, warmup, seed)
+            except (DeviceUnavailable, ImportError) as exc:
+                result = {"engine": engine, "device": device, "batch_size": batch_size,
+                          "skipped": str(exc).splitlines()[0]}
+            results.append({**result, "requested": device, "model": model})
+    _add_ratios(results)
+    return results
+
+
+def _add_ratios(results: list[dict]) -> None:
+    """Mark each convnet_gpu result with its speed relative to the torch peer on that device."""
+    by_device: dict[str, list[dict]] = {}
+    for result in results:
+        by_device.setdefault(result["requested"], []).append(result)
+    for group in by_device.values():
+        ours = [r for r in group if r["engine"] == "convnet_gpu" and "skipped" not in r]
+        peers = [r for r in group if r["engine"] == "torch" and "skipped" not in r]
+        if ours and peers:
+            for key in ("train", "infer"):
+                ours[0][f"{key}_vs_torch"] = (ours[0][f"{key}_images_per_second"]
+                                              / peers[0][f"{key}_images_per_second"])
+
+
+def format_table(results: list[dict]) -> str:
+    header = (f"{'engine':<12} {'device':<44} {'batch':>5} {'train img/s':>12} {'ms/step':>8} "
+              f"{'infer img/s':>12} {'ms/step':>8}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"{r['engine']:<12} {r['device']:<44} skipped: {r['skipped']}")
+            continue
+        lines.append(f"{r['engine']:<12} {r['device'][:44]:<44} {r['batch_size']:>5} "
+                     f"{r['train_images_per_second']:>12.0f} {r['train_ms_per_step']:>8.2f} "
+                     f"{r['infer_images_per_second']:>12.0f} {r['infer_ms_per_step']:>8.2f}")
+        if "train_vs_torch" in r:
+            lines.append(f"{'':<12} {'  vs PyTorch on the same device':<44} {'':>5} "
+                         f"{r['train_vs_torch']:>11.2f}x {'':>8} {r['infer_vs_torch']:>11.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""convnet-gpu: train, gradcheck, bench and info subcommands.
+
+Every expected failure (bad flag, missing data, missing GPU) ends with one line on stderr and
+exit status 2; a failed check or a diverged run exits 1; no traceback for either.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; the message says how to fix it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_device(parser, default="auto"):
+    parser.add_argument("--device", default=default,
+                        help="auto, cpu, cuda or cuda:N (default: %(default)s; auto takes a GPU if "
+                             "CuPy finds one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convnet-gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"convnet-gpu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
+    _add_device(train)
+    train.add_argument("--model", default="simple-cnn", help="model name (default: %(default)s)")
+    train.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    train.add_argument("--data-dir", help="folder holding the four IDX files (default: the Debian "
+                                          "package's /usr/share/datasets/<dataset>)")
+    train.add_argument("--epochs", type=_positive_int, default=2)
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--lr", type=_positive_float, default=0.01)
+    train.add_argument("--momentum", type=_non_negative_float, default=0.9)
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train-subset", type=_positive_int, metavar="N",
+                       help="train on the first N training images only")
+    train.add_argument("--out", metavar="DIR",
+                       help="run folder for metrics.jsonl and summary.json (default: runs/<model>-<time>)")
+    train.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+
+    check = sub.add_parser("gradcheck", help="check every layer's gradients numerically (float64)")
+    _add_device(check, default="cpu")
+    check.add_argument("--seed", type=int, default=0)
+
+    bench = sub.add_parser("bench", help="time training steps and inference per device")
+    bench.add_argument("--device", default="cpu,cuda",
+                       help="comma-separated devices (default: %(default)s; absent ones are skipped)")
+    bench.add_argument("--model", default="simple-cnn")
+    bench.add_argument("--batch-size", type=_positive_int, default=128)
+    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per measurement")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    bench.add_argument("--peer", choices=["none", "torch"], default="none",
+                       help="also time PyTorch on the same devices (needs torch installed)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    sub.add_parser("info", help="versions, devices and where the data is found")
+    return parser
+
+
+# ---- subcommands ----------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .data import load_fashion_mnist, load_mnist
+    from .layers import SoftmaxCrossEntropy
+    from .models import build_model
+    from .net import Net
+    from .optim import SGD
+    from .train import TrainConfig, Trainer
+
+    model_layers = _build_model_or_usage_error(args.model)
+    backend = _backend_or_usage_error(args.device)
+    loader = load_fashion_mnist if args.dataset == "fashion-mnist" else load_mnist
+    dataset = loader(args.data_dir, train_subset=args.train_subset)
+    out_dir = Path(args.out or f"runs/{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    net = Net(model_layers, SoftmaxCrossEntropy(), backend, seed=args.seed)
+    net.setup(args.batch_size, dataset.input_shape)
+    optimizer = SGD(args.lr, args.momentum, args.weight_decay).setup(net)
+    print(f"training {args.model} on {args.dataset} ({len(dataset.train_y)} train / "
+          f"{len(dataset.test_y)} test images) on {backend.describe()}, {args.epochs} epoch(s), "
+          f"batch {args.batch_size}, lr {args.lr}, momentum {args.momentum}", flush=True)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                         out_dir=str(out_dir), progress=False if args.no_progress else None)
+    meta = {"device": backend.describe(), "model": args.model, "dataset": args.dataset,
+            "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
+            "weight_decay": args.weight_decay, "seed": args.seed,
+            "train_images": int(len(dataset.train_y))}
+    summary = Trainer(net, optimizer, dataset, config, log=_print_flush, meta=meta).fit()
+    print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s) in "
+          f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
+          f"{out_dir}/metrics.jsonl and {out_dir}/summary.json")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import check_all
+
+    backend = _backend_or_usage_error(args.device)
+    print(f"gradient check on {backend.describe()} (float64, central differences)")
+    print(f"{'layer':<34} {'mode':<11} {'max rel error':>13}  result")
+    results = check_all(backend, seed=args.seed)
+    for result in results:
+        verdict = "pass" if result.passed else "FAIL"
+        print(f"{result.name:<34} {result.mode:<11} {result.max_rel_error:>13.2e}  {verdict}")
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(f"{len(failed)} of {len(results)} checks failed (tolerance {results[0].tolerance:g}): "
+              f"{', '.join(failed)}")
+        return EXIT_FAILED
+    print(f"all {len(results)} checks passed (tolerance {results[0].tolerance:g})")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .backends import parse_device
+    from .bench import format_table, run_benchmarks
+    from .fileio import write_json_atomic
+    from .models import MODELS
+
+    devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    for device in devices:
+        try:
+            parse_device(device)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; choose one of: {', '.join(MODELS)}")
+    results = run_benchmarks(devices, args.model, args.batch_size, args.steps, args.warmup,
+                             peer=None if args.peer == "none" else args.peer)
+    print(f"model {args.model}, batch {args.batch_size}, {args.steps} timed steps after "
+          f"{args.warmup} warm-up steps, fp32")
+    print(format_table(results))
+    if args.json:
+        write_json_atomic(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import numpy
+
+    from .backends import cuda_problem
+    from .data import DataError, find_dataset_dir
+    from .data.fashion_mnist import IDX_FILE_NAMES
+
+    print(f"convnet-gpu {__version__}, Python {sys.version.split()[0]}, NumPy {numpy.__version__}")
+    problem = cuda_problem(0)
+    print(f"cuda: {'available' if problem is None else problem}")
+    try:
+        print(f"fashion-mnist: {find_dataset_dir(None, IDX_FILE_NAMES, 'fashion-mnist')}")
+    except DataError as exc:
+        print(f"fashion-mnist: not found ({exc})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "gradcheck": cmd_gradcheck, "bench": cmd_bench, "info": cmd_info}
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+def _backend_or_usage_error(device: str):
+    from .backends import get_backend
+
+    try:
+        return get_backend(device, announce=_print_flush)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _build_model_or_usage_error(name: str):
+    from .models import build_model
+
+    try:
+        return build_model(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def main(argv=None) -> int:
+    from .backends import DeviceUnavailable
+    from .data import DataError
+    from .train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    prog = f"convnet-gpu {args.command}"
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, DeviceUnavailable, DataError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as exc:
+        print(f"{prog}: stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

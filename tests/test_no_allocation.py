@@ -1,0 +1,161 @@
+"""DESIGN rule 2: setup allocates, a training step only writes into memory the net already owns.
+
+NumPy: tracemalloc (NumPy reports its data buffers to it) shows neither growth nor a peak over
+20 steps after the first. CuPy: the memory pool's used bytes are flat over 20 steps.
+One simple_cnn activation blob at batch 16 is 16*32*28*28*4 bytes = 1.6 MB, so any per-step
+array allocation of a blob trips the 256 KiB peak budget.
+"""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
+from convnet_gpu.models import simple_cnn
+
+BATCH = 16
+INPUT_SHAPE = (1, 28, 28)
+WARM_STEPS = 1
+MEASURED_STEPS = 20
+SMALL_LAST_BATCH = 9
+GROWTH_LIMIT = 64 * 1024
+PEAK_LIMIT = 256 * 1024
+
+
+def _host_batches(count: int, seed: int = 0):
+    """Host batches made before measuring: full ones, with a smaller n=9 batch mixed in."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for step in range(count):
+        n = SMALL_LAST_BATCH if step % 7 == 3 else BATCH
+        images = rng.standard_normal((n,) + INPUT_SHAPE).astype(np.float32)
+        labels = rng.integers(0, 10, size=n).astype(np.int32)
+        batches.append((images, labels))
+    assert any(len(images) == SMALL_LAST_BATCH for images, _ in batches)
+    return batches
+
+
+def _training_setup(backend):
+    net = Net(simple_cnn(10), SoftmaxCrossEntropy(), backend, dtype=np.float32, seed=0)
+    net.setup(BATCH, INPUT_SHAPE)
+    optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
+    return net, optimizer
+
+
+def _step(net, optimizer, images, labels):
+    n = net.load_batch(images, labels)
+    net.forward(n, train=True)
+    net.backward(n)
+    optimizer.step()
+    return net.count_correct(n)
+
+
+def _top_allocations(before, after, limit=8) -> str:
+    stats = after.compare_to(before, "lineno")
+    lines = [str(stat) for stat in stats[:limit] if stat.size_diff or stat.count_diff]
+    return "\n  ".join(lines) or "(none)"
+
+
+def _peak_by_operation(net, optimizer, images, labels, min_bytes=4096) -> str:
+    """One more step, op by op under tracemalloc: which operations allocate, and how much at peak.
+
+    Only run when the budget is exceeded, to name the culprit in the failure message.
+    """
+    rows = []
+
+    def measure(label, fn):
+        tracemalloc.reset_peak()
+        start, _ = tracemalloc.get_traced_memory()
+        fn()
+        end, peak = tracemalloc.get_traced_memory()
+        if peak - start > min_bytes or end - start > min_bytes:
+            rows.append((peak - start, f"{label}: peak +{peak - start} B, kept +{end - start} B"))
+
+    n = len(images)
+    tracemalloc.start()
+    try:
+        measure("net.load_batch", lambda: net.load_batch(images, labels))
+        for i, (layer, bottom, top) in enumerate(zip(net.layers, net.blobs, net.blobs[1:])):
+            measure(f"forward  layer {i} {layer.describe()}",
+                    lambda: layer.forward(bottom.data[:n], top.data[:n], True))
+        output = net.blobs[-1].data[:n]
+        measure("loss.forward", lambda: net.loss.forward(output, net.labels[:n]))
+        measure("loss.backward", lambda: net.loss.backward(net.blobs[-1].grad[:n]))
+        for i in reversed(range(len(net.layers))):
+            layer, bottom, top = net.layers[i], net.blobs[i], net.blobs[i + 1]
+            x, dx = bottom.rows(n)
+            if dx is None and not layer.params:
+                continue
+            measure(f"backward layer {i} {layer.describe()}",
+                    lambda: layer.backward(x, top.data[:n], top.grad[:n], dx))
+        measure("optimizer.step", optimizer.step)
+        measure("net.count_correct", lambda: net.count_correct(n))
+    finally:
+        tracemalloc.stop()
+    rows.sort(key=lambda row: -row[0])  # the biggest allocator first
+    return "\n  ".join(line for _, line in rows) or "(no single operation over the threshold)"
+
+
+def test_numpy_step_allocates_nothing(cpu_backend):
+    net, optimizer = _training_setup(cpu_backend)
+    batches = _host_batches(WARM_STEPS + MEASURED_STEPS)
+    for images, labels in batches[:WARM_STEPS]:
+        _step(net, optimizer, images, labels)
+    params_before = net.params.data.copy()
+    blob_bytes = net.blobs[1].data.nbytes
+    assert blob_bytes > 4 * PEAK_LIMIT  # the threshold really is below one activation blob
+
+    tracemalloc.start()
+    try:
+        start_snapshot = tracemalloc.take_snapshot()
+        start_current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        hits = 0
+        for images, labels in batches[WARM_STEPS:]:
+            hits += int(_step(net, optimizer, images, labels))
+        end_current, peak = tracemalloc.get_traced_memory()
+        end_snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+
+    growth, peak_over_start = end_current - start_current, peak - start_current
+    report = (f"tracemalloc over {MEASURED_STEPS} steps: start {start_current} B, end {end_current} B "
+              f"(growth {growth} B, limit {GROWTH_LIMIT}), peak {peak} B (peak over start "
+              f"{peak_over_start} B, limit {PEAK_LIMIT}); one activation blob is {blob_bytes} B.\n"
+              f"  top differences by line:\n  {_top_allocations(start_snapshot, end_snapshot)}")
+    print(report)
+    if growth > GROWTH_LIMIT or peak_over_start > PEAK_LIMIT:
+        report += ("\n  operations that allocate (one more step, op by op):\n  "
+                   + _peak_by_operation(net, optimizer, *batches[-1]))
+    assert growth <= GROWTH_LIMIT, report
+    assert peak_over_start <= PEAK_LIMIT, report
+    # the steps really trained: parameters moved, the loss is finite, hits were counted
+    assert not np.array_equal(net.params.data, params_before)
+    assert np.isfinite(float(net.loss.loss))
+    assert 0 <= hits <= sum(len(images) for images, _ in batches[WARM_STEPS:])
+
+
+@pytest.mark.gpu
+def test_cupy_step_keeps_pool_usage_flat(cuda_backend):
+    import cupy
+
+    net, optimizer = _training_setup(cuda_backend)
+    batches = _host_batches(WARM_STEPS + MEASURED_STEPS)
+    pool = cupy.get_default_memory_pool()
+    for images, labels in batches[:WARM_STEPS]:
+        _step(net, optimizer, images, labels)
+    cuda_backend.synchronize()
+    used_after_first = pool.used_bytes()
+    params_before = cuda_backend.to_host(net.params.data)
+    used = []
+    for images, labels in batches[WARM_STEPS:]:
+        _step(net, optimizer, images, labels)
+        cuda_backend.synchronize()
+        used.append(pool.used_bytes())
+    assert used == [used_after_first] * MEASURED_STEPS, (
+        f"cupy pool used bytes after the first step {used_after_first}, then per step {used}")
+    assert cuda_backend.memory_in_use() == used_after_first
+    assert not np.array_equal(cuda_backend.to_host(net.params.data), params_before)
+    assert np.isfinite(float(net.loss.loss))
