@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .optim import SCHEDULES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=0.01)
     train.add_argument("--momentum", type=_non_negative_float, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                       help="learning-rate schedule over all steps (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--train-subset", type=_positive_int, metavar="N",
                        help="train on the first N training images only")
@@ -119,12 +122,13 @@ def cmd_train(args) -> int:
     optimizer = SGD(args.lr, args.momentum, args.weight_decay).setup(net)
     print(f"training {args.model} on {args.dataset} ({len(dataset.train_y)} train / "
           f"{len(dataset.test_y)} test images) on {backend.describe()}, {args.epochs} epoch(s), "
-          f"batch {args.batch_size}, lr {args.lr}, momentum {args.momentum}", flush=True)
+          f"batch {args.batch_size}, lr {args.lr} ({args.schedule}), momentum {args.momentum}",
+          flush=True)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         out_dir=str(out_dir), progress=False if args.no_progress else None)
+                         schedule=args.schedule, out_dir=str(out_dir), progress=False if args.no_progress else None)
     meta = {"device": backend.describe(), "model": args.model, "dataset": args.dataset,
             "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
-            "weight_decay": args.weight_decay, "seed": args.seed,
+            "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
             "train_images": int(len(dataset.train_y))}
     summary = Trainer(net, optimizer, dataset, config, log=_print_flush, meta=meta).fit()
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s) in "

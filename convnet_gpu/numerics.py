@@ -7,6 +7,7 @@ run says so instead of silently producing inf/NaN.
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,25 +33,37 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, ClippedWarning, stacklevel=3)
 
 
+@lru_cache(maxsize=None)
 def exp_limits(dtype) -> tuple[float, float]:
-    """[lo, hi] such that exp(x) stays a finite, normal number of `dtype`."""
-    info = np.finfo(dtype)
-    return float(np.log(info.tiny)), float(np.log(info.max))
+    """[lo, hi], exact in `dtype`, such that exp(x) stays a finite, normal number of `dtype`.
+
+    log(max) rounded to float32 lands just above the true limit, so step inward until exp fits.
+    """
+    kind = np.dtype(dtype).type
+    info = np.finfo(kind)
+    lo, hi = kind(np.log(info.tiny)), kind(np.log(info.max))
+    with np.errstate(over="ignore", under="ignore"):
+        while not np.isfinite(np.exp(hi)):
+            hi = np.nextafter(hi, kind(0))
+        while np.exp(lo) < info.tiny:
+            lo = np.nextafter(lo, kind(0))
+    return float(lo), float(hi)
 
 
 def checked_exp(x, out=None):
-    """exp(x) with x clipped to exp_limits(x.dtype); warns once if anything was clipped."""
+    """exp(x) with x clipped to exp_limits(x.dtype) (NaN read as 0); warns once if it clipped."""
     xp = _xp_of(x)
     lo, hi = exp_limits(x.dtype)
-    if bool(xp.any((x < lo) | (x > hi))):
-        _warn_once("exp", f"checked_exp: inputs outside [{lo:.1f}, {hi:.1f}] were clipped "
-                          f"(the values are diverging; lower the learning rate)")
+    if bool(xp.any(~((x >= lo) & (x <= hi)))):  # also catches NaN
+        _warn_once("exp", f"checked_exp: inputs outside [{lo:.1f}, {hi:.1f}] (or NaN) were "
+                          f"clipped (the values are diverging; lower the learning rate)")
     out = xp.clip(x, lo, hi, out=out)
+    out = xp.nan_to_num(out, copy=False, nan=0.0)
     return xp.exp(out, out=out)
 
 
 def checked_log(x, out=None):
-    """log(x) with x clipped to [tiny, max] of its dtype; warns once if anything was clipped."""
+    """log(x) with x clipped to [tiny, max] of its dtype (NaN read as tiny); warns once if it clipped."""
     xp = _xp_of(x)
     info = np.finfo(x.dtype)
     if bool(xp.any(~(x >= info.tiny))):  # also catches NaN

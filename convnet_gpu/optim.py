@@ -1,5 +1,8 @@
-"""Optimizers over the Net's flat parameter buffer: state allocated once, updated in place."""
+"""Optimizers over the Net's flat parameter buffer: state allocated once, updated in place;
+and learning-rate schedules (a function of the step, set on the optimizer before each step)."""
 from __future__ import annotations
+
+import math
 
 
 class SGD:
@@ -39,3 +42,19 @@ class SGD:
 
     def state_arrays(self) -> dict:
         return {"velocity": self.velocity}
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int) -> float:
+    """The learning rate for 0-based `step` of `total_steps`.
+
+    cosine: base_lr * (1 + cos(pi * step / total_steps)) / 2, from base_lr down towards 0,
+    so the last steps average out the noise of the large early ones.
+    """
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
+from .optim import scheduled_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -26,6 +27,7 @@ class TrainConfig:
     epochs: int = 2
     batch_size: int = 64
     seed: int = 0
+    schedule: str = "cosine"
     out_dir: str | None = None
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -66,6 +68,9 @@ class Trainer:
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
         self.totals = _DeviceTotals(net.backend, net.dtype)
         self.rng = np.random.default_rng(config.seed)
+        self.base_lr = optimizer.lr
+        self.step_count = 0
+        self.total_steps = config.epochs * len(self.train_loader)
         self.history: list[dict] = []
 
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
@@ -79,7 +84,10 @@ class Trainer:
             n = net.load_batch(images, labels)
             net.forward(n, train=True)
             net.backward(n)
+            self.optimizer.lr = scheduled_lr(self.config.schedule, self.base_lr,
+                                             self.step_count, self.total_steps)
             self.optimizer.step()
+            self.step_count += 1
             totals.add(net.loss.loss, net.count_correct(n), n)
             bar.update(1)
         net.backend.synchronize()

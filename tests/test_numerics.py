@@ -70,10 +70,6 @@ def test_checked_exp_float32_clips_low_side_and_warns_once():
     assert clipped_again == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug (numerics.py checked_exp/exp_limits): hi = log(finfo(float32).max) is computed "
-    "in float64 (88.72283906) and rounds UP to float32 88.72284, so exp of the clipped value "
-    "overflows to inf (with a numpy overflow RuntimeWarning)"))
 def test_checked_exp_float32_large_input_is_finite():
     result, clipped, others = _clipped_warnings(checked_exp, np.array([1000.0], dtype=np.float32))
     assert len(clipped) == 1
@@ -81,9 +77,6 @@ def test_checked_exp_float32_large_input_is_finite():
     assert others == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug (numerics.py checked_exp): NaN is neither < lo nor > hi, so it is not flagged "
-    "(no ClippedWarning) and clip/exp pass it through: checked_exp(nan) = nan"))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_checked_exp_nan_input_is_finite_and_warned(dtype):
     result, clipped, _ = _clipped_warnings(checked_exp, np.array([np.nan, 0.0], dtype=dtype))

@@ -1,0 +1,141 @@
+"""The CLI as a user meets it: one-line errors with exit 2, tables, run files."""
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from convnet_gpu import cli
+from convnet_gpu.backends import cuda_problem
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:  # argparse exits for usage errors and --help
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+    """A Fashion-MNIST-shaped data folder with 96 train and 40 test 28x28 images."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 96), ("t10k", 40)):
+        labels = rng.integers(0, 10, count)
+        # class-dependent brightness so a few steps can learn something
+        images = rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--epochs", "x"], "--epochs: expected a number"),
+    (["train", "--epochs", "0"], "--epochs: must be >= 1"),
+    (["train", "--lr", "-1"], "--lr: must be > 0"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["bench", "--device", "cpu,gpu7"], "unknown device 'gpu7'"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_are_one_line_with_exit_2(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(cuda_problem(0) is None, reason="a GPU is present, so --device cuda works")
+def test_cuda_without_gpu_exits_2_with_the_fix(capsys, tiny_idx_dir):
+    code, _, err = run_cli(capsys, "train", "--device", "cuda", "--data-dir", str(tiny_idx_dir))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--device cuda" in err
+    assert ('pip install "convnet-gpu[cuda12]"' in err) or ("use --device cpu" in err)
+
+
+def test_missing_data_names_both_ways_to_get_it(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tmp_path / "none"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--data-dir" in err
+
+
+def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                             "--epochs", "2", "--batch-size", "32", "--lr", "0.01",
+                             "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    assert out.count("epoch ") >= 2 and "test acc" in out
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds",
+                "images_per_second"} <= record.keys()
+        assert 0.0 <= record["test_accuracy"] <= 1.0 and record["images_per_second"] > 0
+        assert np.isfinite(record["train_loss"])
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] == records[-1]["test_accuracy"]
+    assert summary["epochs"] == 2 and summary["model"] == "simple-cnn"
+    assert summary["device"].startswith("cpu") and summary["images_per_second"] > 0
+    assert summary["seconds"] > 0
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]  # atomic writes cleaned up
+
+
+def test_train_subset_too_large_is_a_usage_error(capsys, tiny_idx_dir):
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--train-subset", "1000")
+    assert code == 2
+    assert "1000" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gradcheck_cpu_passes_and_prints_a_table(capsys):
+    code, out, _ = run_cli(capsys, "gradcheck", "--device", "cpu")
+    assert code == 0
+    for name in ("Conv2D 3x3 pad 1", "MaxPool2D 2x2", "SoftmaxCrossEntropy", "small net"):
+        assert name in out
+    assert "FAIL" not in out and out.count(" pass") >= 18
+
+
+def test_gradcheck_exits_1_on_a_failure(capsys, monkeypatch):
+    from convnet_gpu import gradcheck
+
+    def broken(backend, seed=0):
+        return [gradcheck.CheckResult("Broken", "exhaustive", 0.5, 10)]
+
+    monkeypatch.setattr(gradcheck, "check_all", broken)
+    code, out, _ = run_cli(capsys, "gradcheck", "--device", "cpu")
+    assert code == 1
+    assert "FAIL" in out and "1 of 1 checks failed" in out
+
+
+def test_bench_reports_cpu_and_skips_an_absent_gpu(capsys, tmp_path):
+    json_path = tmp_path / "bench.json"
+    code, out, err = run_cli(capsys, "bench", "--device", "cpu,cuda", "--batch-size", "8",
+                             "--steps", "2", "--warmup", "1", "--json", str(json_path))
+    assert code == 0, err
+    results = json.loads(json_path.read_text())
+    cpu = [r for r in results if r["requested"] == "cpu"][0]
+    assert cpu["train_images_per_second"] > 0 and cpu["infer_images_per_second"] > 0
+    cuda = [r for r in results if r["requested"] == "cuda"][0]
+    if cuda_problem(0) is not None:
+        assert "skipped" in cuda and "skipped" in out
+    else:
+        assert cuda["train_images_per_second"] > 0
+
+
+def test_info_runs(capsys):
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0 and "convnet-gpu" in out and "cuda:" in out

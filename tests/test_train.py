@@ -1,0 +1,112 @@
+"""Training-level checks: the controlled-overfitting sanity check, the schedule, the trainer."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, build_model
+from convnet_gpu.data import DataError, Dataset, load_fashion_mnist
+from convnet_gpu.optim import scheduled_lr
+from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged
+
+
+def small_training_set(count: int = 64):
+    """The first `count` Fashion-MNIST images when the package is installed, else a synthetic set."""
+    try:
+        data = load_fashion_mnist(train_subset=count)
+        return data.train_x, data.train_y
+    except DataError:
+        rng = np.random.default_rng(0)
+        return (rng.standard_normal((count, 1, 28, 28)).astype(np.float32),
+                rng.integers(0, 10, count).astype(np.int32))
+
+
+def test_simple_cnn_overfits_64_images_to_100_percent(backend):
+    """The seed's sanity check: a correct net memorizes a tiny training set."""
+    images, labels = small_training_set(64)
+    net = Net(build_model("simple-cnn"), SoftmaxCrossEntropy(), backend, seed=0).setup(32, (1, 28, 28))
+    optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
+    accuracy, steps = 0.0, 0
+    while accuracy < 1.0 and steps < 300:
+        for start in (0, 32):
+            n = net.load_batch(images[start:start + 32], labels[start:start + 32])
+            net.forward(n, train=True)
+            net.backward(n)
+            optimizer.step()
+            steps += 1
+        correct = 0
+        for start in (0, 32):
+            n = net.load_batch(images[start:start + 32], labels[start:start + 32])
+            net.forward(n, train=False)
+            correct += int(net.count_correct(n))
+        accuracy = correct / 64
+    assert accuracy == 1.0, f"training accuracy {accuracy} after {steps} steps"
+
+
+def test_cosine_schedule_goes_from_base_to_zero():
+    assert scheduled_lr("cosine", 0.1, 0, 100) == pytest.approx(0.1)
+    assert scheduled_lr("cosine", 0.1, 50, 100) == pytest.approx(0.05)
+    assert scheduled_lr("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    values = [scheduled_lr("cosine", 0.1, s, 100) for s in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert scheduled_lr("constant", 0.1, 77, 100) == 0.1
+    with pytest.raises(ValueError, match="unknown schedule"):
+        scheduled_lr("zigzag", 0.1, 0, 10)
+
+
+def tiny_dataset(train=70, test=30, seed=0):
+    rng = np.random.default_rng(seed)
+    make_x = lambda n: rng.standard_normal((n, 1, 12, 12)).astype(np.float32)
+    make_y = lambda n: rng.integers(0, 3, n).astype(np.int32)
+    return Dataset(make_x(train), make_y(train), make_x(test), make_y(test), ("a", "b", "c"), 0.0, 1.0)
+
+
+def tiny_net(backend=None):
+    from convnet_gpu.layers import Bias, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+
+    layers = [Conv2D(4, 3, pad=1), Bias(), ReLU(), MaxPool2D(2), Flatten(), Dense(3), Bias()]
+    net = Net(layers, SoftmaxCrossEntropy(), backend, seed=1)
+    return net.setup(16, (1, 12, 12))
+
+
+def test_trainer_counts_every_image_including_the_last_partial_batch(tmp_path):
+    data = tiny_dataset()
+    net = tiny_net()
+    trainer = Trainer(net, SGD(0.01).setup(net), data, TrainConfig(epochs=1, batch_size=16,
+                      out_dir=str(tmp_path), progress=False), log=lambda line: None)
+    summary = trainer.fit()
+    assert trainer.totals.count == 30  # the last pass was the 30-image test set (16 + 14)
+    # test accuracy is a multiple of 1/30, so every test image was counted exactly once
+    assert math.isclose(summary["test_accuracy"] * 30, round(summary["test_accuracy"] * 30))
+    assert trainer.step_count == 5      # ceil(70 / 16) training steps
+
+
+def test_trainer_evaluation_matches_a_direct_count():
+    data = tiny_dataset()
+    net = tiny_net()
+    trainer = Trainer(net, SGD(0.01).setup(net), data, TrainConfig(epochs=1, batch_size=16),
+                      log=lambda line: None)
+    loss, accuracy = trainer.evaluate()
+    correct, losses = 0, []
+    for start in range(0, 30, 16):
+        n = net.load_batch(data.test_x[start:start + 16], data.test_y[start:start + 16])
+        logits = net.backend.to_host(net.forward(n, train=False)).astype(np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        losses += list(-log_probs[np.arange(n), data.test_y[start:start + n]])
+        correct += int((logits.argmax(axis=1) == data.test_y[start:start + n]).sum())
+    assert accuracy == correct / 30
+    assert loss == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_diverging_run_stops_with_a_message():
+    data = tiny_dataset()
+    data.train_x[:] = 1e30  # overflows float32 arithmetic in the first step
+    net = tiny_net()
+    trainer = Trainer(net, SGD(0.01).setup(net), data, TrainConfig(epochs=1, batch_size=16),
+                      log=lambda line: None)
+    with pytest.raises(TrainingDiverged, match="lower --lr"):
+        trainer.fit()
