@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "package's /usr/share/datasets/<dataset>)")
     train.add_argument("--epochs", type=_positive_int, default=2)
     train.add_argument("--batch-size", type=_positive_int, default=64)
-    train.add_argument("--lr", type=_positive_float, default=0.01)
+    train.add_argument("--lr", type=_positive_float, default=0.02)
     train.add_argument("--momentum", type=_non_negative_float, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
