@@ -139,3 +139,21 @@ def test_bench_reports_cpu_and_skips_an_absent_gpu(capsys, tmp_path):
 def test_info_runs(capsys):
     code, out, _ = run_cli(capsys, "info")
     assert code == 0 and "convnet-gpu" in out and "cuda:" in out
+
+
+def test_cuda_without_cupy_names_the_install_command(capsys, monkeypatch, tiny_idx_dir):
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # `import cupy` now fails
+    code, _, err = run_cli(capsys, "train", "--device", "cuda", "--data-dir", str(tiny_idx_dir))
+    assert code == 2
+    assert err.strip() == ('convnet-gpu train: error: --device cuda: CuPy is not installed; install '
+                           'CuPy with: pip install "convnet-gpu[cuda12]" (or [cuda13] for CUDA 13)')
+
+
+def test_auto_without_cupy_says_it_uses_the_cpu(capsys, monkeypatch):
+    from convnet_gpu.backends import get_backend
+
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)
+    lines = []
+    backend = get_backend("auto", announce=lines.append)
+    assert backend.name == "cpu"
+    assert lines == ["device auto: using the CPU (CuPy is not installed)"]
