@@ -3,13 +3,18 @@
 One .cu file per kernel family; every kernel is a template over the element type, instantiated
 by name expression. KERNEL_SOURCES is the single list of what gets instantiated: the CuPy
 backend compiles exactly these, and tests/test_kernels_compile.py compiles them on a CPU-only
-machine. This module must not import cupy.
+machine. The index helpers the kernels share live in window.cuh, which read_source() puts in
+front of each .cu file (NVRTC compiles one string and has no include path). This module must
+not import cupy.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 _DIR = Path(__file__).resolve().parent
+
+# Shared by every .cu source: grid-stride range, flat-index splitting, window loops.
+SHARED_HEADER = "window.cuh"
 
 # The element types every window kernel is instantiated for (CUDA spelling).
 ELEMENT_TYPES = ("float", "double")
@@ -31,10 +36,15 @@ KERNEL_SOURCES: dict[str, list[str]] = {
 
 
 def read_source(file_name: str) -> str:
-    """The text of one kernel source file in this package (e.g. "im2col.cu")."""
+    """The compilable text of one kernel source (e.g. "im2col.cu"): window.cuh, then the file.
+
+    The #line markers make NVRTC report errors against the file and line they are really on.
+    """
     if file_name not in KERNEL_SOURCES:
         raise KeyError(f"unknown kernel source {file_name!r}; known: {sorted(KERNEL_SOURCES)}")
-    return (_DIR / file_name).read_text(encoding="utf-8")
+    parts = [f'#line 1 "{name}"\n' + (_DIR / name).read_text(encoding="utf-8")
+             for name in (SHARED_HEADER, file_name)]
+    return "\n".join(parts)
 
 
 def source_of(name_expression: str) -> str:

@@ -1,8 +1,9 @@
-// Pooling over KHxKW windows: max (with argmax) and average, forward and backward.
+// Pooling over KHxKW windows: max (with argmax) and average, forward and backward
+// (helpers in window.cuh).
 //
 // Layouts (all C-contiguous): x, dx (n, C, H, W); y, dy, argmax (n, C, OH, OW).
-// Output (oh, ow) with window offset (kh, kw) reads input (oh*stride + kh - pad, ow*stride + kw - pad);
-// offsets outside the image are skipped (max) or read as zero (average).
+// Each thread works inside one (n*C) plane; window offsets outside the image are skipped (max)
+// or read as zero (average).
 //
 // Max pooling: y = max of the in-image window values, argmax (int32) = kh*KW + kw of the FIRST
 // maximum in (kh, kw) row-major order (strict '>', ties keep the earlier offset); a window with
@@ -36,30 +37,20 @@ __global__ void maxpool_forward_kernel(const T* __restrict__ x, T* __restrict__ 
                                        long long stride, long long pad, long long out_h,
                                        long long out_w)
 {
-    const long long total = n * channels * out_h * out_w;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
-        // i -> (plane = img*C + c, oh, ow)
-        const long long ow = i % out_w;
-        const long long oh = (i / out_w) % out_h;
-        const long long plane = i / (out_w * out_h);
+    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const long long i : grid_stride_range(n * channels * out_h * out_w)) {
+        const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
 
         T best = negative_infinity<T>();
         int best_k = 0;
-        for (long long kh = 0; kh < kernel_h; ++kh) {
-            const long long h = oh * stride + kh - pad;
-            if (h < 0 || h >= height) continue;
-            for (long long kw = 0; kw < kernel_w; ++kw) {
-                const long long w = ow * stride + kw - pad;
-                if (w < 0 || w >= width) continue;
-                const T value = x_plane[h * width + w];
-                if (value > best) {  // strict: the first maximum wins ties
-                    best = value;
-                    best_k = (int)(kh * kernel_w + kw);
-                }
+        for_each_input_of_window(g, oh, ow, [&](long long p, long long k) {
+            const T value = x_plane[p];
+            if (value > best) {  // strict: the first maximum wins ties
+                best = value;
+                best_k = (int)k;
             }
-        }
+        });
         y[i] = best;
         argmax[i] = best_k;
     }
@@ -73,32 +64,16 @@ __global__ void maxpool_backward_kernel(const T* __restrict__ dy, const int* __r
                                         long long stride, long long pad, long long out_h,
                                         long long out_w)
 {
-    const long long total = n * channels * height * width;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
-        // i -> (plane = img*C + c, h, w)
-        const long long w = i % width;
-        const long long h = (i / width) % height;
-        const long long plane = i / (width * height);
-        const long long out_plane = plane * out_h * out_w;
+    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const long long i : grid_stride_range(n * channels * height * width)) {
+        const auto [plane, h, w] = split_index(i, height, width);
+        const T* dy_plane = dy + plane * out_h * out_w;
+        const int* argmax_plane = argmax + plane * out_h * out_w;
 
         T acc = T(0);
-        for (long long kh = 0; kh < kernel_h; ++kh) {
-            const long long hp = h + pad - kh;  // == oh*stride for the window that reads h
-            if (hp < 0 || hp % stride != 0) continue;
-            const long long oh = hp / stride;
-            if (oh >= out_h) continue;
-            for (long long kw = 0; kw < kernel_w; ++kw) {
-                const long long wp = w + pad - kw;
-                if (wp < 0 || wp % stride != 0) continue;
-                const long long ow = wp / stride;
-                if (ow >= out_w) continue;
-                const long long o = out_plane + oh * out_w + ow;
-                if (argmax[o] == (int)(kh * kernel_w + kw)) {
-                    acc += dy[o];
-                }
-            }
-        }
+        for_each_window_reading(g, h, w, [&](long long o, long long k) {
+            if (argmax_plane[o] == (int)k) acc += dy_plane[o];  // (h, w) was that window's max
+        });
         dx[i] = acc;
     }
 }
@@ -110,25 +85,14 @@ __global__ void avgpool_forward_kernel(const T* __restrict__ x, T* __restrict__ 
                                        long long stride, long long pad, long long out_h,
                                        long long out_w)
 {
-    const long long total = n * channels * out_h * out_w;
+    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
     const T scale = window_scale<T>(kernel_h, kernel_w);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
-        const long long ow = i % out_w;
-        const long long oh = (i / out_w) % out_h;
-        const long long plane = i / (out_w * out_h);
+    for (const long long i : grid_stride_range(n * channels * out_h * out_w)) {
+        const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
 
         T acc = T(0);
-        for (long long kh = 0; kh < kernel_h; ++kh) {
-            const long long h = oh * stride + kh - pad;
-            if (h < 0 || h >= height) continue;
-            for (long long kw = 0; kw < kernel_w; ++kw) {
-                const long long w = ow * stride + kw - pad;
-                if (w < 0 || w >= width) continue;
-                acc += x_plane[h * width + w];
-            }
-        }
+        for_each_input_of_window(g, oh, ow, [&](long long p, long long) { acc += x_plane[p]; });
         y[i] = acc * scale;
     }
 }
@@ -140,29 +104,14 @@ __global__ void avgpool_backward_kernel(const T* __restrict__ dy, T* __restrict_
                                         long long stride, long long pad, long long out_h,
                                         long long out_w)
 {
-    const long long total = n * channels * height * width;
+    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
     const T scale = window_scale<T>(kernel_h, kernel_w);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)blockDim.x * gridDim.x) {
-        const long long w = i % width;
-        const long long h = (i / width) % height;
-        const long long plane = i / (width * height);
-        const long long out_plane = plane * out_h * out_w;
+    for (const long long i : grid_stride_range(n * channels * height * width)) {
+        const auto [plane, h, w] = split_index(i, height, width);
+        const T* dy_plane = dy + plane * out_h * out_w;
 
         T acc = T(0);
-        for (long long kh = 0; kh < kernel_h; ++kh) {
-            const long long hp = h + pad - kh;
-            if (hp < 0 || hp % stride != 0) continue;
-            const long long oh = hp / stride;
-            if (oh >= out_h) continue;
-            for (long long kw = 0; kw < kernel_w; ++kw) {
-                const long long wp = w + pad - kw;
-                if (wp < 0 || wp % stride != 0) continue;
-                const long long ow = wp / stride;
-                if (ow >= out_w) continue;
-                acc += dy[out_plane + oh * out_w + ow];
-            }
-        }
+        for_each_window_reading(g, h, w, [&](long long o, long long) { acc += dy_plane[o]; });
         dx[i] = acc * scale;
     }
 }
