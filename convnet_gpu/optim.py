@@ -1,60 +1,361 @@
 """Optimizers over the Net's flat parameter buffer: state allocated once, updated in place;
-and learning-rate schedules (a function of the step, set on the optimizer before each step)."""
+gradient-norm clipping on the device; learning-rate schedules (a function of the step, set on the
+optimizer before each step); and the plateau rule for validation regressions.
+
+Every update is a handful of flat `xp` ufuncs with `out=`, so it runs unchanged on NumPy and
+CuPy and allocates no array. Scalars are Python floats (NEP 50: a float32 array times a
+float64 NumPy/CuPy scalar would become float64). Weight decay is multiplied by
+`params.decay_mask` (1 for weights, 0 for biases), so biases are never decayed.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
-class SGD:
-    """SGD with momentum (PyTorch's form), weight decay on weights only.
+# ---- gradient-norm clipping -----------------------------------------------------------------
+@dataclass
+class ClipScratch:
+    """Device buffers for clip_grad_norm: `squares` like the flat gradient, `norm` and `scale` 0-d."""
 
-        g = grad + weight_decay * decay_mask * w
-        v = momentum * v + g          (v starts at zero)
-        w = w - lr * v                (w - lr * g without momentum)
+    xp: object     # the backend's array module
+    squares: object
+    norm: object   # the global L2 norm of the gradient before clipping
+    scale: object  # min(1, max_norm / (norm + 1e-6))
+
+    @classmethod
+    def allocate(cls, backend, params, squares=None) -> "ClipScratch":
+        """`squares` may be a flat buffer shared with other work (an optimizer's scratch)."""
+        shape, dtype = params.grad.shape, params.grad.dtype
+        if squares is None:
+            squares = backend.empty(shape, dtype)
+        return cls(backend.xp, squares, backend.zeros((), dtype), backend.zeros((), dtype))
+
+
+def clip_grad_norm(params, max_norm: float, scratch: ClipScratch):
+    """Scale params.grad in place so its global L2 norm is at most max_norm, like
+    torch.nn.utils.clip_grad_norm_:
+
+        norm  = sqrt(sum(grad * grad))             one reduction over the flat buffer
+        scale = min(1, max_norm / (norm + 1e-6))
+        grad  = grad * scale
+
+    The norm and the scale stay 0-d device arrays: no host round trip, so a CUDA graph can
+    capture it. Returns scratch.norm, the norm before clipping.
+    """
+    xp, grad, norm, scale = scratch.xp, params.grad, scratch.norm, scratch.scale
+    xp.multiply(grad, grad, out=scratch.squares)
+    xp.sum(scratch.squares, out=norm)
+    xp.sqrt(norm, out=norm)
+    xp.add(norm, 1e-6, out=scale)
+    xp.divide(float(max_norm), scale, out=scale)
+    xp.minimum(scale, 1.0, out=scale)
+    xp.multiply(grad, scale, out=grad)
+    return norm
+
+
+# ---- optimizers -----------------------------------------------------------------------------
+class Optimizer:
+    """What every optimizer shares: the flat buffers, the step counter, optional clipping and the
+    state a checkpoint saves.
+
+    `steps` counts the steps since setup or the last reset_state() (Adam's bias correction
+    restarts with its moments). `lr` may be changed between steps (schedules do).
     """
 
-    def __init__(self, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0):
-        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError("SGD needs lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.params = None
+    decoupled_weight_decay = False  # True: w -= lr * wd * mask * w (AdamW); False: L2 in the gradient
 
-    def setup(self, net) -> "SGD":
+    def __init__(self, lr: float, weight_decay: float, max_grad_norm: float | None):
+        if not lr > 0 or not weight_decay >= 0:
+            raise ValueError(f"{type(self).__name__} needs lr > 0 and weight_decay >= 0")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.steps = 0
+        self.params = None
+        self.grad_norm = None  # with clipping: 0-d device array, the last step's norm before clipping
+
+    def setup(self, net):
         be, params = net.backend, net.params
         self.xp, self.params = be.xp, params
-        self.velocity = be.zeros(params.data.shape, params.data.dtype)
-        self.scratch = be.empty(params.data.shape, params.data.dtype)
+        shape, dtype = params.data.shape, params.data.dtype
+        self.scratch = be.empty(shape, dtype)
+        # grad + wd * mask * w needs its own buffer: the update still uses scratch after it.
+        self.decayed_grad = (be.empty(shape, dtype)
+                             if self.weight_decay and not self.decoupled_weight_decay else None)
+        if self.max_grad_norm is not None:
+            self.clip_scratch = ClipScratch.allocate(be, params, squares=self.scratch)
+            self.grad_norm = self.clip_scratch.norm
+        self.allocate_state(be, shape, dtype)
         return self
 
+    def allocate_state(self, backend, shape, dtype) -> None:
+        raise NotImplementedError
+
     def step(self) -> None:
-        xp, w, step_dir = self.xp, self.params.data, self.params.grad
-        if self.weight_decay:
-            xp.multiply(w, self.params.decay_mask, out=self.scratch)
-            xp.multiply(self.scratch, self.weight_decay, out=self.scratch)
-            xp.add(self.scratch, step_dir, out=self.scratch)
-            step_dir = self.scratch
+        if self.params is None:
+            raise RuntimeError(f"call {type(self).__name__}(...).setup(net) before step()")
+        if self.max_grad_norm is not None:
+            clip_grad_norm(self.params, self.max_grad_norm, self.clip_scratch)
+        self.steps += 1
+        self.update()
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def gradient(self):
+        """The gradient the update follows: grad, or grad + wd * mask * w (L2 weight decay)."""
+        xp, params = self.xp, self.params
+        if self.decayed_grad is None:
+            return params.grad
+        xp.multiply(params.data, params.decay_mask, out=self.decayed_grad)
+        xp.multiply(self.decayed_grad, self.weight_decay, out=self.decayed_grad)
+        xp.add(self.decayed_grad, params.grad, out=self.decayed_grad)
+        return self.decayed_grad
+
+    # ---- state ------------------------------------------------------------------------------
+    def state_arrays(self) -> dict:
+        """The device arrays a checkpoint saves (and restores in place)."""
+        raise NotImplementedError
+
+    def state_scalars(self) -> dict:
+        """The host numbers a checkpoint saves: the step counter and the current lr."""
+        return {"steps": self.steps, "lr": self.lr}
+
+    def load_state_scalars(self, scalars: dict) -> None:
+        self.steps, self.lr = int(scalars["steps"]), float(scalars["lr"])
+
+    def reset_state(self) -> None:
+        """Zero the momentum / moments in place (same arrays) and restart the step counter."""
+        for array in self.state_arrays().values():
+            array.fill(0)
+        self.steps = 0
+
+
+class SGD(Optimizer):
+    """SGD with momentum or Nesterov momentum (PyTorch's form), weight decay on weights only.
+
+        g = grad + weight_decay * decay_mask * w
+        v = momentum * v + g                   (v starts at zero)
+        w = w - lr * v                         (momentum)
+        w = w - lr * (g + momentum * v)        (nesterov)
+        w = w - lr * g                         (momentum 0)
+    """
+
+    def __init__(self, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
+                 nesterov: bool = False, max_grad_norm: float | None = None):
+        if not 0 <= momentum < 1:
+            raise ValueError("SGD needs lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        super().__init__(lr, weight_decay, max_grad_norm)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def allocate_state(self, backend, shape, dtype):
+        self.velocity = backend.zeros(shape, dtype)
+
+    def update(self):
+        xp, w, velocity, scratch = self.xp, self.params.data, self.velocity, self.scratch
+        step_dir = g = self.gradient()
         if self.momentum:
-            xp.multiply(self.velocity, self.momentum, out=self.velocity)
-            xp.add(self.velocity, step_dir, out=self.velocity)
-            step_dir = self.velocity
-        xp.multiply(step_dir, self.lr, out=self.scratch)
-        xp.subtract(w, self.scratch, out=w)
+            xp.multiply(velocity, self.momentum, out=velocity)
+            xp.add(velocity, g, out=velocity)
+            step_dir = velocity
+            if self.nesterov:
+                xp.multiply(velocity, self.momentum, out=scratch)
+                xp.add(g, scratch, out=scratch)
+                step_dir = scratch
+        xp.multiply(step_dir, self.lr, out=scratch)
+        xp.subtract(w, scratch, out=w)
 
     def state_arrays(self) -> dict:
         return {"velocity": self.velocity}
 
 
-SCHEDULES = ("constant", "cosine")
+class Adam(Optimizer):
+    """Adam (PyTorch's form); weight decay as L2 in the gradient, on weights only.
+
+        g = grad + weight_decay * decay_mask * w
+        m = m + (1 - beta1) * (g - m)           m, v start at zero
+        v = beta2 * v + (1 - beta2) * g * g
+        w = w - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    The bias corrections are Python floats from the host step counter t.
+    """
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, max_grad_norm: float | None = None):
+        beta1, beta2 = betas
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0):
+            raise ValueError(f"{type(self).__name__} needs 0 <= betas < 1 and eps > 0")
+        super().__init__(lr, weight_decay, max_grad_norm)
+        self.betas, self.eps = (float(beta1), float(beta2)), float(eps)
+
+    def allocate_state(self, backend, shape, dtype):
+        self.exp_avg = backend.zeros(shape, dtype)
+        self.exp_avg_sq = backend.zeros(shape, dtype)
+
+    def update(self):
+        xp, w, scratch = self.xp, self.params.data, self.scratch
+        m, v = self.exp_avg, self.exp_avg_sq
+        (beta1, beta2), t = self.betas, self.steps
+        if self.decoupled_weight_decay and self.weight_decay:
+            xp.multiply(w, self.params.decay_mask, out=scratch)
+            xp.multiply(scratch, self.lr * self.weight_decay, out=scratch)
+            xp.subtract(w, scratch, out=w)
+        g = self.gradient()
+        xp.subtract(g, m, out=scratch)
+        xp.multiply(scratch, 1.0 - beta1, out=scratch)
+        xp.add(m, scratch, out=m)
+        xp.multiply(v, beta2, out=v)
+        xp.multiply(g, g, out=scratch)
+        xp.multiply(scratch, 1.0 - beta2, out=scratch)
+        xp.add(v, scratch, out=v)
+        # scratch = lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+        xp.sqrt(v, out=scratch)
+        xp.divide(scratch, math.sqrt(1.0 - beta2 ** t), out=scratch)
+        xp.add(scratch, self.eps, out=scratch)
+        xp.divide(m, scratch, out=scratch)
+        xp.multiply(scratch, self.lr / (1.0 - beta1 ** t), out=scratch)
+        xp.subtract(w, scratch, out=w)
+
+    def state_arrays(self) -> dict:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
 
-def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int) -> float:
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch's AdamW): first w = w - lr * wd * decay_mask * w,
+    then the Adam step on the plain gradient."""
+
+    decoupled_weight_decay = True
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, max_grad_norm: float | None = None):
+        super().__init__(lr, betas, eps, weight_decay, max_grad_norm)
+
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+
+
+def build_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: float | None = None,
+                    betas=(0.9, 0.999), eps: float = 1e-8,
+                    max_grad_norm: float | None = None) -> Optimizer:
+    """An optimizer by name (one of OPTIMIZERS), not yet set up.
+
+    `momentum` is for sgd/nesterov only (Adam's is betas[0]); `weight_decay=None` takes the
+    optimizer's default (0 for sgd, nesterov and adam; 0.01 for adamw).
+    """
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+    if name in ("sgd", "nesterov"):
+        return SGD(lr, momentum, nesterov=name == "nesterov", max_grad_norm=max_grad_norm, **decay)
+    if name in ("adam", "adamw"):
+        cls = Adam if name == "adam" else AdamW
+        return cls(lr, betas, eps, max_grad_norm=max_grad_norm, **decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+# ---- learning-rate schedules ----------------------------------------------------------------
+SCHEDULES = ("constant", "cosine", "step", "onecycle")
+
+
+def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int, *,
+                 warmup_steps: int = 0, milestones=(0.5, 0.75), gamma: float = 0.1,
+                 warmup: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 anneal_strategy: str = "cos") -> float:
     """The learning rate for 0-based `step` of `total_steps`.
 
-    cosine: base_lr * (1 + cos(pi * step / total_steps)) / 2, from base_lr down towards 0,
-    so the last steps average out the noise of the large early ones.
+    constant: base_lr.
+    cosine:   base_lr * (1 + cos(pi * step / total_steps)) / 2, from base_lr down towards 0,
+              so the last steps average out the noise of the large early ones.
+    step:     base_lr * gamma ** (number of milestone fractions of total_steps reached).
+    warmup_steps (constant, cosine, step): first a linear warm-up, base_lr * (step + 1) /
+              warmup_steps for step < warmup_steps; the schedule then runs over the remaining
+              steps (step - warmup_steps of total_steps - warmup_steps; milestones are fractions
+              of that remainder).
+    onecycle: PyTorch's OneCycleLR (three_phase=False, same anneal_strategy) with
+              max_lr = base_lr and pct_start = warmup: from base_lr / div_factor up to base_lr
+              at step warmup * total_steps - 1, then down to base_lr / div_factor /
+              final_div_factor (base_lr / 2.5e5 by default) at step total_steps - 1. With "cos"
+              (torch's default) both phases are half-cosines, anneal(a, b, p) =
+              b + (a - b) * (1 + cos(pi * p)) / 2; with "linear" both are straight lines.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if total_steps < 1 or step < 0:
+        raise ValueError(f"need total_steps >= 1 and step >= 0, got step {step} of {total_steps}")
+    if schedule == "onecycle":
+        if warmup_steps:
+            raise ValueError("onecycle has its own warm-up: set `warmup` (a fraction), not warmup_steps")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        return _one_cycle(base_lr, step, total_steps, warmup, div_factor, final_div_factor,
+                          anneal_strategy)
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} of {total_steps}")
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    step, total_steps = step - warmup_steps, total_steps - warmup_steps
     if schedule == "constant":
         return base_lr
     if schedule == "cosine":
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    return base_lr * gamma ** sum(step >= fraction * total_steps for fraction in milestones)
+
+
+def _one_cycle(max_lr, step, total_steps, pct_start, div_factor, final_div_factor,
+               anneal_strategy) -> float:
+    """torch.optim.lr_scheduler.OneCycleLR's two phases, step for step (its float phase ends)."""
+    anneal = {"cos": _anneal_cos, "linear": _anneal_linear}[anneal_strategy]
+    initial_lr = max_lr / div_factor
+    min_lr = initial_lr / final_div_factor
+    warmup_end, last = pct_start * total_steps - 1, total_steps - 1
+    step = min(step, last)
+    if warmup_end > 0 and step <= warmup_end:
+        return anneal(initial_lr, max_lr, step / warmup_end)
+    pct = (step - warmup_end) / (last - warmup_end) if last > warmup_end else 1.0
+    return anneal(max_lr, min_lr, pct)
+
+
+def _anneal_cos(start: float, end: float, pct: float) -> float:
+    """From start (pct 0) to end (pct 1) along half a cosine wave."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def _anneal_linear(start: float, end: float, pct: float) -> float:
+    return (end - start) * pct + start
+
+
+# ---- the plateau rule -----------------------------------------------------------------------
+class PlateauRule:
+    """The seed's rule for a validation regression, as a plain state machine.
+
+    Call observe(val_accuracy) after each validation pass and act on what it returns:
+      "new_best"                 better than every earlier accuracy: keep a copy of the parameters
+      "keep_going"               equal to the best: nothing to do
+      "restore_best_and_halve"   lower than the best: copy the best parameters back, call
+                                 optimizer.reset_state(), and from now on use lr_scale (halved
+                                 here) times the scheduled lr
+    The first observation is always "new_best".
+    """
+
+    NEW_BEST, KEEP_GOING, RESTORE = "new_best", "keep_going", "restore_best_and_halve"
+
+    def __init__(self, factor: float = 0.5):
+        if not 0 < factor < 1:
+            raise ValueError(f"PlateauRule needs 0 < factor < 1, got {factor}")
+        self.factor = float(factor)
+        self.best: float | None = None
+        self.lr_scale = 1.0
+        self.regressions = 0
+
+    def observe(self, val_accuracy: float) -> str:
+        accuracy = float(val_accuracy)
+        if self.best is None or accuracy > self.best:
+            self.best = accuracy
+            return self.NEW_BEST
+        if accuracy == self.best:
+            return self.KEEP_GOING
+        self.regressions += 1
+        self.lr_scale *= self.factor
+        return self.RESTORE

@@ -8,7 +8,6 @@ import pytest
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, build_model
 from convnet_gpu.data import DataError, Dataset, load_fashion_mnist
-from convnet_gpu.optim import scheduled_lr
 from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged
 
 
@@ -43,17 +42,6 @@ def test_simple_cnn_overfits_64_images_to_100_percent(backend):
             correct += int(net.count_correct(n))
         accuracy = correct / 64
     assert accuracy == 1.0, f"training accuracy {accuracy} after {steps} steps"
-
-
-def test_cosine_schedule_goes_from_base_to_zero():
-    assert scheduled_lr("cosine", 0.1, 0, 100) == pytest.approx(0.1)
-    assert scheduled_lr("cosine", 0.1, 50, 100) == pytest.approx(0.05)
-    assert scheduled_lr("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-12)
-    values = [scheduled_lr("cosine", 0.1, s, 100) for s in range(101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
-    assert scheduled_lr("constant", 0.1, 77, 100) == 0.1
-    with pytest.raises(ValueError, match="unknown schedule"):
-        scheduled_lr("zigzag", 0.1, 0, 10)
 
 
 def tiny_dataset(train=70, test=30, seed=0):

@@ -1,0 +1,415 @@
+"""Optimizers, clipping, schedules and the plateau rule.
+
+The optimizers are checked against torch.optim on a tiny float64 net (Flatten -> Dense -> Bias,
+softmax cross-entropy): same initial weights, same batches, several steps with a changing lr,
+parameters equal within 1e-10. Our Dense weight is (in, out); torch's Linear weight is (out, in).
+"""
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from convnet_gpu import Net, SoftmaxCrossEntropy
+from convnet_gpu.layers import Bias, Dense, Flatten
+from convnet_gpu.optim import (OPTIMIZERS, SCHEDULES, SGD, Adam, AdamW, ClipScratch, PlateauRule,
+                               build_optimizer, clip_grad_norm, scheduled_lr)
+
+BATCH, INPUT_SHAPE, CLASSES = 5, (2, 3), 4
+LR_FACTORS = (1.0, 2.0, 0.5, 1.5, 1.0, 0.25)  # the lr changes between steps, as a schedule would
+
+
+def tiny_net(backend=None, seed=0, dtype=np.float64):
+    net = Net([Flatten(), Dense(CLASSES), Bias()], SoftmaxCrossEntropy(), backend, dtype=dtype,
+              seed=seed).setup(BATCH, INPUT_SHAPE)
+    # biases start non-zero, so decaying them by mistake would show
+    bias = np.random.default_rng(seed + 100).standard_normal(CLASSES).astype(dtype)
+    net.backend.copy_from_host(bias, net.layers[2].params["bias"])
+    return net
+
+
+def batches(count, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((BATCH,) + INPUT_SHAPE), rng.integers(0, CLASSES, BATCH).astype(np.int32))
+            for _ in range(count)]
+
+
+def weight_and_bias(net):
+    return net.layers[1].params["weight"], net.layers[2].params["bias"]
+
+
+# ---- against torch.optim --------------------------------------------------------------------
+CASES = {
+    "sgd": (lambda: SGD(0.1, momentum=0.0, weight_decay=0.01),
+            lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.0)),
+    "sgd-momentum": (lambda: SGD(0.1, momentum=0.9, weight_decay=0.01),
+                     lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9)),
+    "nesterov": (lambda: SGD(0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+                 lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)),
+    "adam": (lambda: Adam(0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
+             lambda torch, groups: torch.optim.Adam(groups, lr=0.01, betas=(0.8, 0.99), eps=1e-8)),
+    "adamw": (lambda: AdamW(0.01, weight_decay=0.1),
+              lambda torch, groups: torch.optim.AdamW(groups, lr=0.01)),
+    "adam-clipped": (lambda: Adam(0.01, weight_decay=0.01, max_grad_norm=0.3),
+                     lambda torch, groups: torch.optim.Adam(groups, lr=0.01)),
+    "nesterov-clipped": (lambda: SGD(0.1, momentum=0.9, nesterov=True, max_grad_norm=0.3),
+                         lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9,
+                                                               nesterov=True)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_optimizer_matches_torch_over_several_steps(case):
+    torch = pytest.importorskip("torch")
+    make_ours, make_torch = CASES[case]
+    net = tiny_net()
+    ours = make_ours().setup(net)
+    weight, bias = weight_and_bias(net)
+    weight_start = weight.copy()
+    t_weight = torch.tensor(weight.T.copy(), requires_grad=True)   # (out, in)
+    t_bias = torch.tensor(bias.copy(), requires_grad=True)
+    theirs = make_torch(torch, [{"params": [t_weight], "weight_decay": ours.weight_decay},
+                                {"params": [t_bias], "weight_decay": 0.0}])
+    base_lr = ours.lr
+    for factor, (images, labels) in zip(LR_FACTORS, batches(len(LR_FACTORS))):
+        n = net.load_batch(images, labels)
+        net.forward(n)
+        net.backward(n)
+        ours.lr = base_lr * factor
+        ours.step()
+
+        logits = torch.from_numpy(images.reshape(BATCH, -1)) @ t_weight.T + t_bias
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels).long())
+        theirs.zero_grad()
+        loss.backward()
+        if ours.max_grad_norm is not None:
+            torch_norm = torch.nn.utils.clip_grad_norm_([t_weight, t_bias], ours.max_grad_norm)
+            assert float(ours.grad_norm) == pytest.approx(float(torch_norm), rel=1e-12)
+        for group in theirs.param_groups:
+            group["lr"] = base_lr * factor
+        theirs.step()
+
+    assert np.max(np.abs(weight - t_weight.detach().numpy().T)) < 1e-10
+    assert np.max(np.abs(bias - t_bias.detach().numpy())) < 1e-10
+    assert np.max(np.abs(weight - weight_start)) > 1e-3  # the steps really moved the weights
+    assert ours.state_scalars() == {"steps": len(LR_FACTORS), "lr": base_lr * LR_FACTORS[-1]}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_weight_decay_shrinks_weights_and_never_touches_biases(name):
+    net = tiny_net()
+    optimizer = build_optimizer(name, lr=0.01, momentum=0.9, weight_decay=0.5).setup(net)
+    weight, bias = weight_and_bias(net)
+    weight_before, bias_before = weight.copy(), bias.copy()
+    net.params.grad.fill(0.0)  # only the decay moves anything
+    optimizer.step()
+    assert np.array_equal(bias, bias_before)
+    assert np.all(np.abs(weight) < np.abs(weight_before))
+    if name == "sgd":  # one step from v = 0: w - lr * wd * w
+        np.testing.assert_allclose(weight, weight_before * (1 - 0.01 * 0.5), rtol=1e-14)
+    if name == "nesterov":  # v = g = wd * w, then w - lr * (g + momentum * v)
+        np.testing.assert_allclose(weight, weight_before * (1 - 0.01 * 0.5 * 1.9), rtol=1e-14)
+    if name == "adamw":  # the decoupled decay, then Adam on a zero gradient (no move)
+        np.testing.assert_allclose(weight, weight_before - 0.01 * 0.5 * weight_before, rtol=1e-14)
+
+
+# ---- clipping -------------------------------------------------------------------------------
+def _clip_case(grad_values, max_norm):
+    net = tiny_net()
+    params = net.params
+    params.grad.fill(0.0)
+    params.grad[:len(grad_values)] = grad_values
+    scratch = ClipScratch.allocate(net.backend, params)
+    return params, scratch, clip_grad_norm(params, max_norm, scratch)
+
+
+def test_clip_grad_norm_scales_a_large_gradient_to_max_norm():
+    params, scratch, norm = _clip_case([3.0, -4.0], max_norm=1.0)  # norm 5
+    assert norm is scratch.norm and norm.shape == () and scratch.scale.shape == ()
+    assert float(norm) == 5.0
+    assert float(scratch.scale) == 1.0 / (5.0 + 1e-6)
+    np.testing.assert_allclose(params.grad[:2], [0.6, -0.8], rtol=1e-6)
+    assert float(np.linalg.norm(params.grad)) == pytest.approx(1.0, rel=1e-6)
+    assert not np.any(params.grad[2:])
+
+
+def test_clip_grad_norm_leaves_a_small_gradient_unchanged():
+    params, scratch, norm = _clip_case([0.3, 0.4], max_norm=1.0)  # norm 0.5
+    assert float(norm) == pytest.approx(0.5, rel=1e-15)
+    assert float(scratch.scale) == 1.0
+    assert params.grad[0] == 0.3 and params.grad[1] == 0.4
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1.0, 100.0])
+def test_clip_grad_norm_matches_torch(max_norm):
+    torch = pytest.importorskip("torch")
+    net = tiny_net()
+    rng = np.random.default_rng(3)
+    net.params.grad[...] = rng.standard_normal(net.params.size)
+    weight_grad, bias_grad = net.layers[1].grads["weight"], net.layers[2].grads["bias"]
+    t_weight = torch.zeros(weight_grad.T.shape, dtype=torch.float64, requires_grad=True)
+    t_bias = torch.zeros(bias_grad.shape, dtype=torch.float64, requires_grad=True)
+    t_weight.grad, t_bias.grad = torch.tensor(weight_grad.T.copy()), torch.tensor(bias_grad.copy())
+
+    norm = clip_grad_norm(net.params, max_norm, ClipScratch.allocate(net.backend, net.params))
+    torch_norm = torch.nn.utils.clip_grad_norm_([t_weight, t_bias], max_norm)
+    assert float(norm) == pytest.approx(float(torch_norm), rel=1e-14)
+    np.testing.assert_allclose(weight_grad, t_weight.grad.numpy().T, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(bias_grad, t_bias.grad.numpy(), rtol=1e-14, atol=0)
+
+
+# ---- state: reset, checkpoint scalars, factory ----------------------------------------------
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_reset_state_zeroes_the_same_arrays_and_restarts_the_counter(name):
+    net = tiny_net()
+    optimizer = build_optimizer(name, lr=0.01, weight_decay=0.01).setup(net)
+    for images, labels in batches(2):
+        n = net.load_batch(images, labels)
+        net.forward(n)
+        net.backward(n)
+        optimizer.step()
+    state = optimizer.state_arrays()
+    arrays = dict(state)
+    assert state and all(np.any(array) for array in state.values())
+    optimizer.reset_state()
+    assert optimizer.state_arrays().keys() == arrays.keys()
+    for key, array in optimizer.state_arrays().items():
+        assert array is arrays[key] and not np.any(array)
+    assert optimizer.state_scalars()["steps"] == 0
+    if name.startswith("adam"):
+        # a fresh Adam start: the bias-corrected first step moves every weight by about lr
+        weight = weight_and_bias(net)[0]
+        before = weight.copy()
+        optimizer.step()  # same gradient as the last step
+        np.testing.assert_allclose(np.abs(weight - before)[np.abs(net.layers[1].grads["weight"]) > 1e-3],
+                                   0.01, rtol=0.02)
+
+
+def test_state_arrays_and_scalars_restore_a_run_exactly():
+    """A checkpoint's view: copy the state out after 3 steps, into a fresh optimizer, go on."""
+    steps = batches(5)
+
+    def train(net, optimizer, some_batches):
+        for images, labels in some_batches:
+            n = net.load_batch(images, labels)
+            net.forward(n)
+            net.backward(n)
+            optimizer.step()
+
+    straight = tiny_net()
+    train(straight, AdamW(0.01, max_grad_norm=1.0).setup(straight), steps)
+
+    resumed = tiny_net()
+    first = AdamW(0.01, max_grad_norm=1.0).setup(resumed)
+    train(resumed, first, steps[:3])
+    arrays = {key: array.copy() for key, array in first.state_arrays().items()}
+    scalars = first.state_scalars()
+    second = AdamW(0.01, max_grad_norm=1.0).setup(resumed)
+    for key, array in second.state_arrays().items():
+        array[...] = arrays[key]
+    second.load_state_scalars(scalars)
+    train(resumed, second, steps[3:])
+    assert np.array_equal(resumed.params.data, straight.params.data)
+
+
+def test_build_optimizer_names_and_defaults():
+    assert OPTIMIZERS == ("sgd", "nesterov", "adam", "adamw")
+    sgd = build_optimizer("sgd", 0.1, momentum=0.8, weight_decay=1e-4)
+    assert type(sgd) is SGD and not sgd.nesterov and (sgd.momentum, sgd.weight_decay) == (0.8, 1e-4)
+    assert build_optimizer("nesterov", 0.1).nesterov
+    adam = build_optimizer("adam", 1e-3, momentum=0.9)  # momentum is SGD's; Adam keeps its betas
+    assert type(adam) is Adam and adam.weight_decay == 0.0 and adam.betas == (0.9, 0.999)
+    adamw = build_optimizer("adamw", 1e-3, max_grad_norm=2.0)
+    assert type(adamw) is AdamW and adamw.weight_decay == 0.01 and adamw.max_grad_norm == 2.0
+    assert build_optimizer("adamw", 1e-3, weight_decay=0.0).weight_decay == 0.0
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        build_optimizer("lamb", 0.1)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="Nesterov"):
+        SGD(0.1, momentum=0.0, nesterov=True)
+    with pytest.raises(ValueError):
+        Adam(0.1, betas=(1.0, 0.999))
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        AdamW(0.1, max_grad_norm=0.0)
+    with pytest.raises(RuntimeError, match="setup"):
+        Adam().step()
+
+
+# ---- schedules ------------------------------------------------------------------------------
+def test_cosine_schedule_goes_from_base_to_zero():
+    assert scheduled_lr("cosine", 0.1, 0, 100) == pytest.approx(0.1)
+    assert scheduled_lr("cosine", 0.1, 50, 100) == pytest.approx(0.05)
+    assert scheduled_lr("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    values = [scheduled_lr("cosine", 0.1, s, 100) for s in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert scheduled_lr("constant", 0.1, 77, 100) == 0.1
+    with pytest.raises(ValueError, match="unknown schedule"):
+        scheduled_lr("zigzag", 0.1, 0, 10)
+
+
+def test_cosine_with_linear_warmup():
+    lr = lambda step: scheduled_lr("cosine", 0.1, step, 110, warmup_steps=10)
+    assert lr(0) == pytest.approx(0.01)      # 0.1 * 1/10
+    assert lr(4) == pytest.approx(0.05)      # 0.1 * 5/10
+    assert lr(9) == pytest.approx(0.1)       # end of warm-up
+    assert lr(10) == pytest.approx(0.1)      # cosine starts at base
+    assert lr(60) == pytest.approx(0.05)     # half of the 100 remaining steps
+    assert lr(110) == pytest.approx(0.0, abs=1e-15)
+    assert scheduled_lr("constant", 0.2, 1, 50, warmup_steps=4) == pytest.approx(0.1)
+
+
+def test_step_schedule():
+    lr = lambda step, **kw: scheduled_lr("step", 0.1, step, 100, **kw)
+    assert [lr(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert [lr(s, milestones=(0.3,), gamma=0.5) for s in (29, 30, 99)] == pytest.approx([0.1, 0.05, 0.05])
+    warm = lambda step: scheduled_lr("step", 0.1, step, 120, warmup_steps=20)
+    assert [warm(s) for s in (0, 19, 69, 70, 94, 95)] == pytest.approx(
+        [0.005, 0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+def test_onecycle_hand_computed():
+    # total 100, pct_start 0.3: from 1/25 = 0.04 up to 1 at step 29 (phase end 0.3 * 100 - 1),
+    # then down to 0.04 / 1e4 = 4e-6 at step 99; both phases cosine-shaped, as torch's "cos"
+    lr = lambda step, **kw: scheduled_lr("onecycle", 1.0, step, 100, **kw)
+    assert lr(0) == pytest.approx(0.04)
+    assert lr(10) == pytest.approx(1.0 + (0.04 - 1.0) / 2 * (math.cos(math.pi * 10 / 29) + 1))
+    assert lr(29) == pytest.approx(1.0)
+    assert lr(64) == pytest.approx((1.0 + 4e-6) / 2)  # halfway through the 70-step descent
+    assert lr(99) == pytest.approx(4e-6)
+    assert lr(150) == pytest.approx(4e-6)  # past the end it stays at the floor
+    # anneal_strategy="linear": straight lines through the same corners
+    assert lr(10, anneal_strategy="linear") == pytest.approx(0.04 + 0.96 * 10 / 29)
+    assert lr(64, anneal_strategy="linear") == pytest.approx((1.0 + 4e-6) / 2)
+    assert lr(99, anneal_strategy="linear") == pytest.approx(4e-6)
+    # warm-up fraction 0.5 of 20 steps: the peak at step 9
+    assert scheduled_lr("onecycle", 1.0, 9, 20, warmup=0.5) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="own warm-up"):
+        scheduled_lr("onecycle", 1.0, 0, 100, warmup_steps=5)
+    with pytest.raises(ValueError, match="anneal_strategy"):
+        scheduled_lr("onecycle", 1.0, 0, 100, anneal_strategy="cubic")
+
+
+@pytest.mark.parametrize("total_steps, pct_start, anneal_strategy",
+                         [(100, 0.3, "cos"), (37, 0.25, "cos"), (5, 0.3, "cos"), (50, 0.3, "linear")])
+def test_onecycle_matches_torch(total_steps, pct_start, anneal_strategy):
+    torch = pytest.importorskip("torch")
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.5, total_steps=total_steps, pct_start=pct_start,
+        anneal_strategy=anneal_strategy, cycle_momentum=False)
+    theirs = []
+    for _ in range(total_steps):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [scheduled_lr("onecycle", 0.5, step, total_steps, warmup=pct_start,
+                         anneal_strategy=anneal_strategy) for step in range(total_steps)]
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+
+
+def test_every_schedule_is_listed_and_rejects_bad_steps():
+    assert SCHEDULES == ("constant", "cosine", "step", "onecycle")
+    for schedule in SCHEDULES:
+        assert scheduled_lr(schedule, 0.1, 0, 10) > 0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        scheduled_lr("cosine", 0.1, 0, 10, warmup_steps=10)
+
+
+# ---- the plateau rule -----------------------------------------------------------------------
+def test_plateau_rule_decisions():
+    rule = PlateauRule()
+    accuracies = [0.50, 0.60, 0.60, 0.55, 0.70, 0.65, 0.64, 0.71]
+    actions = [rule.observe(accuracy) for accuracy in accuracies]
+    assert actions == ["new_best", "new_best", "keep_going", "restore_best_and_halve",
+                       "new_best", "restore_best_and_halve", "restore_best_and_halve", "new_best"]
+    assert rule.best == 0.71 and rule.regressions == 3 and rule.lr_scale == 0.125
+
+
+def test_plateau_rule_drives_a_restore_with_the_optimizer():
+    """The caller's side of the protocol: keep the best parameters, restore them and reset."""
+    net = tiny_net()
+    optimizer = SGD(0.1, momentum=0.9).setup(net)
+    rule, best = PlateauRule(), None
+    for accuracy, (images, labels) in zip([0.6, 0.5], batches(2)):
+        n = net.load_batch(images, labels)
+        net.forward(n)
+        net.backward(n)
+        optimizer.step()
+        action = rule.observe(accuracy)
+        if action == PlateauRule.NEW_BEST:
+            best = net.params.data.copy()
+        elif action == PlateauRule.RESTORE:
+            net.params.data[...] = best
+            optimizer.reset_state()
+            optimizer.lr = 0.1 * rule.lr_scale
+    assert np.array_equal(net.params.data, best)
+    assert not np.any(optimizer.velocity) and optimizer.lr == 0.05
+
+
+# ---- no allocation in a step ----------------------------------------------------------------
+ALLOCATION_CASES = {
+    "nesterov": lambda: SGD(0.01, momentum=0.9, weight_decay=5e-4, nesterov=True),
+    "sgd-clipped": lambda: SGD(0.01, momentum=0.9, weight_decay=5e-4, max_grad_norm=1.0),
+    "adam-clipped": lambda: Adam(1e-3, weight_decay=1e-4, max_grad_norm=1.0),
+    "adamw-clipped": lambda: AdamW(1e-3, weight_decay=0.01, max_grad_norm=1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(ALLOCATION_CASES))
+def test_optimizer_step_allocates_no_array(case, cpu_backend):
+    net = Net([Flatten(), Dense(1024), Bias()], SoftmaxCrossEntropy(), cpu_backend,
+              dtype=np.float32).setup(2, (1, 32, 32))
+    assert net.params.data.nbytes > 4 * 2**20  # several MiB: one stray temporary would show
+    optimizer = ALLOCATION_CASES[case]().setup(net)
+    grad = np.random.default_rng(0).standard_normal(net.params.size).astype(np.float32)
+    assert np.linalg.norm(grad) > 10  # clipping really scales
+    before = net.params.data.copy()
+    np.copyto(net.params.grad, grad)
+    optimizer.step()  # warm-up
+
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(5):
+            np.copyto(net.params.grad, grad)
+            optimizer.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - start < 64 * 1024, f"{case}: peak {peak - start} B over start"
+    assert np.all(np.isfinite(net.params.data)) and not np.array_equal(net.params.data, before)
+    if optimizer.max_grad_norm is not None:
+        assert float(np.linalg.norm(net.params.grad)) == pytest.approx(1.0, rel=1e-4)
+
+
+# ---- NumPy and CuPy agree (runs where CUDA is usable) ----------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_cuda_optimizer_agrees_with_numpy_and_keeps_the_pool_flat(name, cuda_backend, cpu_backend):
+    import cupy
+
+    nets = [tiny_net(be, dtype=np.float32) for be in (cpu_backend, cuda_backend)]
+    optimizers = [build_optimizer(name, 0.01, weight_decay=0.01, max_grad_norm=0.5).setup(net)
+                  for net in nets]
+    pool = cupy.get_default_memory_pool()
+    used = []
+    for images, labels in batches(6):
+        for net, optimizer in zip(nets, optimizers):
+            n = net.load_batch(images.astype(np.float32), labels)
+            net.forward(n)
+            net.backward(n)
+            optimizer.step()
+        cuda_backend.synchronize()
+        used.append(pool.used_bytes())
+    assert used[1:] == [used[1]] * (len(used) - 1)
+    np.testing.assert_allclose(cuda_backend.to_host(nets[1].params.data), nets[0].params.data,
+                               rtol=1e-4, atol=1e-5)
+    assert float(optimizers[1].grad_norm) == pytest.approx(float(optimizers[0].grad_norm), rel=1e-4)
+    assert math.isfinite(float(optimizers[1].grad_norm))
