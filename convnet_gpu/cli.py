@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .optim import SCHEDULES
+from .optim import OPTIMIZERS, SCHEDULES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -75,14 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=0.02)
     train.add_argument("--momentum", type=_non_negative_float, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                        help="learning-rate schedule over all steps (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--train-subset", type=_positive_int, metavar="N",
                        help="train on the first N training images only")
-    train.add_argument("--out", metavar="DIR",
-                       help="run folder for metrics.jsonl and summary.json (default: runs/<model>-<time>)")
+    train.add_argument("--out", metavar="DIR", help="run folder for metrics.jsonl, summary.json and "
+                                                    "checkpoint.npz (default: runs/<model>-<time>)")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run saved in DIR with its own settings (writes to DIR)")
     train.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+
+    evaluate = sub.add_parser("eval", help="score a checkpoint on the test set")
+    evaluate.add_argument("--checkpoint", metavar="DIR", required=True,
+                          help="a run folder (or its checkpoint.npz)")
+    _add_device(evaluate)
+    evaluate.add_argument("--dataset", choices=["fashion-mnist", "mnist"],
+                          help="default: the dataset the checkpoint was trained on")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+
+    over = sub.add_parser("overfit", help="sanity check: memorize K training images")
+    _add_device(over)
+    over.add_argument("--model", default="simple-cnn")
+    over.add_argument("--samples", type=_positive_int, default=64, metavar="K")
+    over.add_argument("--batch-size", type=_positive_int, default=32)
+    over.add_argument("--lr", type=_positive_float, default=0.01)
+    over.add_argument("--max-steps", type=_positive_int, default=500)
+    over.add_argument("--data-dir")
+    over.add_argument("--seed", type=int, default=0)
 
     check = sub.add_parser("gradcheck", help="check every layer's gradients numerically (float64)")
     _add_device(check, default="cpu")
@@ -105,35 +127,83 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- subcommands ----------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .data import load_fashion_mnist, load_mnist
-    from .layers import SoftmaxCrossEntropy
-    from .models import build_model
-    from .net import Net
-    from .optim import SGD
+    from .checkpoint import read_checkpoint
+    from .run import (build_net, build_run_optimizer, load_dataset, settings_from_args,
+                      settings_from_meta)
     from .train import TrainConfig, Trainer
 
-    model_layers = _build_model_or_usage_error(args.model)
+    settings, out_dir = settings_from_args(args), args.out
+    if args.resume:
+        meta, _ = read_checkpoint(args.resume)
+        settings, out_dir = settings_from_meta(meta), args.out or args.resume
+    _build_model_or_usage_error(settings["model"])
     backend = _backend_or_usage_error(args.device)
-    loader = load_fashion_mnist if args.dataset == "fashion-mnist" else load_mnist
-    dataset = loader(args.data_dir, train_subset=args.train_subset)
-    out_dir = Path(args.out or f"runs/{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    net = Net(model_layers, SoftmaxCrossEntropy(), backend, seed=args.seed)
-    net.setup(args.batch_size, dataset.input_shape)
-    optimizer = SGD(args.lr, args.momentum, args.weight_decay).setup(net)
-    print(f"training {args.model} on {args.dataset} ({len(dataset.train_y)} train / "
-          f"{len(dataset.test_y)} test images) on {backend.describe()}, {args.epochs} epoch(s), "
-          f"batch {args.batch_size}, lr {args.lr} ({args.schedule}), momentum {args.momentum}",
-          flush=True)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         schedule=args.schedule, out_dir=str(out_dir), progress=False if args.no_progress else None)
-    meta = {"device": backend.describe(), "model": args.model, "dataset": args.dataset,
-            "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
-            "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
-            "train_images": int(len(dataset.train_y))}
-    summary = Trainer(net, optimizer, dataset, config, log=_print_flush, meta=meta).fit()
+    dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
+    out_dir = Path(out_dir or f"runs/{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    net = build_net(settings["model"], backend, settings["batch_size"], dataset.input_shape,
+                    settings["seed"], dataset.num_classes)
+    optimizer = build_run_optimizer(settings, net)
+    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
+                         seed=settings["seed"], schedule=settings["schedule"],
+                         out_dir=str(out_dir), progress=False if args.no_progress else None)
+    meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
+    trainer = Trainer(net, optimizer, dataset, config, log=_print_flush, meta=meta)
+    if args.resume:
+        trainer.resume(args.resume)
+        print(f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
+              f"{trainer.position.next_batch}, with its saved settings", flush=True)
+    print(f"training {settings['model']} on {settings['dataset']} ({len(dataset.train_y)} train / "
+          f"{len(dataset.test_y)} test images) on {backend.describe()}, {settings['epochs']} "
+          f"epoch(s), batch {settings['batch_size']}, {settings['optimizer']} lr {settings['lr']} "
+          f"({settings['schedule']}), momentum {settings['momentum']}", flush=True)
+    summary = trainer.fit()
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s) in "
           f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
-          f"{out_dir}/metrics.jsonl and {out_dir}/summary.json")
+          f"{out_dir}/metrics.jsonl, summary.json and checkpoint.npz")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .checkpoint import load_into, read_checkpoint
+    from .evaluate import evaluate_net, format_report
+    from .run import build_net, load_dataset
+
+    meta, arrays = read_checkpoint(args.checkpoint)
+    backend = _backend_or_usage_error(args.device)
+    dataset = load_dataset(args.dataset or meta["dataset"], args.data_dir)
+    net = build_net(meta["model"], backend, args.batch_size, dataset.input_shape, meta["seed"],
+                    dataset.num_classes)
+    load_into(meta, arrays, net, path=args.checkpoint)
+    report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
+    print(f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
+          f"({len(dataset.test_y)} test images), {backend.describe()}")
+    print(format_report(report, dataset.classes))
+    return 0
+
+
+def cmd_overfit(args) -> int:
+    from .data import DataError, load_fashion_mnist
+    from .optim import SGD
+    from .run import build_net
+    from .train import overfit
+
+    _build_model_or_usage_error(args.model)
+    backend = _backend_or_usage_error(args.device)
+    try:
+        data = load_fashion_mnist(args.data_dir, train_subset=args.samples)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    images, labels = data.train_x, data.train_y
+    net = build_net(args.model, backend, min(args.batch_size, args.samples), data.input_shape,
+                    args.seed, data.num_classes)
+    steps, accuracy = overfit(net, SGD(args.lr, 0.9).setup(net), images, labels, args.max_steps)
+    if steps is None:
+        print(f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
+              f"{args.samples} images after {args.max_steps} steps; a correct net memorizes them "
+              f"(check the layers with `convnet-gpu gradcheck`, or try another --lr)")
+        return EXIT_FAILED
+    print(f"{args.model} reached 100% training accuracy on {args.samples} images after {steps} "
+          f"steps on {backend.describe()}")
     return 0
 
 
@@ -198,7 +268,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "gradcheck": cmd_gradcheck, "bench": cmd_bench, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck,
+            "bench": cmd_bench, "info": cmd_info}
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -226,19 +297,23 @@ def _build_model_or_usage_error(name: str):
 
 def main(argv=None) -> int:
     from .backends import DeviceUnavailable
+    from .checkpoint import CheckpointError
     from .data import DataError
-    from .train import TrainingDiverged
+    from .train import TrainingDiverged, TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     prog = f"convnet-gpu {args.command}"
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, DeviceUnavailable, DataError) as exc:
+    except (UsageError, DeviceUnavailable, DataError, CheckpointError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
         print(f"{prog}: stopped: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except TrainingInterrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,25 +1,44 @@
-"""Trainer: the epoch loop, evaluation, metrics files and progress display.
+"""Trainer: the epoch loop, evaluation, checkpoints, metrics files and progress display.
 
-Loss and accuracy are accumulated on the device and read once per epoch, so a training step
-makes no host round trip beyond copying its batch in.
+Loss and accuracy are accumulated on the device and read once per epoch; per-step losses go to
+a small device window that is read every NAN_CHECK_STEPS steps, so a NaN/inf is caught (and its
+step named) without a host round trip per step.
+
+A checkpoint is written after every epoch (and on Ctrl-C, mid-epoch). It holds the sample order
+of the current epoch, the position in it and the RNG state, so `--resume` continues exactly
+where the run stopped: on the CPU the result is bitwise identical to an uninterrupted run.
 """
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .checkpoint import CHECKPOINT_NAME, load_into, read_checkpoint, save_checkpoint
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
 from .optim import scheduled_lr
 
+NAN_CHECK_STEPS = 50
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved when the run has an output folder."""
+
+
+class _StopBetweenSteps(Exception):
+    """Raised at a step boundary after a Ctrl-C, where the run's state is consistent."""
 
 
 @dataclass
@@ -32,10 +51,21 @@ class TrainConfig:
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
 
+@dataclass
+class Position:
+    """Where training stands: the next batch of `epoch` (1-based), in that epoch's sample order."""
+
+    epoch: int = 1
+    next_batch: int = 0
+    step: int = 0                      # optimizer steps taken so far (the schedule's clock)
+    order: np.ndarray | None = None    # this epoch's sample order; None until drawn
+    history: list = field(default_factory=list)
+
+
 class _DeviceTotals:
     """Running sums of loss*n and correct predictions, kept as 0-d device arrays."""
 
-    def __init__(self, backend, dtype):
+    def __init__(self, backend):
         self.xp = backend.xp
         self.loss_sum = backend.zeros((), "float64")
         self.correct = backend.zeros((), "int64")
@@ -59,6 +89,32 @@ class _DeviceTotals:
         return float(self.loss_sum) / self.count, int(self.correct) / self.count
 
 
+class _NanWatch:
+    """Keeps the last NAN_CHECK_STEPS step losses on the device; checks them in one read."""
+
+    def __init__(self, backend, dtype):
+        self.backend = backend
+        self.window = backend.zeros((NAN_CHECK_STEPS,), dtype)
+        self.first_step = 0
+        self.filled = 0
+
+    def record(self, loss, step: int):
+        if self.filled == 0:
+            self.first_step = step
+        self.backend.xp.copyto(self.window[self.filled:self.filled + 1], loss)
+        self.filled += 1
+        if self.filled == NAN_CHECK_STEPS:
+            self.check()
+
+    def check(self):
+        losses = self.backend.to_host(self.window[:self.filled])
+        self.filled = 0
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            step = self.first_step + int(bad[0]) + 1
+            raise TrainingDiverged(f"the training loss became {losses[bad[0]]} at step {step}")
+
+
 class Trainer:
     def __init__(self, net, optimizer, dataset, config: TrainConfig, log=print, meta=None):
         self.net, self.optimizer, self.dataset, self.config = net, optimizer, dataset, config
@@ -66,38 +122,61 @@ class Trainer:
         self.meta = dict(meta or {})
         self.train_loader = MinibatchLoader(dataset.train_x, dataset.train_y, config.batch_size)
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
-        self.totals = _DeviceTotals(net.backend, net.dtype)
+        self.totals = _DeviceTotals(net.backend)
+        self.nan_watch = _NanWatch(net.backend, net.dtype)
         self.rng = np.random.default_rng(config.seed)
         self.base_lr = optimizer.lr
-        self.step_count = 0
+        self.position = Position()
+        self._stop_requested = False
         self.total_steps = config.epochs * len(self.train_loader)
-        self.history: list[dict] = []
 
-    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
-        """One pass over the shuffled training set: (mean loss, accuracy, seconds)."""
-        net, totals = self.net, self.totals
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return Path(self.config.out_dir) / CHECKPOINT_NAME if self.config.out_dir else None
+
+    @property
+    def history(self) -> list:
+        return self.position.history
+
+    @property
+    def step_count(self) -> int:
+        return self.position.step
+
+    # ---- one pass ---------------------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, float, float, int]:
+        """Finish the current epoch from its next batch: (mean loss, accuracy, seconds, images).
+
+        The figures cover the batches run in this call (all of them unless resumed).
+        """
+        net, totals, pos = self.net, self.totals, self.position
+        if pos.order is None:
+            pos.order = self.rng.permutation(self.train_loader.num_samples)
         totals.reset()
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", unit="batch",
-                   leave=False, disable=self._bar_disabled())
+        bar = tqdm(total=len(self.train_loader), initial=pos.next_batch, desc=f"epoch {pos.epoch}",
+                   unit="batch", leave=False, disable=self._bar_disabled())
         start = time.perf_counter()
-        for images, labels in self.train_loader.epoch(self.rng):
+        for images, labels in self.train_loader.batches(pos.order, pos.next_batch):
+            if self._stop_requested:
+                raise _StopBetweenSteps
             n = net.load_batch(images, labels)
             net.forward(n, train=True)
             net.backward(n)
-            self.optimizer.lr = scheduled_lr(self.config.schedule, self.base_lr,
-                                             self.step_count, self.total_steps)
+            self.optimizer.lr = scheduled_lr(self.config.schedule, self.base_lr, pos.step,
+                                             self.total_steps)
             self.optimizer.step()
-            self.step_count += 1
             totals.add(net.loss.loss, net.count_correct(n), n)
+            self.nan_watch.record(net.loss.loss, pos.step)
+            pos.step += 1
+            pos.next_batch += 1
             bar.update(1)
+        self.nan_watch.check()
         net.backend.synchronize()
         seconds = time.perf_counter() - start
         bar.close()
         loss, accuracy = totals.read()
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"training loss became {loss} in epoch {epoch}; "
-                                   f"lower --lr (now {self.optimizer.lr})")
-        return loss, accuracy, seconds
+            raise TrainingDiverged(f"the training loss became {loss} in epoch {pos.epoch}")
+        return loss, accuracy, seconds, totals.count
 
     def evaluate(self, loader=None) -> tuple[float, float]:
         """(mean loss, accuracy) over a loader (the test set by default), in inference mode."""
@@ -109,32 +188,129 @@ class Trainer:
             totals.add(net.loss.loss, net.count_correct(n), n)
         return totals.read()
 
+    # ---- the run ----------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train up to config.epochs (from where a resumed run stands); returns the summary."""
         config, started = self.config, time.perf_counter()
-        train_seconds = 0.0
-        for epoch in range(1, config.epochs + 1):
-            train_loss, train_acc, seconds = self.train_epoch(epoch)
-            test_loss, test_acc = self.evaluate()
-            train_seconds += seconds
-            record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "test_loss": test_loss, "test_accuracy": test_acc, "seconds": seconds,
-                      "images_per_second": self.train_loader.num_samples / seconds}
-            self.history.append(record)
-            self.log(f"epoch {epoch}/{config.epochs}  train loss {train_loss:.4f}  "
-                     f"test acc {test_acc:.4f}  {record['images_per_second']:.0f} img/s  "
-                     f"{seconds:.1f} s")
-            self._write_metrics()
-        summary = {**self.meta, "test_accuracy": self.history[-1]["test_accuracy"],
-                   "test_loss": self.history[-1]["test_loss"], "epochs": config.epochs,
-                   "images_per_second": self.train_loader.num_samples * config.epochs / train_seconds,
+        train_seconds, trained_images = 0.0, 0
+        try:
+            with self._ctrl_c_stops_at_a_step_boundary():
+                while self.position.epoch <= config.epochs:
+                    train_loss, train_acc, seconds, images = self.train_epoch()
+                    train_seconds += seconds
+                    trained_images += images
+                    self._end_epoch(train_loss, train_acc, seconds, images)
+        except _StopBetweenSteps:
+            saved = self.save_checkpoint()
+            where = f"; saved {saved}, continue with --resume {config.out_dir}" if saved else ""
+            raise TrainingInterrupted(f"interrupted in epoch {self.position.epoch} after batch "
+                                      f"{self.position.next_batch}{where}") from None
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: saving now could save a torn state
+            kept = (f"; the checkpoint of the last finished epoch ({self.checkpoint_path}) is kept"
+                    if self.checkpoint_path and self.checkpoint_path.exists() else "")
+            raise TrainingInterrupted(f"stopped at once in epoch {self.position.epoch}{kept}") from None
+        except TrainingDiverged as exc:
+            kept = (f"; the last good checkpoint ({self.checkpoint_path}) is kept"
+                    if self.checkpoint_path and self.checkpoint_path.exists() else "")
+            raise TrainingDiverged(f"{exc}; lower --lr (now {self.base_lr}){kept}") from None
+        last = self.history[-1]
+        summary = {**self.meta, "test_accuracy": last["test_accuracy"],
+                   "test_loss": last["test_loss"], "epochs": config.epochs,
+                   "images_per_second": trained_images / train_seconds if train_seconds else 0.0,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
         if config.out_dir:
             write_json_atomic(Path(config.out_dir) / "summary.json", summary)
         return summary
 
-    def _write_metrics(self):
+    @contextmanager
+    def _ctrl_c_stops_at_a_step_boundary(self):
+        """First Ctrl-C: finish the current step, then stop (and save). A second one: stop now."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self._stop_requested = True
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _end_epoch(self, train_loss, train_acc, seconds, images):
+        pos = self.position
+        test_loss, test_acc = self.evaluate()
+        record = {"epoch": pos.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "test_loss": test_loss, "test_accuracy": test_acc, "seconds": seconds,
+                  "images_per_second": images / seconds}
+        pos.history.append(record)
+        pos.epoch, pos.next_batch, pos.order = pos.epoch + 1, 0, None
+        self.log(f"epoch {record['epoch']}/{self.config.epochs}  train loss {train_loss:.4f}  "
+                 f"test acc {test_acc:.4f}  {record['images_per_second']:.0f} img/s  "
+                 f"{seconds:.1f} s")
         if self.config.out_dir:
-            write_jsonl_atomic(Path(self.config.out_dir) / "metrics.jsonl", self.history)
+            write_jsonl_atomic(Path(self.config.out_dir) / "metrics.jsonl", pos.history)
+            self.save_checkpoint()
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        """Write the run's state to out_dir/checkpoint.npz (atomically); None without out_dir."""
+        if self.checkpoint_path is None:
+            return None
+        pos = self.position
+        meta = {**self.meta, "position": {"epoch": pos.epoch, "next_batch": pos.next_batch,
+                                          "step": pos.step},
+                "history": pos.history, "rng": self.rng.bit_generator.state,
+                "base_lr": self.base_lr, "config": {"epochs": self.config.epochs,
+                                                    "batch_size": self.config.batch_size,
+                                                    "seed": self.config.seed,
+                                                    "schedule": self.config.schedule}}
+        return save_checkpoint(self.checkpoint_path, self.net, self.optimizer, meta, pos.order)
+
+    def resume(self, path) -> dict:
+        """Load a checkpoint written by save_checkpoint and continue from its position."""
+        meta, arrays = read_checkpoint(path)
+        load_into(meta, arrays, self.net, self.optimizer, path)
+        saved = meta["config"]
+        if saved["batch_size"] != self.config.batch_size:
+            raise ValueError(f"the checkpoint was trained with batch size {saved['batch_size']}; "
+                             f"resume with --batch-size {saved['batch_size']}")
+        self.rng.bit_generator.state = meta["rng"]
+        self.base_lr = meta["base_lr"]
+        position = meta["position"]
+        self.position = Position(position["epoch"], position["next_batch"], position["step"],
+                                 arrays.get("order"), list(meta["history"]))
+        return meta
 
     def _bar_disabled(self):
         return None if self.config.progress is None else not self.config.progress
+
+
+def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int | None, float]:
+    """The seed's sanity check: train on a few samples until every one is classified right.
+
+    Batches of net.batch_size cycle over the samples; after each pass the samples are scored
+    in inference mode. Returns (steps taken to reach 100% training accuracy or None, the last
+    accuracy).
+    """
+    batch, count = net.batch_size, len(images)
+    starts = range(0, count, batch)
+    steps, accuracy = 0, 0.0
+    while steps < max_steps:
+        for start in starts:
+            n = net.load_batch(images[start:start + batch], labels[start:start + batch])
+            net.forward(n, train=True)
+            net.backward(n)
+            optimizer.step()
+            steps += 1
+        correct = 0
+        for start in starts:
+            n = net.load_batch(images[start:start + batch], labels[start:start + batch])
+            net.forward(n, train=False)
+            correct += int(net.count_correct(n))
+        accuracy = correct / count
+        if accuracy == 1.0:
+            return steps, accuracy
+    return None, accuracy

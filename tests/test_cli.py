@@ -157,3 +157,74 @@ def test_auto_without_cupy_says_it_uses_the_cpu(capsys, monkeypatch):
     backend = get_backend("auto", announce=lines.append)
     assert backend.name == "cpu"
     assert lines == ["device auto: using the CPU (CuPy is not installed)"]
+
+
+def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(capsys, monkeypatch, tiny_idx_dir,
+                                                                    tmp_path):
+    import os
+    import signal
+
+    from convnet_gpu import optim
+    from convnet_gpu.checkpoint import read_checkpoint
+
+    common = ["--device", "cpu", "--data-dir", str(tiny_idx_dir), "--epochs", "2",
+              "--batch-size", "32", "--no-progress"]
+    code, _, err = run_cli(capsys, "train", *common, "--out", str(tmp_path / "straight"))
+    assert code == 0, err
+
+    original_step, calls = optim.SGD.step, []
+
+    def step_then_ctrl_c(self):
+        original_step(self)
+        calls.append(1)
+        if len(calls) == 4:  # in epoch 2 (3 batches a epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(optim.SGD, "step", step_then_ctrl_c)
+    code, _, err = run_cli(capsys, "train", *common, "--out", str(tmp_path / "resumed"))
+    assert code == 130
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    meta, _ = read_checkpoint(tmp_path / "resumed")
+    assert meta["position"] == {"epoch": 2, "next_batch": 1, "step": 4}
+
+    monkeypatch.setattr(optim.SGD, "step", original_step)
+    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                             "--resume", str(tmp_path / "resumed"), "--no-progress")
+    assert code == 0, err
+    assert "resuming" in out
+    _, straight = read_checkpoint(tmp_path / "straight")
+    _, resumed = read_checkpoint(tmp_path / "resumed")
+    assert np.array_equal(straight["params"], resumed["params"])
+    assert np.array_equal(straight["optim.velocity"], resumed["optim.velocity"])
+
+
+def test_eval_reports_accuracy_per_class_and_confusion(capsys, tiny_idx_dir, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    code, out, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path / "run"), "--device", "cpu",
+                             "--data-dir", str(tiny_idx_dir))
+    assert code == 0, err
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in out
+    assert "per-class accuracy" in out and "confusion matrix" in out
+    confusion_rows = [line for line in out.splitlines() if line.rstrip().endswith(tuple("0123456789"))
+                      and line.startswith("  ") and len(line.split()) >= 12]
+    assert sum(int(v) for row in confusion_rows for v in row.split()[-11:-1]) == 40  # 40 test images
+
+
+def test_eval_of_a_missing_checkpoint_is_a_usage_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path), "--device", "cpu")
+    assert code == 2 and "no checkpoint there" in err and len(err.strip().splitlines()) == 1
+
+
+def test_overfit_command_reaches_100_percent(capsys, tiny_idx_dir):
+    code, out, _ = run_cli(capsys, "overfit", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--samples", "32", "--max-steps", "300")
+    assert code == 0 and "100% training accuracy on 32 images" in out
+
+
+def test_overfit_command_fails_loudly(capsys, tiny_idx_dir):
+    code, out, _ = run_cli(capsys, "overfit", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--samples", "32", "--max-steps", "2", "--lr", "1e-9")
+    assert code == 1 and out.startswith("FAILED")

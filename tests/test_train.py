@@ -8,7 +8,7 @@ import pytest
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, build_model
 from convnet_gpu.data import DataError, Dataset, load_fashion_mnist
-from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged
+from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, overfit
 
 
 def small_training_set(count: int = 64):
@@ -26,22 +26,18 @@ def test_simple_cnn_overfits_64_images_to_100_percent(backend):
     """The seed's sanity check: a correct net memorizes a tiny training set."""
     images, labels = small_training_set(64)
     net = Net(build_model("simple-cnn"), SoftmaxCrossEntropy(), backend, seed=0).setup(32, (1, 28, 28))
-    optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
-    accuracy, steps = 0.0, 0
-    while accuracy < 1.0 and steps < 300:
-        for start in (0, 32):
-            n = net.load_batch(images[start:start + 32], labels[start:start + 32])
-            net.forward(n, train=True)
-            net.backward(n)
-            optimizer.step()
-            steps += 1
-        correct = 0
-        for start in (0, 32):
-            n = net.load_batch(images[start:start + 32], labels[start:start + 32])
-            net.forward(n, train=False)
-            correct += int(net.count_correct(n))
-        accuracy = correct / 64
-    assert accuracy == 1.0, f"training accuracy {accuracy} after {steps} steps"
+    steps, accuracy = overfit(net, SGD(lr=0.01, momentum=0.9).setup(net), images, labels,
+                              max_steps=300)
+    assert steps is not None, f"training accuracy {accuracy} after 300 steps"
+    assert accuracy == 1.0
+
+
+def test_overfit_reports_failure_when_it_cannot_learn():
+    images, labels = small_training_set(64)
+    net = Net(build_model("simple-cnn"), SoftmaxCrossEntropy(), seed=0).setup(32, (1, 28, 28))
+    steps, accuracy = overfit(net, SGD(lr=1e-9, momentum=0.0).setup(net), images, labels,
+                              max_steps=4)
+    assert steps is None and accuracy < 1.0
 
 
 def tiny_dataset(train=70, test=30, seed=0):

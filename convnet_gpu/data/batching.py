@@ -74,8 +74,12 @@ class MinibatchLoader:
         The permutation is drawn once per call. The last, smaller batch is
         yielded too.
         """
-        order = _epoch_order(self.num_samples, rng is not None, rng)
-        for start in range(0, len(order), self.batch_size):
+        yield from self.batches(_epoch_order(self.num_samples, rng is not None, rng))
+
+    def batches(self, order: np.ndarray, first_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the batches of a given sample order, starting at batch `first_batch`
+        (how a resumed run picks up in the middle of an epoch)."""
+        for start in range(first_batch * self.batch_size, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             rows = len(idx)
             # mode="clip" avoids numpy's internal buffering of `out` under

@@ -1,0 +1,107 @@
+"""Checkpoints: one .npz file with every array a run needs to continue, written atomically.
+
+Inside the file: the flat parameters, each layer's buffers (e.g. BatchNorm running stats), the
+optimizer's state arrays, the epoch's sample order, and a JSON string `meta` with everything
+else (model signature, hyper-parameters, optimizer scalars, trainer position, RNG state, metrics
+history). Arrays are stored as host NumPy arrays, so a checkpoint written on a GPU loads on the
+CPU and back. The write goes to a temporary file that is renamed over the old checkpoint, so a
+process killed mid-write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import write_bytes_atomic
+
+CHECKPOINT_NAME = "checkpoint.npz"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message says why and what to do."""
+
+
+def model_signature(net) -> list:
+    """What must match for a checkpoint to fit a net: each layer and its parameter shapes."""
+    return [[layer.describe(), {name: list(p.shape) for name, p in layer.params.items()}]
+            for layer in net.layers] + [[str(net.input_shape)]]
+
+
+def _layer_buffers(net):
+    for index, layer in enumerate(net.layers):
+        for name, array in getattr(layer, "buffers", {}).items():
+            yield f"layer{index}.{name}", array
+
+
+def save_checkpoint(path, net, optimizer, meta: dict, order=None) -> Path:
+    """Write net + optimizer state and `meta` (JSON-able) to `path` atomically."""
+    to_host = net.backend.to_host
+    arrays = {"params": to_host(net.params.data)}
+    arrays.update({key: to_host(array) for key, array in _layer_buffers(net)})
+    arrays.update({f"optim.{key}": to_host(array) for key, array in optimizer.state_arrays().items()})
+    if order is not None:
+        arrays["order"] = np.asarray(order)
+    full_meta = {**meta, "format": FORMAT_VERSION, "signature": model_signature(net),
+                 "dtype": str(net.dtype), "device": net.backend.device,
+                 "optimizer_class": type(optimizer).__name__, "optimizer_scalars": _scalars(optimizer)}
+    arrays["meta"] = np.array(json.dumps(full_meta))
+    payload = io.BytesIO()
+    np.savez(payload, **arrays)
+    path = Path(path)
+    write_bytes_atomic(path, payload.getvalue())
+    return path
+
+
+def _scalars(optimizer) -> dict:
+    scalars = getattr(optimizer, "state_scalars", None)
+    return scalars() if scalars else {"lr": optimizer.lr}
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(meta, host arrays) of a checkpoint file, with one-line errors for what cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there; pass the run folder that "
+                              f"`convnet-gpu train --out DIR` wrote")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable convnet-gpu checkpoint ({exc})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not "
+                              f"{FORMAT_VERSION}; it was written by another convnet-gpu version")
+    return meta, arrays
+
+
+def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") -> None:
+    """Copy a checkpoint's arrays into a set-up net (and optimizer), in place, on any device."""
+    if meta["signature"] != model_signature(net):
+        raise CheckpointError(
+            f"{path}: the checkpoint is of a different model ({meta.get('model', '?')}, "
+            f"{len(meta['signature']) - 1} layers) than the one built here; use the same "
+            f"--model as the run that wrote it")
+    if np.dtype(meta["dtype"]) != net.dtype:
+        raise CheckpointError(f"{path}: checkpoint dtype {meta['dtype']} differs from the net's "
+                              f"{net.dtype}")
+    backend = net.backend
+    backend.copy_from_host(arrays["params"], net.params.data)
+    for key, array in _layer_buffers(net):
+        backend.copy_from_host(arrays[key], array)
+    if optimizer is not None:
+        if meta["optimizer_class"] != type(optimizer).__name__:
+            raise CheckpointError(f"{path}: the checkpoint's optimizer is {meta['optimizer_class']}, "
+                                  f"not {type(optimizer).__name__}")
+        for key, array in optimizer.state_arrays().items():
+            backend.copy_from_host(arrays[f"optim.{key}"], array)
+        load_scalars = getattr(optimizer, "load_state_scalars", None)
+        if load_scalars:
+            load_scalars(meta["optimizer_scalars"])

@@ -1,0 +1,39 @@
+"""A training run's settings, and building its data, net and optimizer from them.
+
+The same settings are written into summary.json and every checkpoint, so `--resume` and
+`eval --checkpoint` rebuild exactly the run that wrote them.
+"""
+from __future__ import annotations
+
+from .layers import SoftmaxCrossEntropy
+from .models import build_model
+from .net import Net
+from .optim import build_optimizer
+
+RUN_SETTINGS = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                "weight_decay", "schedule", "seed", "train_subset")
+
+
+def settings_from_args(args) -> dict:
+    return {name: getattr(args, name) for name in RUN_SETTINGS}
+
+
+def settings_from_meta(meta: dict) -> dict:
+    return {name: meta[name] for name in RUN_SETTINGS}
+
+
+def load_dataset(name: str, data_dir=None, train_subset=None):
+    from .data import load_fashion_mnist, load_mnist
+
+    loaders = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
+    return loaders[name](data_dir, train_subset=train_subset)
+
+
+def build_net(model: str, backend, batch_size: int, input_shape, seed: int, num_classes: int = 10) -> Net:
+    net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
+    return net.setup(batch_size, input_shape)
+
+
+def build_run_optimizer(settings: dict, net):
+    return build_optimizer(settings["optimizer"], settings["lr"], settings["momentum"],
+                           settings["weight_decay"]).setup(net)

@@ -1,0 +1,152 @@
+"""Checkpoints: atomic writes, exact resume, refusal of a different model, cross-device loads."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
+from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
+from convnet_gpu.data import Dataset
+from convnet_gpu.layers import Bias, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+
+
+def tiny_dataset(seed=0):
+    rng = np.random.default_rng(seed)
+    x = lambda n: rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    y = lambda n: rng.integers(0, 3, n).astype(np.int32)
+    return Dataset(x(90), y(90), x(20), y(20), ("a", "b", "c"), 0.0, 1.0)
+
+
+def tiny_net(backend=None, seed=1, width=4):
+    layers = [Conv2D(width, 3, pad=1), Bias(), ReLU(), MaxPool2D(2), Flatten(), Dense(3), Bias()]
+    return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
+
+
+def make_trainer(out_dir, backend=None, net_seed=1):
+    net = tiny_net(backend, seed=net_seed)
+    optimizer = SGD(0.05, momentum=0.9, weight_decay=1e-3).setup(net)
+    config = TrainConfig(epochs=3, batch_size=16, seed=7, out_dir=str(out_dir), progress=False)
+    return Trainer(net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"})
+
+
+def stop_after(trainer, steps):
+    """Make the trainer stop (as on Ctrl-C) after `steps` optimizer steps."""
+    optimizer, original_step, left = trainer.optimizer, trainer.optimizer.step, [steps]
+
+    def step():
+        original_step()
+        left[0] -= 1
+        if left[0] == 0:
+            trainer._stop_requested = True
+
+    optimizer.step = step  # an instance attribute: the optimizer is still an SGD
+
+
+@pytest.mark.parametrize("steps", [6, 13])  # end of epoch 1 (6 batches a epoch), mid-epoch 3
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+
+    interrupted = make_trainer(tmp_path / "resumed")
+    stop_after(interrupted, steps)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        interrupted.fit()
+
+    resumed = make_trainer(tmp_path / "resumed", net_seed=99)  # different init: the load must win
+    resumed.resume(tmp_path / "resumed")
+    assert resumed.position.step == steps
+    resumed.fit()
+    assert np.array_equal(resumed.net.params.data, straight.net.params.data)
+    assert np.array_equal(resumed.optimizer.velocity, straight.optimizer.velocity)
+    assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in straight.history]
+    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
+
+
+def test_checkpoint_refuses_a_different_model(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.save_checkpoint()
+    meta, arrays = read_checkpoint(tmp_path)
+    wider = tiny_net(width=5)
+    with pytest.raises(CheckpointError, match="different model"):
+        load_into(meta, arrays, wider)
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="not a readable convnet-gpu checkpoint"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint there"):
+        read_checkpoint(tmp_path / "elsewhere")
+
+
+def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
+    """A writer killed (SIGKILL) after writing the new file's bytes but before the rename."""
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.test_checkpoint import make_trainer
+        trainer = make_trainer({str(tmp_path)!r})
+        trainer.save_checkpoint()                      # the good, previous checkpoint
+        trainer.fit()                                  # changes the parameters ...
+        def hang(fd):
+            print("writing", flush=True)
+            time.sleep(60)                             # ... and dies mid-save of the next one
+        os.fsync = hang
+        trainer.save_checkpoint()
+    """)
+    # fit() saves after every epoch: hang only on the final save, so block fsync after fit
+    script = script.replace("trainer.fit()  ", "trainer.config.out_dir = None; trainer.fit(); "
+                            "trainer.config.out_dir = " + repr(str(tmp_path)) + "  ")
+    before = None
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        before, _ = read_checkpoint(tmp_path)  # readable while the new one is half-written
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    meta, arrays = read_checkpoint(tmp_path)
+    assert meta["position"] == {"epoch": 1, "next_batch": 0, "step": 0}  # the previous one
+    assert before["position"] == meta["position"]
+    net = tiny_net()
+    load_into(meta, arrays, net)
+    assert np.array_equal(net.params.data, tiny_net().params.data)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers, "the killed writer's temporary file should be the only trace"
+
+
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.config.epochs = 1
+    trainer.fit()
+    good_params = trainer.net.params.data.copy()
+    trainer.config.epochs = 2
+    trainer.dataset.train_x[:] = np.nan  # poison the data for epoch 2
+    with pytest.raises(TrainingDiverged) as failure:
+        trainer.fit()
+    message = str(failure.value)
+    assert "at step 7" in message and "last good checkpoint" in message  # 6 steps in epoch 1
+    meta, arrays = read_checkpoint(tmp_path)
+    assert meta["position"]["epoch"] == 2 and np.array_equal(arrays["params"], good_params)
+
+
+@pytest.mark.gpu
+def test_a_gpu_checkpoint_loads_on_the_cpu(tmp_path, cuda_backend, cpu_backend):
+    gpu_net = tiny_net(cuda_backend, seed=3)
+    save_checkpoint(tmp_path / "checkpoint.npz", gpu_net, SGD(0.1).setup(gpu_net), {"model": "tiny"})
+    meta, arrays = read_checkpoint(tmp_path)
+    cpu_net = tiny_net(cpu_backend, seed=4)
+    load_into(meta, arrays, cpu_net)
+    assert cpu_net.params.data.dtype == np.float32
+    assert np.array_equal(cpu_net.params.data, cuda_backend.to_host(gpu_net.params.data))
+    assert meta["device"] == "cuda:0"
