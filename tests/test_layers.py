@@ -692,3 +692,25 @@ def test_weight_decay_does_not_touch_biases(momentum):
 def test_sgd_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         SGD(**kwargs)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_torch(smoothing):
+    torch = pytest.importorskip("torch")
+    from convnet_gpu.backends import get_backend
+    from convnet_gpu.layers import SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((6, 5)) * 3
+    labels = rng.integers(0, 5, 6).astype(np.int32)
+    loss_layer = SoftmaxCrossEntropy(label_smoothing=smoothing)
+    loss_layer.setup(get_backend("cpu"), (5,), 8, np.float64)
+    loss = float(loss_layer.forward(logits, labels))
+    d_logits = np.empty_like(logits)
+    loss_layer.backward(d_logits)
+    z = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(z, torch.tensor(labels).long(),
+                                                 label_smoothing=smoothing)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(d_logits, z.grad.numpy(), rtol=1e-10, atol=1e-15)

@@ -5,13 +5,19 @@ from ..numerics import softmax_into
 
 
 class SoftmaxCrossEntropy:
-    """loss = mean_i [ log sum_k exp(z_ik) - z_i,y_i ];  d loss / d z = (softmax(z) - onehot) / n.
+    """loss = mean_i [ log sum_k exp(z_ik) - sum_k t_ik z_ik ];  d loss / d z = (softmax(z) - t) / n.
 
-    Everything, including the one-hot matrix and the loss scalar, lives in buffers allocated in
+    The target t is the one-hot label, or with label smoothing e: (1 - e) * onehot + e / K.
+    Everything, including the target matrix and the loss scalar, lives in buffers allocated in
     setup, so the step makes no host round trip: `loss` is a 0-d device array.
     """
 
     name = "SoftmaxCrossEntropy"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
 
     def setup(self, backend, input_shape, batch_size, dtype):
         if len(input_shape) != 1:
@@ -21,7 +27,7 @@ class SoftmaxCrossEntropy:
         xp = backend.xp
         self.class_ids = backend.asarray(xp.arange(classes, dtype="int32").reshape(1, classes))
         self.probs = backend.empty((batch_size, classes), dtype)
-        self.onehot = backend.empty((batch_size, classes), dtype)
+        self.target = backend.empty((batch_size, classes), dtype)
         self.scratch = backend.empty((batch_size, classes), dtype)
         self.row_max = backend.empty((batch_size, 1), dtype)
         self.row_sum = backend.empty((batch_size, 1), dtype)
@@ -35,13 +41,17 @@ class SoftmaxCrossEntropy:
         """Writes and returns self.loss (0-d device array): the mean loss over the n rows."""
         xp = self.backend.xp
         n = logits.shape[0]
-        probs, onehot, per_sample = self.probs[:n], self.onehot[:n], self.per_sample[:n]
+        probs, target, per_sample = self.probs[:n], self.target[:n], self.per_sample[:n]
         row_sum = self.row_sum[:n]
-        xp.equal(self.class_ids, labels.reshape(n, 1), out=onehot)
+        xp.equal(self.class_ids, labels.reshape(n, 1), out=target)
+        if self.label_smoothing:
+            classes = target.shape[1]
+            xp.multiply(target, 1.0 - self.label_smoothing, out=target)
+            xp.add(target, self.label_smoothing / classes, out=target)
         softmax_into(xp, logits, probs, self.row_max[:n], row_sum)
-        # per-sample loss = row_max + log(row_sum) - z_y  (row_sum >= 1, so the log is safe)
-        xp.multiply(logits, onehot, out=self.scratch[:n])
-        xp.sum(self.scratch[:n], axis=1, out=per_sample)              # z_y
+        # per-sample loss = row_max + log(row_sum) - sum_k t_k z_k  (row_sum >= 1: the log is safe)
+        xp.multiply(logits, target, out=self.scratch[:n])
+        xp.sum(self.scratch[:n], axis=1, out=per_sample)              # sum_k t_k z_k
         xp.subtract(self.row_max[:n, 0], per_sample, out=per_sample)
         xp.log(row_sum, out=row_sum)
         xp.add(per_sample, row_sum[:, 0], out=per_sample)
@@ -52,7 +62,7 @@ class SoftmaxCrossEntropy:
     def backward(self, d_logits):
         xp = self.backend.xp
         n = d_logits.shape[0]
-        xp.subtract(self.probs[:n], self.onehot[:n], out=d_logits)
+        xp.subtract(self.probs[:n], self.target[:n], out=d_logits)
         xp.multiply(d_logits, 1.0 / n, out=d_logits)
 
     def count_correct(self, logits, labels):
