@@ -17,8 +17,10 @@ from convnet_gpu.data import (
     iterate_minibatches,
     load_fashion_mnist,
     load_idx_pair,
+    load_mnist,
     read_idx,
 )
+from convnet_gpu.data import download as dl
 from convnet_gpu.data import fashion_mnist as fm
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -56,6 +58,14 @@ def write_dataset(directory: Path, train_x, train_y, test_x, test_y, gz: bool = 
     for name, array in zip(names, (train_x, train_y, test_x, test_y)):
         write_idx(directory / f"{name}{suffix}", array, gz=gz)
     return directory
+
+
+@pytest.fixture(autouse=True)
+def isolated_download_cache(tmp_path, monkeypatch) -> Path:
+    """Point the download cache at an empty folder so a real ~/.cache cannot leak in."""
+    root = tmp_path / "download-cache"
+    monkeypatch.setenv(dl.CACHE_ENV_VAR, str(root))
+    return root
 
 
 # ---------------------------------------------------------------- read_idx
@@ -240,6 +250,62 @@ def test_find_dataset_dir_accepts_raw_and_gz_mix(tmp_path):
     assert find_dataset_dir(str(tmp_path), fm.IDX_FILE_NAMES, "Fashion-MNIST") == tmp_path
     found = find_dataset_dir(None, fm.IDX_FILE_NAMES, "X", default_dirs=("/nonexistent", tmp_path))
     assert found == tmp_path
+
+
+def test_find_dataset_dir_message_names_the_download_command(tmp_path, isolated_download_cache):
+    with pytest.raises(DataError) as error:
+        find_dataset_dir(
+            None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(str(tmp_path / "absent"),)
+        )
+    assert_one_line_mentioning(
+        error,
+        "apt-get install dataset-fashion-mnist",
+        "`convnet-gpu download fashion-mnist`",
+        str(isolated_download_cache / "fashion-mnist"),
+        "--data-dir",
+    )
+
+
+def test_find_dataset_dir_unknown_dataset_does_not_suggest_download(tmp_path):
+    with pytest.raises(DataError) as error:
+        find_dataset_dir(None, fm.IDX_FILE_NAMES, "KMNIST", default_dirs=(str(tmp_path),))
+    message = assert_one_line_mentioning(error, "apt-get install dataset-kmnist", "--data-dir")
+    assert "convnet-gpu download" not in message
+
+
+def test_find_dataset_dir_falls_back_to_download_cache(tmp_path, isolated_download_cache):
+    cached = isolated_download_cache / "fashion-mnist"
+    cached.mkdir(parents=True)
+    for name in fm.IDX_FILE_NAMES:
+        (cached / f"{name}.gz").write_bytes(b"")
+    found = find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(str(tmp_path / "no"),))
+    assert found == cached
+    # A complete Debian folder still wins over the cache.
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name in fm.IDX_FILE_NAMES:
+        (debian / name).write_bytes(b"")
+    assert find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(debian,)) == debian
+
+
+def test_incomplete_download_cache_is_reported(tmp_path, isolated_download_cache):
+    cached = isolated_download_cache / "fashion-mnist"
+    cached.mkdir(parents=True)
+    (cached / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=())
+    assert_one_line_mentioning(error, f"{cached} (missing train-labels-idx1-ubyte)")
+
+
+def test_load_mnist_from_download_cache(isolated_download_cache, monkeypatch):
+    monkeypatch.setattr(fm, "MNIST_DEFAULT_DIRS", ("/nonexistent-mnist",))
+    labels = (np.arange(12) % 10).astype(np.uint8)
+    cached = isolated_download_cache / "mnist"
+    cached.mkdir(parents=True)
+    write_dataset(cached, sample_images(12, size=28), labels, sample_images(12, 3, 28), labels)
+    data = load_mnist()
+    assert data.train_x.shape == (12, 1, 28, 28)
+    assert data.classes[0] == "0"
 
 
 # ---------------------------------------------------------------- load_idx_dataset

@@ -1,6 +1,9 @@
-"""Dataset loading (IDX / Fashion-MNIST / MNIST) and minibatch iteration."""
+"""Dataset loading (IDX / Fashion-MNIST / MNIST / CIFAR-10), downloads and minibatching."""
 
 from .batching import MinibatchLoader, iterate_minibatches
+from .cifar import CIFAR10_CLASSES, find_cifar10_dir, load_cifar10, read_cifar_batch
+# `download` (the function) is not re-exported: `convnet_gpu.data.download` stays the module.
+from .download import SOURCES, DatasetSource, dataset_cache_dir, fetch_dataset
 from .errors import DataError
 from .fashion_mnist import (
     DEFAULT_DIRS,
@@ -20,6 +23,14 @@ from .fashion_mnist import (
 from .idx import load_idx_pair, read_idx
 
 __all__ = [
+    "CIFAR10_CLASSES",
+    "SOURCES",
+    "DatasetSource",
+    "dataset_cache_dir",
+    "fetch_dataset",
+    "find_cifar10_dir",
+    "load_cifar10",
+    "read_cifar_batch",
     "DEFAULT_DIRS",
     "FASHION_MNIST_CLASSES",
     "IDX_FILE_NAMES",

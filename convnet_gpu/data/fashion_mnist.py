@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .download import SOURCES, dataset_cache_dir
 from .errors import DataError
 from .idx import load_idx_pair
 
@@ -47,13 +48,15 @@ HISTOGRAM_CHUNK = 4096
 class Dataset:
     """Normalized image classification data, NCHW float32 images."""
 
-    train_x: np.ndarray  # float32 (N, 1, H, W)
+    train_x: np.ndarray  # float32 (N, C, H, W)
     train_y: np.ndarray  # int32 (N,)
-    test_x: np.ndarray  # float32 (M, 1, H, W)
+    test_x: np.ndarray  # float32 (M, C, H, W)
     test_y: np.ndarray  # int32 (M,)
     classes: tuple[str, ...]
-    mean: float  # training pixel mean, after scaling to [0, 1]
-    std: float  # training pixel std, after scaling to [0, 1]
+    # Training pixel mean/std after scaling to [0, 1]: a float for grayscale
+    # datasets, a tuple with one float per channel for colour ones (CIFAR-10).
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,8 +82,12 @@ def _first_missing(directory: Path, names: Sequence[str]) -> str | None:
     return None
 
 
+def _slug(dataset_name: str) -> str:
+    return dataset_name.lower().replace(" ", "-")
+
+
 def _default_apt_package(dataset_name: str) -> str:
-    return "dataset-" + dataset_name.lower().replace(" ", "-")
+    return "dataset-" + _slug(dataset_name)
 
 
 def find_dataset_dir(
@@ -90,11 +97,15 @@ def find_dataset_dir(
     *,
     default_dirs: Sequence[str] = DEFAULT_DIRS,
     apt_package: str | None = None,
+    download_name: str | None = None,
 ) -> Path:
     """Locate a directory holding every file in `names` (each raw or `.gz`).
 
     An explicit `data_dir` must hold them all; otherwise `default_dirs` are
-    tried in order. Raises DataError with a one-line message on failure.
+    tried in order, then the download cache `dataset_cache_dir(download_name)`
+    ($CONVNET_GPU_DATA/<name> or ~/.cache/convnet_gpu/<name>, where
+    `convnet-gpu download <name>` puts it; `download_name` defaults to the
+    lower-cased `dataset_name`). Raises DataError with a one-line message on failure.
     """
     if data_dir is not None:
         directory = Path(data_dir)
@@ -108,8 +119,10 @@ def find_dataset_dir(
             )
         return directory
 
+    download_name = download_name or _slug(dataset_name)
+    cache_dir = dataset_cache_dir(download_name)
     looked: list[str] = []
-    for default in default_dirs:
+    for default in (*default_dirs, cache_dir):
         directory = Path(default)
         missing = _first_missing(directory, names) if directory.is_dir() else None
         if directory.is_dir() and missing is None:
@@ -118,10 +131,13 @@ def find_dataset_dir(
 
     package = apt_package or _default_apt_package(dataset_name)
     install_dir = default_dirs[0] if default_dirs else "/usr/share/datasets"
+    fetch = ""
+    if download_name in SOURCES:
+        fetch = f"download it with `convnet-gpu download {download_name}` (saves to {cache_dir}), "
     raise DataError(
-        f"{dataset_name} not found; looked in {', '.join(looked) or 'no default dirs'}. "
+        f"{dataset_name} not found; looked in {', '.join(looked)}. "
         f"Install it with `apt-get install {package}` (Debian/Ubuntu package, installs to "
-        f"{install_dir}) or pass --data-dir DIR pointing at a folder holding the "
+        f"{install_dir}), {fetch}or pass --data-dir DIR pointing at a folder holding the "
         f"{len(names)} IDX files {', '.join(names)} (raw or .gz)"
     )
 
