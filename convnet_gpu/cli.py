@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .optim import OPTIMIZERS, SCHEDULES
+from .run import DATASETS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
     _add_device(train)
     train.add_argument("--model", default="simple-cnn", help="model name (default: %(default)s)")
-    train.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     train.add_argument("--data-dir", help="folder holding the four IDX files (default: the Debian "
                                           "package's /usr/share/datasets/<dataset>)")
     train.add_argument("--epochs", type=_positive_int, default=2)
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", metavar="DIR", required=True,
                           help="a run folder (or its checkpoint.npz)")
     _add_device(evaluate)
-    evaluate.add_argument("--dataset", choices=["fashion-mnist", "mnist"],
+    evaluate.add_argument("--dataset", choices=DATASETS,
                           help="default: the dataset the checkpoint was trained on")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256)
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peer", choices=["none", "torch"], default="none",
                        help="also time PyTorch on the same devices (needs torch installed)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    download = sub.add_parser("download", help="fetch a dataset's official files (checksummed, "
+                                               "resumable) into the cache folder")
+    download.add_argument("dataset", choices=DATASETS)
+    download.add_argument("--cache-dir", metavar="DIR",
+                          help="default: $CONVNET_GPU_DATA/<dataset> or ~/.cache/convnet_gpu/<dataset>")
 
     sub.add_parser("info", help="versions, devices and where the data is found")
     return parser
@@ -251,6 +258,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from .data import fetch_dataset
+
+    folder = fetch_dataset(args.dataset, args.cache_dir,
+                           progress=_download_progress if sys.stderr.isatty() else None)
+    print(f"{args.dataset}: ready in {folder} (checksums verified); train with "
+          f"--dataset {args.dataset}" + (f" --data-dir {folder}" if args.cache_dir else ""))
+    return 0
+
+
+def _download_progress(file_name: str, done: int, total: int | None) -> None:
+    share = f"{100 * done / total:5.1f}%" if total else f"{done >> 20} MiB"
+    end = "\n" if total and done >= total else ""
+    print(f"\r  {file_name} {share}", end=end, file=sys.stderr, flush=True)
+
+
 def cmd_info(args) -> int:
     import numpy
 
@@ -269,7 +292,7 @@ def cmd_info(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck,
-            "bench": cmd_bench, "info": cmd_info}
+            "bench": cmd_bench, "download": cmd_download, "info": cmd_info}
 
 
 # ---- helpers --------------------------------------------------------------------------------

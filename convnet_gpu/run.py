@@ -22,10 +22,13 @@ def settings_from_meta(meta: dict) -> dict:
     return {name: meta[name] for name in RUN_SETTINGS}
 
 
-def load_dataset(name: str, data_dir=None, train_subset=None):
-    from .data import load_fashion_mnist, load_mnist
+DATASETS = ("fashion-mnist", "mnist", "cifar-10")
 
-    loaders = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
+
+def load_dataset(name: str, data_dir=None, train_subset=None):
+    from .data import load_cifar10, load_fashion_mnist, load_mnist
+
+    loaders = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist, "cifar-10": load_cifar10}
     return loaders[name](data_dir, train_subset=train_subset)
 
 

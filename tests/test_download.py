@@ -493,3 +493,27 @@ def test_sources_registry_lists_official_files_with_checksums():
         for source in sources:
             assert source.url.startswith(("http://", "https://"))
             assert dl._expected_digest(source.md5, source.sha256) is not None
+
+
+# ---------------------------------------------------------------- the CLI command
+
+
+def test_download_command_fetches_into_the_cache_dir(server, tmp_path, monkeypatch, capsys):
+    from convnet_gpu import cli
+
+    files = {"train-images-idx3-ubyte.gz": b"images" * 30, "train-labels-idx1-ubyte.gz": b"labels"}
+    monkeypatch.setattr(dl, "SOURCES", {"fashion-mnist": tiny_sources(server, files)})
+    code = cli.main(["download", "fashion-mnist", "--cache-dir", str(tmp_path / "fm")])
+    out = capsys.readouterr().out
+    assert code == 0 and "checksums verified" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "fm").iterdir()} == files
+
+
+def test_download_command_failure_is_one_line_exit_2(server, tmp_path, monkeypatch, capsys):
+    from convnet_gpu import cli
+
+    server.routes["/gone.gz"] = Route(b"", status=404)
+    monkeypatch.setattr(dl, "SOURCES", {"mnist": [DatasetSource(server.url("/gone.gz"), md5="0" * 32)]})
+    code = cli.main(["download", "mnist", "--cache-dir", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.gz" in err
