@@ -11,6 +11,13 @@ ends in a loss), so backward with d_output = R gives every analytic gradient at 
 The error reported is max |analytic - numeric| / max(|analytic|, |numeric|), over elements
 (exhaustive) or directions (random), so it is scale-free. Inputs are drawn away from the kinks
 of ReLU and max pooling: |x| in [0.2, 1.0], continuous values (distinct almost surely).
+
+Modes of the net: `train=True` (the default) checks the training forward (BatchNorm with batch
+statistics, Dropout with a mask); `train=False` checks the evaluation forward, after
+EVAL_WARMUP_STEPS training forwards so that running statistics are no longer their initial
+values. Randomness is held still: every layer with a `frozen` attribute (Dropout) gets
+frozen = True, so all the forwards of one check draw the same mask and the checked function is
+deterministic (Dropout's mask depends on (seed, step) only, and a frozen step does not advance).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from .net import Net
 
 EXHAUSTIVE_LIMIT = 4000  # elements; above it "auto" picks the random-direction mode
 TOLERANCE = 1e-6
+EVAL_WARMUP_STEPS = 2    # training forwards before an eval-mode check (moves running statistics)
 
 
 @dataclass
@@ -45,13 +53,18 @@ def kink_free_inputs(rng: np.random.Generator, shape) -> np.ndarray:
 class _Problem:
     """A float64 net on fixed inputs, viewed as a function of (input, parameters)."""
 
-    def __init__(self, layers, loss, backend, batch, input_shape, seed):
+    def __init__(self, layers, loss, backend, batch, input_shape, seed, train=True):
+        for layer in layers:
+            if hasattr(layer, "frozen"):
+                layer.frozen = True  # one random mask for every forward of the check
         self.net = Net(layers, loss, backend, dtype=np.float64, seed=seed)
         self.net.setup(batch, input_shape, input_grad=True)
-        self.xp, self.batch = backend.xp, batch
+        self.xp, self.batch, self.train = backend.xp, batch, train
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, self.net.output_shape[0], size=batch).astype(np.int32)
         self.net.load_batch(kink_free_inputs(rng, (batch,) + tuple(input_shape)), labels)
+        for _ in range(0 if train else EVAL_WARMUP_STEPS):
+            self.net.forward(batch, train=True)
         self.projection = None
         if loss is None:  # L = sum(output * R)
             self.projection = backend.asarray(rng.standard_normal((batch,) + self.net.output_shape))
@@ -65,7 +78,7 @@ class _Problem:
         return self.net.params.data
 
     def value(self) -> float:
-        output = self.net.forward(self.batch, train=True)
+        output = self.net.forward(self.batch, train=self.train)
         if self.projection is None:
             return float(self.net.loss.loss)
         return float(self.xp.sum(output * self.projection))
@@ -112,9 +125,12 @@ def _rel_error(analytic, numeric) -> float:
 
 
 def check(layers, input_shape, backend, *, loss=None, name=None, batch=2, mode="auto",
-          directions=3, eps=1e-6, seed=0, tolerance=TOLERANCE) -> CheckResult:
-    """Check the gradients of `layers` (+ optional `loss`) on `backend` in float64."""
-    problem = _Problem(list(layers), loss, backend, batch, tuple(input_shape), seed)
+          directions=3, eps=1e-6, seed=0, tolerance=TOLERANCE, train=True) -> CheckResult:
+    """Check the gradients of `layers` (+ optional `loss`) on `backend` in float64.
+
+    `train` picks the forward mode that is checked (see the module docstring).
+    """
+    problem = _Problem(list(layers), loss, backend, batch, tuple(input_shape), seed, train)
     name = name or " > ".join(layer.describe() for layer in layers) or getattr(loss, "name", "?")
     grad_x, grad_theta = problem.gradients()
     total = problem.x.size + problem.theta.size
@@ -140,15 +156,25 @@ def check(layers, input_shape, backend, *, loss=None, name=None, batch=2, mode="
 
 
 def standard_cases():
-    """(name, build) pairs: build() -> (layers, input_shape, loss). Every layer, and a small net."""
-    from .layers import (AvgPool2D, Bias, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU,
-                         Sigmoid, SoftmaxCrossEntropy, Tanh)
+    """(name, build) pairs: build() -> (layers, input_shape, loss). Every layer, and small nets.
+
+    case_options(name) gives the check() options a case needs (mode, batch, train).
+    """
+    from .layers import (AvgPool2D, BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten,
+                         GlobalAvgPool, LeakyReLU, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy,
+                         Tanh)
 
     def small_net():
         layers = [Conv2D(3, 3, pad=1), Bias(), ReLU(), MaxPool2D(2),
                   Conv2D(4, 3, stride=2, pad=1), Bias(), Tanh(), AvgPool2D(2),
                   Flatten(), Dense(6), Bias(), LeakyReLU(0.1), Dense(5), Bias()]
         return layers, (2, 8, 8), SoftmaxCrossEntropy()
+
+    def small_norm_net():
+        layers = [Conv2D(4, 3, pad=1), BatchNorm(), Tanh(), Dropout(0.25),
+                  Conv2D(5, 3, stride=2, pad=1), BatchNorm(), Tanh(), GlobalAvgPool(),
+                  Dense(6), BatchNorm(), Sigmoid(), Dropout(0.5), Dense(4), Bias()]
+        return layers, (2, 6, 6), SoftmaxCrossEntropy()
 
     return [
         ("Conv2D 3x3 pad 1", lambda: ([Conv2D(3, 3, pad=1)], (2, 5, 5), None)),
@@ -166,18 +192,43 @@ def standard_cases():
         ("MaxPool2D 3x3 stride 2 pad 1", lambda: ([MaxPool2D(3, 2, 1)], (2, 7, 7), None)),
         ("AvgPool2D 2x2", lambda: ([AvgPool2D(2)], (2, 6, 6), None)),
         ("AvgPool2D 3x3 stride 2 pad 1", lambda: ([AvgPool2D(3, 2, 1)], (2, 7, 7), None)),
+        ("GlobalAvgPool", lambda: ([GlobalAvgPool()], (3, 4, 5), None)),
+        ("BatchNorm (conv, train)", lambda: ([BatchNorm()], (3, 3, 4), None)),
+        ("BatchNorm (dense, train)", lambda: ([BatchNorm()], (5,), None)),
+        # momentum 0.5: after the eval warm-up the running statistics are far from (0, 1)
+        ("BatchNorm (conv, eval)", lambda: ([BatchNorm(momentum=0.5)], (3, 3, 4), None)),
+        ("BatchNorm (dense, eval)", lambda: ([BatchNorm(momentum=0.5)], (5,), None)),
+        ("Dropout (train)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
+        ("Dropout (eval)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
         ("Flatten", lambda: ([Flatten()], (2, 3, 3), None)),
         ("SoftmaxCrossEntropy", lambda: ([], (10,), SoftmaxCrossEntropy())),
         ("small net (random directions)", small_net),
+        ("small net, BN + Dropout (random)", small_norm_net),
     ]
+
+
+# check() options of the standard cases that differ from DEFAULT_CASE_OPTIONS.
+DEFAULT_CASE_OPTIONS = {"mode": "auto", "batch": 2, "train": True}
+_CASE_OPTIONS = {
+    "small net (random directions)": {"mode": "random", "batch": 3},
+    "small net, BN + Dropout (random)": {"mode": "random", "batch": 4},
+    # batch 4: with 2 rows a feature's x_hat is +-1 whatever x is, and d x_hat / dx vanishes
+    "BatchNorm (dense, train)": {"batch": 4},
+    "BatchNorm (dense, eval)": {"batch": 4, "train": False},
+    "BatchNorm (conv, eval)": {"train": False},
+    "Dropout (eval)": {"train": False},
+}
+
+
+def case_options(name: str) -> dict:
+    """The check() options (mode, batch, train) of the standard case `name`."""
+    return {**DEFAULT_CASE_OPTIONS, **_CASE_OPTIONS.get(name, {})}
 
 
 def check_all(backend, seed: int = 0) -> list[CheckResult]:
     results = []
     for name, build in standard_cases():
         layers, input_shape, loss = build()
-        mode = "random" if name.startswith("small net") else "auto"
-        batch = 3 if name.startswith("small net") else 2
-        results.append(check(layers, input_shape, backend, loss=loss, name=name, mode=mode,
-                             batch=batch, seed=seed))
+        results.append(check(layers, input_shape, backend, loss=loss, name=name, seed=seed,
+                             **case_options(name)))
     return results

@@ -2,7 +2,10 @@
 
 Covers every gradcheck standard case and a full simple_cnn training step, in float64 and float32,
 with the host input given contiguous, as a transposed-then-transposed-back (Fortran-ordered) view,
-or as a strided slice. The NumPy backend is the oracle. Skipped (with the reason) without a GPU.
+or as a strided slice. Eval-mode cases run the gradcheck's warm-up training forwards first and
+compare the layers' buffers (BatchNorm running statistics) too; Dropout draws the same
+counter-based mask on both backends (same seed, same step). The NumPy backend is the oracle.
+Skipped (with the reason) without a GPU.
 (The raw window kernels are compared in test_backend_agreement.py.)
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
-from convnet_gpu.gradcheck import standard_cases
+from convnet_gpu.gradcheck import EVAL_WARMUP_STEPS, case_options, standard_cases
 from convnet_gpu.models import simple_cnn
 
 pytestmark = pytest.mark.gpu
@@ -58,7 +61,10 @@ def run_case(backend, name, dtype, x, labels, projection, batch):
     net = Net(layers, loss, backend, dtype=dtype, seed=0)
     net.setup(batch, input_shape, input_grad=True)
     n = net.load_batch(x, labels if loss is not None else None)
-    output = net.forward(n, train=True)
+    train = case_options(name)["train"]
+    for _ in range(0 if train else EVAL_WARMUP_STEPS):
+        net.forward(n, train=True)
+    output = net.forward(n, train=train)
     result = {"output": backend.to_host(output).copy()}
     if loss is None:
         backend.copy_from_host(projection, net.blobs[-1].grad[:n])
@@ -69,6 +75,9 @@ def run_case(backend, name, dtype, x, labels, projection, batch):
     result["d_input"] = backend.to_host(net.blobs[0].grad[:n]).copy()
     result["d_params"] = backend.to_host(net.params.grad).copy()
     result["params"] = backend.to_host(net.params.data).copy()
+    for i, layer in enumerate(net.layers):
+        for buffer_name, buffer in layer.buffers.items():
+            result[f"layer {i} {buffer_name}"] = backend.to_host(buffer).copy()
     return result
 
 
@@ -93,7 +102,7 @@ def assert_results_agree(expected, actual, dtype, context):
 
 def compare_case(cpu, gpu, name, dtype_name, layout):
     dtype = DTYPES[dtype_name]
-    batch = 3 if name.startswith("small net") else 2
+    batch = case_options(name)["batch"]
     x, labels, projection = case_inputs(name, dtype_name, layout, batch)
     expected = run_case(cpu, name, dtype, x, labels, projection, batch)
     actual = run_case(gpu, name, dtype, x, labels, projection, batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convnet_gpu.gradcheck import CheckResult, check, standard_cases
+from convnet_gpu.gradcheck import CheckResult, case_options, check, standard_cases
 from convnet_gpu.layers import Dense, ReLU
 
 CASES = dict(standard_cases())
@@ -12,9 +12,7 @@ CASES = dict(standard_cases())
 
 def _check_case(name, backend, **overrides):
     layers, input_shape, loss = CASES[name]()
-    small_net = name.startswith("small net")
-    options = dict(loss=loss, name=name, mode="random" if small_net else "auto",
-                   batch=3 if small_net else 2, seed=0)
+    options = dict(loss=loss, name=name, seed=0, **case_options(name))
     options.update(overrides)
     return check(layers, input_shape, backend, **options)
 
@@ -22,8 +20,12 @@ def _check_case(name, backend, **overrides):
 def test_standard_cases_cover_every_layer():
     names = " ".join(CASES)
     for layer in ("Conv2D", "Bias", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
-                  "MaxPool2D", "AvgPool2D", "Flatten", "SoftmaxCrossEntropy", "small net"):
+                  "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "BatchNorm", "Dropout", "Flatten",
+                  "SoftmaxCrossEntropy", "small net"):
         assert layer in names
+    for layer in ("BatchNorm (conv", "BatchNorm (dense", "Dropout"):  # both modes are checked
+        modes = {case_options(name)["train"] for name in CASES if name.startswith(layer)}
+        assert modes == {True, False}, layer
 
 
 @pytest.mark.parametrize("name", list(CASES))

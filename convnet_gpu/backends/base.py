@@ -11,6 +11,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# ---- counter-based random numbers --------------------------------------------------------------
+# Backend.uniform() draws from a counter-based hash instead of a stateful generator: every value is
+# a pure function of (seed, counter, flat element index), so NumPy and CuPy give the same numbers
+# bit for bit, a step's random numbers depend only on that step's counter, and a CUDA graph can
+# replay the kernel once the counter lives in device memory. The mixer is the 32-bit finalizer
+# ("fmix32") of Austin Appleby's MurmurHash3, a bijection on uint32; all arithmetic is mod 2**32:
+#     key  = fmix32(fmix32(seed ^ 0x9E3779B9) ^ counter)       one key per (seed, counter) stream
+#     bits = fmix32(fmix32(index ^ key) + key)                  two keyed rounds per element
+#     u    = (bits >> 8) * 2**-24                               24 bits: exact in float32 and float64
+# The same formula is written three times: counter_hash() below (the scalar reference the tests
+# use), NumpyBackend.uniform (uint32 ufuncs) and kernels/random.cu (CUDA).
+UINT32_RANGE = 2 ** 32
+RANDOM_KEY_OFFSET = 0x9E3779B9   # 2**32 / golden ratio: keeps seed 0 away from fmix32's fixed point 0
+UNIFORM_SCALE = 2.0 ** -24       # uniforms are (24-bit integer) * 2**-24, in [0, 1)
+
+
+def fmix32(h: int) -> int:
+    """MurmurHash3's 32-bit finalizer on a Python int in [0, 2**32)."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) % UINT32_RANGE
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) % UINT32_RANGE
+    return h ^ (h >> 16)
+
+
+def check_seed_and_counter(seed: int, counter: int) -> None:
+    for label, value in (("seed", seed), ("counter", counter)):
+        if not 0 <= int(value) < UINT32_RANGE or int(value) != value:
+            raise ValueError(f"the random-number {label} must be an integer in [0, 2**32), "
+                             f"got {value!r}")
+
+
+def random_stream_key(seed: int, counter: int) -> int:
+    """The 32-bit key of the (seed, counter) stream."""
+    check_seed_and_counter(seed, counter)
+    return fmix32(fmix32(int(seed) ^ RANDOM_KEY_OFFSET) ^ int(counter))
+
+
+def counter_hash(seed: int, counter: int, index: int) -> int:
+    """The 32 random bits of element `index` of stream (seed, counter): the scalar reference."""
+    key = random_stream_key(seed, counter)
+    return fmix32((fmix32(index ^ key) + key) % UINT32_RANGE)
+
 
 @dataclass(frozen=True)
 class WindowGeometry:
@@ -115,6 +158,20 @@ class Backend:
         raise NotImplementedError
 
     def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    # ---- random numbers ---------------------------------------------------------------------
+    def uniform_workspace(self, shape):
+        """Scratch that uniform() needs for arrays of up to prod(shape) elements (None: none)."""
+        return None
+
+    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
+        """Fill the float array `out` with uniforms in [0, 1) from the counter-based hash above.
+
+        Element i (C-order flat index) gets (counter_hash(seed, counter, i) >> 8) * 2**-24, the
+        same value on every backend and in float32 and float64. Without the workspace from
+        uniform_workspace(out.shape) the NumPy backend allocates one (setup-time use only).
+        """
         raise NotImplementedError
 
     def describe(self) -> str:

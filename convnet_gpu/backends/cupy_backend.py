@@ -14,7 +14,7 @@ from functools import lru_cache
 import cupy
 import numpy as np
 
-from .base import Backend, WindowGeometry
+from .base import UINT32_RANGE, Backend, WindowGeometry, check_seed_and_counter
 from .kernels import KERNEL_SOURCES, read_source, source_of
 
 _THREADS_PER_BLOCK = 256
@@ -170,6 +170,19 @@ class CupyBackend(Backend):
         self._output(dx, "dx", (n, geom.channels, geom.height, geom.width), dtype)
         self._launch("avgpool_backward_kernel", dtype, dx.size, (dy, dx) + _geometry_args(n, geom))
 
+    # ---- random numbers --------------------------------------------------------------------
+    def uniform_workspace(self, shape):
+        return None  # the kernel hashes its own element index
+
+    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
+        dtype = self._float_dtype(out, "out")
+        self._output(out, "out", out.shape, dtype)
+        check_seed_and_counter(seed, counter)
+        if out.size >= UINT32_RANGE:
+            raise ValueError(f"uniform() indexes elements with 32 bits; {out.size} is too many")
+        self._launch("uniform_kernel", dtype, out.size,
+                     (out, np.int64(out.size), np.uint32(seed), np.uint32(counter)))
+
     # ---- helpers ---------------------------------------------------------------------------
     def _launch(self, kernel_name: str, dtype, total: int, args: tuple) -> None:
         if total == 0:
@@ -181,7 +194,7 @@ class CupyBackend(Backend):
     def _float_dtype(self, array, name: str):
         self._check_device_array(array, name)
         if array.dtype not in _CUDA_TYPE:
-            raise TypeError(f"{name} has dtype {array.dtype}; the CUDA window kernels support "
+            raise TypeError(f"{name} has dtype {array.dtype}; the CUDA kernels support "
                             f"float32 and float64")
         return array.dtype
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .base import Backend, WindowGeometry
+from .base import UINT32_RANGE, UNIFORM_SCALE, Backend, WindowGeometry, random_stream_key
 
 
 def _window_slabs(geom: WindowGeometry):
@@ -140,6 +140,43 @@ class NumpyBackend(Backend):
             target = dx[:, :, in_sl[0], in_sl[1]]
             np.add(target, dy[:, :, out_sl[0], out_sl[1]], out=target)
         np.multiply(dx, 1.0 / (geom.kernel_h * geom.kernel_w), out=dx)
+
+    # ---- random numbers --------------------------------------------------------------------
+    def uniform_workspace(self, shape):
+        # (element indices 0..size-1, the hash state, a shift scratch), all uint32.
+        size = int(np.prod(shape))
+        if size >= UINT32_RANGE:
+            raise ValueError(f"uniform() indexes elements with 32 bits; {size} elements is too many")
+        return np.arange(size, dtype=np.uint32), np.empty(size, np.uint32), np.empty(size, np.uint32)
+
+    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
+        if out.dtype.kind != "f":
+            raise TypeError(f"uniform() fills a float array, got dtype {out.dtype}")
+        if workspace is None:
+            workspace = self.uniform_workspace(out.shape)
+        key = random_stream_key(seed, counter)
+        size = out.size
+        if size > workspace[0].size:
+            raise ValueError(f"the uniform workspace holds {workspace[0].size} elements, "
+                             f"out has {size}")
+        index, bits, scratch = workspace[0][:size], workspace[1][:size], workspace[2][:size]
+        np.bitwise_xor(index, key, out=bits)
+        _fmix32(bits, scratch)
+        np.add(bits, key, out=bits)          # uint32: wraps mod 2**32
+        _fmix32(bits, scratch)
+        np.right_shift(bits, 8, out=bits)    # the top 24 bits
+        np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
+        np.multiply(out, UNIFORM_SCALE, out=out)
+
+
+def _fmix32(h, scratch) -> None:
+    """MurmurHash3's 32-bit finalizer, in place on a uint32 array (see base.py)."""
+    for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        np.right_shift(h, shift, out=scratch)
+        np.bitwise_xor(h, scratch, out=h)
+        np.multiply(h, multiplier, out=h)  # wraps mod 2**32
+    np.right_shift(h, 16, out=scratch)
+    np.bitwise_xor(h, scratch, out=h)
 
 
 def _windows_tile_exactly(geom: WindowGeometry) -> bool:

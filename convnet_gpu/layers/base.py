@@ -22,11 +22,14 @@ class Layer:
     `forward(x, y, train)` and `backward(x, y, dy, dx)` only write into `y`, `dx`, the
     parameter gradients and those workspaces. `x`, `y`, `dy`, `dx` are views of the first n
     rows of their blobs; `dx` is None when nothing upstream needs the input gradient.
+    `buffers` holds state that is not learned but belongs in a checkpoint (BatchNorm's running
+    statistics), allocated in setup.
     """
 
     def __init__(self):
-        self.params: dict = {}  # name -> array view into the Net's flat parameter buffer
-        self.grads: dict = {}   # name -> array view into the Net's flat gradient buffer
+        self.params: dict = {}   # name -> array view into the Net's flat parameter buffer
+        self.grads: dict = {}    # name -> array view into the Net's flat gradient buffer
+        self.buffers: dict = {}  # name -> array the layer owns and updates (not learnable)
         self.backend = None
 
     @property

@@ -56,3 +56,23 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, x, y, dy, dx):
         self.backend.avgpool_backward(dy, dx, self.geom)
+
+
+class GlobalAvgPool(Layer):
+    """(C, H, W) -> (C,): the mean of each channel's plane; backward spreads dy / (H*W) over it."""
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAvgPool expects (C, H, W) inputs, got {input_shape}")
+        return (input_shape[0],)
+
+    def forward(self, x, y, train):
+        xp = self.backend.xp
+        n, channels, height, width = x.shape
+        xp.sum(x.reshape(n, channels, height * width), axis=2, out=y)
+        xp.multiply(y, 1.0 / (height * width), out=y)
+
+    def backward(self, x, y, dy, dx):
+        xp = self.backend.xp
+        n, channels, height, width = x.shape
+        xp.multiply(dy.reshape(n, channels, 1, 1), 1.0 / (height * width), out=dx)

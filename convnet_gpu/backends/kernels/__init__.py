@@ -32,6 +32,7 @@ KERNEL_SOURCES: dict[str, list[str]] = {
         "avgpool_forward_kernel",
         "avgpool_backward_kernel",
     ),
+    "random.cu": _instantiate("uniform_kernel"),
 }
 
 

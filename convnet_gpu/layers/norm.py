@@ -1,0 +1,114 @@
+"""Batch normalization over channels of (C, H, W) inputs or features of (F,) inputs."""
+from __future__ import annotations
+
+from .base import Layer, ParamSpec
+
+
+class BatchNorm(Layer):
+    """y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps), per channel (or feature).
+
+    Training: mean and biased variance of the batch (over n, H, W), and the running statistics
+    move towards them: running = (1 - momentum) * running + momentum * batch, with the unbiased
+    variance, as in PyTorch. Evaluation: the running statistics. `buffers` holds running_mean
+    (starts at 0) and running_var (starts at 1); they are state, not learnable parameters.
+    """
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        if not 0 <= momentum <= 1 or not eps > 0:
+            raise ValueError("BatchNorm needs 0 <= momentum <= 1 and eps > 0")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.trained_last = True  # the mode of the last forward, which backward differentiates
+
+    def param_specs(self, input_shape):
+        self._check_shape(input_shape)
+        channels = (input_shape[0],)
+        return [ParamSpec("gamma", channels, "ones", decay=False),
+                ParamSpec("beta", channels, "zeros", decay=False)]
+
+    def _check_shape(self, input_shape):
+        if len(input_shape) not in (1, 3):
+            raise ValueError(f"BatchNorm expects (C, H, W) or (features,) inputs, got {input_shape}")
+
+    def setup(self, backend, input_shape, batch_size, dtype):
+        super().setup(backend, input_shape, batch_size, dtype)
+        self._check_shape(input_shape)
+        channels = input_shape[0]
+        # Per-channel arrays broadcast as (C, 1, 1) over (n, C, H, W), or (F,) over (n, F).
+        self.broadcast_shape = (channels,) + (1,) * (len(input_shape) - 1)
+        self.sum_axes = (0,) + tuple(range(2, len(input_shape) + 1))
+        self.buffers = {"running_mean": backend.zeros((channels,), dtype),
+                        "running_var": backend.empty((channels,), dtype)}
+        self.buffers["running_var"].fill(1.0)
+        self.x_hat = backend.empty((batch_size,) + tuple(input_shape), dtype)    # kept for backward
+        self.scratch = backend.empty((batch_size,) + tuple(input_shape), dtype)  # squares, dy * x_hat
+        self.mean = backend.empty((channels,), dtype)
+        self.var = backend.empty((channels,), dtype)
+        self.inv_std = backend.empty((channels,), dtype)                         # kept for backward
+        self.stat_scratch = backend.empty((channels,), dtype)
+
+    def _per_channel(self, array):
+        return array.reshape(self.broadcast_shape)
+
+    def forward(self, x, y, train):
+        xp, n = self.backend.xp, x.shape[0]
+        x_hat = self.x_hat[:n]
+        self.trained_last = train
+        if train:
+            count = x.size // self.mean.size  # values per channel: n (* H * W)
+            if count < 2:
+                raise ValueError("BatchNorm in training needs more than one value per channel "
+                                 "(a batch of 1 without spatial dimensions has no variance)")
+            xp.sum(x, axis=self.sum_axes, out=self.mean)
+            xp.multiply(self.mean, 1.0 / count, out=self.mean)
+            xp.subtract(x, self._per_channel(self.mean), out=x_hat)             # x - mean
+            squares = self.scratch[:n]
+            xp.multiply(x_hat, x_hat, out=squares)
+            xp.sum(squares, axis=self.sum_axes, out=self.var)
+            xp.multiply(self.var, 1.0 / count, out=self.var)                   # biased variance
+            self._update_running(self.mean, self.var, count)
+            variance = self.var
+        else:
+            xp.subtract(x, self._per_channel(self.buffers["running_mean"]), out=x_hat)
+            variance = self.buffers["running_var"]
+        xp.add(variance, self.eps, out=self.inv_std)
+        xp.sqrt(self.inv_std, out=self.inv_std)
+        xp.divide(1.0, self.inv_std, out=self.inv_std)
+        xp.multiply(x_hat, self._per_channel(self.inv_std), out=x_hat)
+        xp.multiply(x_hat, self._per_channel(self.params["gamma"]), out=y)
+        xp.add(y, self._per_channel(self.params["beta"]), out=y)
+
+    def _update_running(self, mean, biased_var, count):
+        """running += momentum * (batch statistic - running), with the unbiased variance."""
+        xp, step = self.backend.xp, self.stat_scratch
+        for running, batch_value, correction in (
+                (self.buffers["running_mean"], mean, 1.0),
+                (self.buffers["running_var"], biased_var, count / (count - 1.0))):
+            xp.multiply(batch_value, correction * self.momentum, out=step)
+            xp.multiply(running, 1.0 - self.momentum, out=running)
+            xp.add(running, step, out=running)
+
+    def backward(self, x, y, dy, dx):
+        xp, n = self.backend.xp, x.shape[0]
+        x_hat, d_gamma, d_beta = self.x_hat[:n], self.grads["gamma"], self.grads["beta"]
+        xp.sum(dy, axis=self.sum_axes, out=d_beta)
+        xp.multiply(dy, x_hat, out=self.scratch[:n])
+        xp.sum(self.scratch[:n], axis=self.sum_axes, out=d_gamma)
+        if dx is None:
+            return
+        scale = self.stat_scratch
+        xp.multiply(self.params["gamma"], self.inv_std, out=scale)             # gamma / std
+        if not self.trained_last:  # the statistics are constants: dx = dy * gamma / std
+            xp.multiply(dy, self._per_channel(scale), out=dx)
+            return
+        # The batch statistics depend on x too:
+        #   dx = gamma / std * (dy - (d_beta + x_hat * d_gamma) / count)
+        count = x.size // scale.size
+        xp.multiply(x_hat, self._per_channel(d_gamma), out=dx)
+        xp.add(dx, self._per_channel(d_beta), out=dx)
+        xp.multiply(dx, 1.0 / count, out=dx)
+        xp.subtract(dy, dx, out=dx)
+        xp.multiply(dx, self._per_channel(scale), out=dx)
+
+    def describe(self):
+        return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"
