@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import write_bytes_atomic
+from .layers.base import walk
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -33,9 +34,13 @@ def model_signature(net) -> list:
 
 
 def _layer_buffers(net):
-    for index, layer in enumerate(net.layers):
-        for name, array in getattr(layer, "buffers", {}).items():
-            yield f"layer{index}.{name}", array
+    for path, layer in walk(net.layers):
+        for name, array in layer.buffers.items():
+            yield f"layer{path}.{name}", array
+
+
+def _layer_scalars(net) -> dict:
+    return {path: layer.state_scalars() for path, layer in walk(net.layers) if layer.state_scalars()}
 
 
 def save_checkpoint(path, net, optimizer, meta: dict, order=None) -> Path:
@@ -48,7 +53,8 @@ def save_checkpoint(path, net, optimizer, meta: dict, order=None) -> Path:
         arrays["order"] = np.asarray(order)
     full_meta = {**meta, "format": FORMAT_VERSION, "signature": model_signature(net),
                  "dtype": str(net.dtype), "device": net.backend.device,
-                 "optimizer_class": type(optimizer).__name__, "optimizer_scalars": _scalars(optimizer)}
+                 "optimizer_class": type(optimizer).__name__, "optimizer_scalars": _scalars(optimizer),
+                 "layer_scalars": _layer_scalars(net)}
     arrays["meta"] = np.array(json.dumps(full_meta))
     payload = io.BytesIO()
     np.savez(payload, **arrays)
@@ -96,6 +102,9 @@ def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") 
     backend.copy_from_host(arrays["params"], net.params.data)
     for key, array in _layer_buffers(net):
         backend.copy_from_host(arrays[key], array)
+    for path, layer in walk(net.layers):
+        if path in meta["layer_scalars"]:
+            layer.load_state_scalars(meta["layer_scalars"][path])
     if optimizer is not None:
         if meta["optimizer_class"] != type(optimizer).__name__:
             raise CheckpointError(f"{path}: the checkpoint's optimizer is {meta['optimizer_class']}, "

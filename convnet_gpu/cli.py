@@ -147,8 +147,8 @@ def cmd_train(args) -> int:
     backend = _backend_or_usage_error(args.device)
     dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
     out_dir = Path(out_dir or f"runs/{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    net = build_net(settings["model"], backend, settings["batch_size"], dataset.input_shape,
-                    settings["seed"], dataset.num_classes)
+    net = _usage_errors(build_net, settings["model"], backend, settings["batch_size"],
+                        dataset.input_shape, settings["seed"], dataset.num_classes)
     optimizer = build_run_optimizer(settings, net)
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          seed=settings["seed"], schedule=settings["schedule"],
@@ -178,8 +178,8 @@ def cmd_eval(args) -> int:
     meta, arrays = read_checkpoint(args.checkpoint)
     backend = _backend_or_usage_error(args.device)
     dataset = load_dataset(args.dataset or meta["dataset"], args.data_dir)
-    net = build_net(meta["model"], backend, args.batch_size, dataset.input_shape, meta["seed"],
-                    dataset.num_classes)
+    net = _usage_errors(build_net, meta["model"], backend, args.batch_size, dataset.input_shape,
+                        meta["seed"], dataset.num_classes)
     load_into(meta, arrays, net, path=args.checkpoint)
     report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
     print(f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
@@ -201,8 +201,8 @@ def cmd_overfit(args) -> int:
     except DataError as exc:
         raise UsageError(str(exc)) from None
     images, labels = data.train_x, data.train_y
-    net = build_net(args.model, backend, min(args.batch_size, args.samples), data.input_shape,
-                    args.seed, data.num_classes)
+    net = _usage_errors(build_net, args.model, backend, min(args.batch_size, args.samples),
+                        data.input_shape, args.seed, data.num_classes)
     steps, accuracy = overfit(net, SGD(args.lr, 0.9).setup(net), images, labels, args.max_steps)
     if steps is None:
         print(f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
@@ -305,6 +305,14 @@ def _backend_or_usage_error(device: str):
 
     try:
         return get_backend(device, announce=_print_flush)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _usage_errors(function, *args):
+    """Call function(*args); a ValueError (a model that does not fit its input) is a usage error."""
+    try:
+        return function(*args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .layers.base import walk
 from .net import Net
 
 EXHAUSTIVE_LIMIT = 4000  # elements; above it "auto" picks the random-direction mode
@@ -54,7 +55,7 @@ class _Problem:
     """A float64 net on fixed inputs, viewed as a function of (input, parameters)."""
 
     def __init__(self, layers, loss, backend, batch, input_shape, seed, train=True):
-        for layer in layers:
+        for _, layer in walk(layers):
             if hasattr(layer, "frozen"):
                 layer.frozen = True  # one random mask for every forward of the check
         self.net = Net(layers, loss, backend, dtype=np.float64, seed=seed)
@@ -161,8 +162,8 @@ def standard_cases():
     case_options(name) gives the check() options a case needs (mode, batch, train).
     """
     from .layers import (AvgPool2D, BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten,
-                         GlobalAvgPool, LeakyReLU, MaxPool2D, ReLU, Sigmoid, SoftmaxCrossEntropy,
-                         Tanh)
+                         GlobalAvgPool, LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid,
+                         SoftmaxCrossEntropy, Tanh)
 
     def small_net():
         layers = [Conv2D(3, 3, pad=1), Bias(), ReLU(), MaxPool2D(2),
@@ -174,6 +175,15 @@ def standard_cases():
         layers = [Conv2D(4, 3, pad=1), BatchNorm(), Tanh(), Dropout(0.25),
                   Conv2D(5, 3, stride=2, pad=1), BatchNorm(), Tanh(), GlobalAvgPool(),
                   Dense(6), BatchNorm(), Sigmoid(), Dropout(0.5), Dense(4), Bias()]
+        return layers, (2, 6, 6), SoftmaxCrossEntropy()
+
+    def small_resnet():
+        block = lambda: Residual([Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1),
+                                  BatchNorm()])
+        down = lambda: Residual([Conv2D(6, 3, stride=2, pad=1), BatchNorm(), ReLU(),
+                                 Conv2D(6, 3, pad=1), BatchNorm()], [Conv2D(6, 1, stride=2), BatchNorm()])
+        layers = [Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), block(), ReLU(), down(), ReLU(),
+                  GlobalAvgPool(), Dense(3), Bias()]
         return layers, (2, 6, 6), SoftmaxCrossEntropy()
 
     return [
@@ -200,10 +210,16 @@ def standard_cases():
         ("BatchNorm (dense, eval)", lambda: ([BatchNorm(momentum=0.5)], (5,), None)),
         ("Dropout (train)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
         ("Dropout (eval)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
+        ("Residual (identity shortcut)", lambda: ([Residual([Conv2D(2, 3, pad=1), Tanh()])],
+                                                  (2, 4, 4), None)),
+        ("Residual (1x1 stride-2 shortcut)", lambda: ([Residual([Conv2D(3, 3, stride=2, pad=1)],
+                                                                [Conv2D(3, 1, stride=2)])],
+                                                      (2, 5, 5), None)),
         ("Flatten", lambda: ([Flatten()], (2, 3, 3), None)),
         ("SoftmaxCrossEntropy", lambda: ([], (10,), SoftmaxCrossEntropy())),
         ("small net (random directions)", small_net),
         ("small net, BN + Dropout (random)", small_norm_net),
+        ("small resnet (random)", small_resnet),
     ]
 
 
@@ -212,6 +228,7 @@ DEFAULT_CASE_OPTIONS = {"mode": "auto", "batch": 2, "train": True}
 _CASE_OPTIONS = {
     "small net (random directions)": {"mode": "random", "batch": 3},
     "small net, BN + Dropout (random)": {"mode": "random", "batch": 4},
+    "small resnet (random)": {"mode": "random", "batch": 4},
     # batch 4: with 2 rows a feature's x_hat is +-1 whatever x is, and d x_hat / dx vanishes
     "BatchNorm (dense, train)": {"batch": 4},
     "BatchNorm (dense, eval)": {"batch": 4, "train": False},

@@ -5,6 +5,8 @@ import numpy as np
 
 from .backends import get_backend
 from .blob import Blob
+from .chain import Chain
+from .layers.base import walk
 
 
 class ParamBuffer:
@@ -50,7 +52,7 @@ def _initial_values(spec, rng: np.random.Generator) -> np.ndarray:
 
 
 class Net:
-    """Layers applied in order, optionally followed by a loss.
+    """A chain of layers, optionally followed by a loss.
 
     After `setup(batch_size, input_shape)` a step only writes into memory the net owns:
         n = net.load_batch(images, labels)   # host -> device, the one crossing
@@ -59,7 +61,8 @@ class Net:
     """
 
     def __init__(self, layers, loss=None, backend=None, dtype=np.float32, seed: int = 0):
-        self.layers = list(layers)
+        self.chain = Chain(layers)
+        self.layers = self.chain.layers
         self.loss = loss
         self.backend = backend if backend is not None else get_backend("cpu")
         self.dtype = np.dtype(dtype)
@@ -71,11 +74,8 @@ class Net:
         """Allocate everything a step needs. `input_grad` also keeps d(loss)/d(input)."""
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
-        self.shapes = [self.input_shape]
-        for layer in self.layers:
-            self.shapes.append(tuple(layer.output_shape(self.shapes[-1])))
-
-        specs = [layer.param_specs(shape) for layer, shape in zip(self.layers, self.shapes)]
+        self.shapes = self.chain.plan(self.input_shape)
+        specs = self.chain.param_specs()
         self.params = ParamBuffer(be, specs, dtype, np.random.default_rng(self.seed))
         index = 0
         for layer, layer_specs in zip(self.layers, specs):
@@ -83,15 +83,21 @@ class Net:
                 layer.params[spec.name] = self.params.views(index, self.params.data)
                 layer.grads[spec.name] = self.params.views(index, self.params.grad)
                 index += 1
-
-        self.blobs = [Blob.allocate(be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad)]
-        self.blobs += [Blob.allocate(be, (batch_size,) + shape, dtype) for shape in self.shapes[1:]]
+        self._seed_random_layers()
+        self.input = Blob.allocate(be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad)
         self.labels = be.zeros((batch_size,), "int32")
-        for layer, shape in zip(self.layers, self.shapes):
-            layer.setup(be, shape, batch_size, dtype)
+        self.chain.setup(be, batch_size, dtype)
+        self.blobs = [self.input] + self.chain.blobs
         if self.loss is not None:
             self.loss.setup(be, self.shapes[-1], batch_size, dtype)
         return self
+
+    def _seed_random_layers(self) -> None:
+        """Give each random layer left unseeded (seed None) its own seed, derived from the net's,
+        so two Dropout layers never share a mask stream."""
+        for position, (_, layer) in enumerate(walk(self.layers)):
+            if getattr(layer, "seed", 0) is None:
+                layer.seed = (self.seed * 1_000_003 + position) % 2**32
 
     @property
     def output_shape(self) -> tuple:
@@ -111,16 +117,14 @@ class Net:
         if not 0 < n <= self.batch_size or tuple(images.shape[1:]) != self.input_shape:
             raise ValueError(f"batch of shape {tuple(images.shape)} does not fit this net "
                              f"(at most {self.batch_size} rows of {self.input_shape})")
-        self.backend.copy_from_host(images, self.blobs[0].data[:n])
+        self.backend.copy_from_host(images, self.input.data[:n])
         if labels is not None:
             self.backend.copy_from_host(labels, self.labels[:n])
         return n
 
     def forward(self, n: int, train: bool = True):
         """Run the layers on the first n rows; with a loss, also the loss. Returns the output view."""
-        for layer, bottom, top in zip(self.layers, self.blobs, self.blobs[1:]):
-            layer.forward(bottom.data[:n], top.data[:n], train)
-        output = self.blobs[-1].data[:n]
+        output = self.chain.forward(self.input.data[:n], train)
         if self.loss is not None:
             self.loss.forward(output, self.labels[:n])
         return output
@@ -129,12 +133,8 @@ class Net:
         """Gradients of the loss (or of sum(output * blobs[-1].grad) without a loss)."""
         if self.loss is not None:
             self.loss.backward(self.blobs[-1].grad[:n])
-        for i in reversed(range(len(self.layers))):
-            layer, bottom, top = self.layers[i], self.blobs[i], self.blobs[i + 1]
-            x, dx = bottom.rows(n)
-            if dx is None and not layer.params:
-                continue  # nothing below needs this gradient
-            layer.backward(x, top.data[:n], top.grad[:n], dx)
+        x, dx = self.input.rows(n)
+        self.chain.backward(x, dx)
 
     def count_correct(self, n: int):
         """0-d device array: how many of the last forward's n rows were classified right."""

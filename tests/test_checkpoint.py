@@ -14,7 +14,9 @@ import pytest
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
 from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from convnet_gpu.data import Dataset
-from convnet_gpu.layers import Bias, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from convnet_gpu.layers import (BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool,
+                                MaxPool2D, ReLU, Residual)
+from convnet_gpu.layers.base import walk
 from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
 
@@ -30,8 +32,16 @@ def tiny_net(backend=None, seed=1, width=4):
     return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
 
 
-def make_trainer(out_dir, backend=None, net_seed=1):
-    net = tiny_net(backend, seed=net_seed)
+def tiny_resnet(backend=None, seed=1):
+    """State beyond parameters: BatchNorm running statistics and Dropout's step counter."""
+    block = Residual([Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1), BatchNorm()])
+    layers = [Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), block, ReLU(), GlobalAvgPool(),
+              Dropout(0.3), Dense(3), Bias()]
+    return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
+
+
+def make_trainer(out_dir, backend=None, net_seed=1, build=tiny_net):
+    net = build(backend, seed=net_seed)
     optimizer = SGD(0.05, momentum=0.9, weight_decay=1e-3).setup(net)
     config = TrainConfig(epochs=3, batch_size=16, seed=7, out_dir=str(out_dir), progress=False)
     return Trainer(net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"})
@@ -50,17 +60,18 @@ def stop_after(trainer, steps):
     optimizer.step = step  # an instance attribute: the optimizer is still an SGD
 
 
+@pytest.mark.parametrize("build", [tiny_net, tiny_resnet])
 @pytest.mark.parametrize("steps", [6, 13])  # end of epoch 1 (6 batches a epoch), mid-epoch 3
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps):
-    straight = make_trainer(tmp_path / "straight")
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, build):
+    straight = make_trainer(tmp_path / "straight", build=build)
     straight.fit()
 
-    interrupted = make_trainer(tmp_path / "resumed")
+    interrupted = make_trainer(tmp_path / "resumed", build=build)
     stop_after(interrupted, steps)
     with pytest.raises(TrainingInterrupted, match="--resume"):
         interrupted.fit()
 
-    resumed = make_trainer(tmp_path / "resumed", net_seed=99)  # different init: the load must win
+    resumed = make_trainer(tmp_path / "resumed", net_seed=99, build=build)  # the load must win
     resumed.resume(tmp_path / "resumed")
     assert resumed.position.step == steps
     resumed.fit()
@@ -68,6 +79,10 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps):
     assert np.array_equal(resumed.optimizer.velocity, straight.optimizer.velocity)
     assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in straight.history]
     assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
+    for (path, layer), (_, twin) in zip(walk(resumed.net.layers), walk(straight.net.layers)):
+        assert layer.state_scalars() == twin.state_scalars(), path
+        for name, array in layer.buffers.items():
+            assert np.array_equal(array, twin.buffers[name]), f"{path}.{name}"
 
 
 def test_checkpoint_refuses_a_different_model(tmp_path):

@@ -51,11 +51,35 @@ class Layer:
     def backward(self, x, y, dy, dx) -> None:
         raise NotImplementedError
 
+    def children(self) -> list[tuple[str, "Layer"]]:
+        """(name, layer) of the layers inside this one (a residual block's branches); none here."""
+        return []
+
+    def state_scalars(self) -> dict:
+        """Host numbers a checkpoint must keep to continue exactly (Dropout's step counter)."""
+        return {}
+
+    def load_state_scalars(self, scalars: dict) -> None:
+        pass
+
     def describe(self) -> str:
         return self.name
 
     def __repr__(self) -> str:
         return self.describe()
+
+
+def walk(layers):
+    """(path, layer) for every layer of a list, depth first, including those inside composites:
+    paths are "3" for the fourth layer, "3.body.0" for the first layer of its body, ..."""
+    for index, layer in enumerate(layers):
+        yield from _walk_one(str(index), layer)
+
+
+def _walk_one(path: str, layer):
+    yield path, layer
+    for name, child in layer.children():
+        yield from _walk_one(f"{path}.{name}", child)
 
 
 def flat_view(flat_buffer, shape):

@@ -19,18 +19,22 @@ class Dropout(Layer):
     every replay draws the next step's mask, the same one the eager step would have drawn.
     """
 
-    def __init__(self, p: float = 0.5, seed: int = 0):
+    def __init__(self, p: float = 0.5, seed: int | None = None):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
-        check_seed_and_counter(seed, 0)
-        self.p, self.seed = float(p), int(seed)
+        if seed is not None:
+            check_seed_and_counter(seed, 0)
+        self.p = float(p)
+        self.seed = seed       # None: the Net gives each Dropout its own seed, from its own
         self.step = 0          # the counter of the next training forward's mask
         self.frozen = False    # True: training forwards reuse the mask of `step`
         self.trained_last = False
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
+        if self.seed is None:  # used outside a Net
+            self.seed = 0
         shape = (batch_size,) + tuple(input_shape)
         self.mask = backend.empty(shape, dtype)  # 0 or 1 / (1 - p), kept for backward
         self.workspace = backend.uniform_workspace(shape)
@@ -57,6 +61,12 @@ class Dropout(Layer):
             xp.multiply(dy, self.mask[:x.shape[0]], out=dx)
         else:
             xp.copyto(dx, dy)
+
+    def state_scalars(self):
+        return {"seed": self.seed, "step": self.step}
+
+    def load_state_scalars(self, scalars):
+        self.seed, self.step = int(scalars["seed"]), int(scalars["step"])
 
     def describe(self):
         return f"Dropout({self.p})"
