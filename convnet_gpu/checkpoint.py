@@ -33,7 +33,8 @@ def model_signature(net) -> list:
             for layer in net.layers] + [[str(net.input_shape)]]
 
 
-def _layer_buffers(net):
+def layer_buffers(net):
+    """(checkpoint key, array) of every layer's buffers, composites included."""
     for path, layer in walk(net.layers):
         for name, array in layer.buffers.items():
             yield f"layer{path}.{name}", array
@@ -43,12 +44,14 @@ def _layer_scalars(net) -> dict:
     return {path: layer.state_scalars() for path, layer in walk(net.layers) if layer.state_scalars()}
 
 
-def save_checkpoint(path, net, optimizer, meta: dict, order=None) -> Path:
-    """Write net + optimizer state and `meta` (JSON-able) to `path` atomically."""
+def save_checkpoint(path, net, optimizer, meta: dict, order=None, extra_arrays=None) -> Path:
+    """Write net + optimizer state, `meta` (JSON-able) and any extra device arrays to `path`
+    atomically."""
     to_host = net.backend.to_host
     arrays = {"params": to_host(net.params.data)}
-    arrays.update({key: to_host(array) for key, array in _layer_buffers(net)})
+    arrays.update({key: to_host(array) for key, array in layer_buffers(net)})
     arrays.update({f"optim.{key}": to_host(array) for key, array in optimizer.state_arrays().items()})
+    arrays.update({key: to_host(array) for key, array in (extra_arrays or {}).items()})
     if order is not None:
         arrays["order"] = np.asarray(order)
     full_meta = {**meta, "format": FORMAT_VERSION, "signature": model_signature(net),
@@ -100,7 +103,7 @@ def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") 
                               f"{net.dtype}")
     backend = net.backend
     backend.copy_from_host(arrays["params"], net.params.data)
-    for key, array in _layer_buffers(net):
+    for key, array in layer_buffers(net):
         backend.copy_from_host(arrays[key], array)
     for path, layer in walk(net.layers):
         if path in meta["layer_scalars"]:

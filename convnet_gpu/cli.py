@@ -54,6 +54,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _add_device(parser, default="auto"):
     parser.add_argument("--device", default=default,
                         help="auto, cpu, cuda or cuda:N (default: %(default)s; auto takes a GPU if "
@@ -77,8 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=_non_negative_float, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    train.add_argument("--max-grad-norm", type=_positive_float, metavar="NORM",
+                       help="clip the gradient's global L2 norm to NORM")
     train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                        help="learning-rate schedule over all steps (default: %(default)s)")
+    train.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="E")
+    train.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
+                       help="hold out this share of the training set for validation")
+    train.add_argument("--early-stop", type=_positive_int, metavar="EPOCHS",
+                       help="stop when validation accuracy has not improved for EPOCHS epochs")
+    train.add_argument("--plateau", action="store_true",
+                       help="on a validation regression: restore the best parameters, halve the "
+                            "learning rate, reset momentum (the seed's rule)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--train-subset", type=_positive_int, metavar="N",
                        help="train on the first N training images only")
@@ -122,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also time PyTorch on the same devices (needs torch installed)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
+    plot = sub.add_parser("plot", help="draw a run's loss and accuracy curves (and the confusion "
+                                       "matrix after eval) as PNG files")
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: RUN_DIR)")
+
     download = sub.add_parser("download", help="fetch a dataset's official files (checksummed, "
                                                "resumable) into the cache folder")
     download.add_argument("dataset", choices=DATASETS)
@@ -148,13 +170,16 @@ def cmd_train(args) -> int:
     dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
     out_dir = Path(out_dir or f"runs/{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
     net = _usage_errors(build_net, settings["model"], backend, settings["batch_size"],
-                        dataset.input_shape, settings["seed"], dataset.num_classes)
+                        dataset.input_shape, settings["seed"], dataset.num_classes,
+                        settings["label_smoothing"])
     optimizer = build_run_optimizer(settings, net)
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          seed=settings["seed"], schedule=settings["schedule"],
-                         out_dir=str(out_dir), progress=False if args.no_progress else None)
+                         val_split=settings["val_split"], early_stop=settings["early_stop"],
+                         plateau=settings["plateau"], out_dir=str(out_dir),
+                         progress=False if args.no_progress else None)
     meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
-    trainer = Trainer(net, optimizer, dataset, config, log=_print_flush, meta=meta)
+    trainer = _usage_errors(Trainer, net, optimizer, dataset, config, _print_flush, meta)
     if args.resume:
         trainer.resume(args.resume)
         print(f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
@@ -173,6 +198,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .checkpoint import load_into, read_checkpoint
     from .evaluate import evaluate_net, format_report
+    from .fileio import write_json_atomic
     from .run import build_net, load_dataset
 
     meta, arrays = read_checkpoint(args.checkpoint)
@@ -185,6 +211,11 @@ def cmd_eval(args) -> int:
     print(f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
           f"({len(dataset.test_y)} test images), {backend.describe()}")
     print(format_report(report, dataset.classes))
+    run_dir = Path(args.checkpoint)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    write_json_atomic(run_dir / "eval.json", {**report, "classes": list(dataset.classes),
+                                             "dataset": args.dataset or meta["dataset"]})
+    print(f"wrote {run_dir / 'eval.json'} (convnet-gpu plot {run_dir} draws it)")
     return 0
 
 
@@ -258,6 +289,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plot import PlotError, PlotUnavailable, plot_run
+
+    try:
+        written = plot_run(args.run_dir, args.out)
+    except (PlotError, PlotUnavailable) as exc:
+        raise UsageError(str(exc)) from None
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
 def cmd_download(args) -> int:
     from .data import fetch_dataset
 
@@ -292,7 +334,7 @@ def cmd_info(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck,
-            "bench": cmd_bench, "download": cmd_download, "info": cmd_info}
+            "bench": cmd_bench, "plot": cmd_plot, "download": cmd_download, "info": cmd_info}
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from .net import Net
 from .optim import build_optimizer
 
 RUN_SETTINGS = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                "weight_decay", "schedule", "seed", "train_subset")
+                "weight_decay", "max_grad_norm", "schedule", "label_smoothing", "val_split",
+                "early_stop", "plateau", "seed", "train_subset")
 
 
 def settings_from_args(args) -> dict:
@@ -32,11 +33,14 @@ def load_dataset(name: str, data_dir=None, train_subset=None):
     return loaders[name](data_dir, train_subset=train_subset)
 
 
-def build_net(model: str, backend, batch_size: int, input_shape, seed: int, num_classes: int = 10) -> Net:
-    net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
+def build_net(model: str, backend, batch_size: int, input_shape, seed: int, num_classes: int = 10,
+              label_smoothing: float = 0.0) -> Net:
+    net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(label_smoothing), backend,
+              seed=seed)
     return net.setup(batch_size, input_shape)
 
 
 def build_run_optimizer(settings: dict, net):
     return build_optimizer(settings["optimizer"], settings["lr"], settings["momentum"],
-                           settings["weight_decay"]).setup(net)
+                           settings["weight_decay"],
+                           max_grad_norm=settings["max_grad_norm"]).setup(net)

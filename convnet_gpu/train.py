@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import CHECKPOINT_NAME, load_into, read_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, layer_buffers, load_into, read_checkpoint, save_checkpoint
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
-from .optim import scheduled_lr
+from .optim import PlateauRule, scheduled_lr
 
 NAN_CHECK_STEPS = 50
 
@@ -47,6 +47,9 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     schedule: str = "cosine"
+    val_split: float = 0.0          # share of the training set held out for validation
+    early_stop: int | None = None   # stop after this many epochs without a better val accuracy
+    plateau: bool = False           # the seed's rule on a val regression (see Selection)
     out_dir: str | None = None
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -60,6 +63,7 @@ class Position:
     step: int = 0                      # optimizer steps taken so far (the schedule's clock)
     order: np.ndarray | None = None    # this epoch's sample order; None until drawn
     history: list = field(default_factory=list)
+    stopped_early: bool = False
 
 
 class _DeviceTotals:
@@ -115,13 +119,87 @@ class _NanWatch:
             raise TrainingDiverged(f"the training loss became {losses[bad[0]]} at step {step}")
 
 
+class Selection:
+    """Decisions driven by validation accuracy: keeping the best state, early stopping, and the
+    seed's plateau rule (on a regression: restore the best parameters and BatchNorm statistics,
+    halve the learning rate, reset momentum). The best copies are allocated once, on the device.
+    """
+
+    def __init__(self, net, optimizer, early_stop: int | None, plateau: bool):
+        self.net, self.optimizer = net, optimizer
+        self.early_stop, self.plateau = early_stop, plateau
+        self.rule = PlateauRule()
+        self.epochs_since_best = 0
+        self.best = None
+        if plateau:
+            self.best = {"params": net.params.data.copy()}
+            self.best.update({key: array.copy() for key, array in layer_buffers(net)})
+
+    @property
+    def lr_scale(self) -> float:
+        return self.rule.lr_scale if self.plateau else 1.0
+
+    def after_epoch(self, val_accuracy: float) -> str:
+        """Act on one validation result; returns "stop" when early stopping ends the run."""
+        decision = self.rule.observe(val_accuracy)
+        self.epochs_since_best = 0 if decision == PlateauRule.NEW_BEST else self.epochs_since_best + 1
+        if self.plateau and decision == PlateauRule.NEW_BEST:
+            self._copy(self.live(), self.best)
+        elif self.plateau and decision == PlateauRule.RESTORE:
+            self._copy(self.best, self.live())
+            self.optimizer.reset_state()
+        if self.early_stop and self.epochs_since_best >= self.early_stop:
+            return "stop"
+        return "continue"
+
+    def live(self) -> dict:
+        return {"params": self.net.params.data, **dict(layer_buffers(self.net))}
+
+    def _copy(self, source: dict, target: dict) -> None:
+        for key, array in target.items():
+            self.net.backend.xp.copyto(array, source[key])
+
+    def state(self) -> dict:
+        return {"best": self.rule.best, "lr_scale": self.rule.lr_scale,
+                "regressions": self.rule.regressions, "epochs_since_best": self.epochs_since_best}
+
+    def load_state(self, state: dict, arrays: dict) -> None:
+        self.rule.best, self.rule.lr_scale = state["best"], state["lr_scale"]
+        self.rule.regressions, self.epochs_since_best = state["regressions"], state["epochs_since_best"]
+        if self.best is not None:
+            for key, array in self.best.items():
+                self.net.backend.copy_from_host(arrays[f"best.{key}"], array)
+
+
+def split_validation(dataset, share: float, seed: int):
+    """(train, validation) parts of the training set: a seeded random `share` held out."""
+    if not 0 < share < 1:
+        raise ValueError(f"--val-split must be between 0 and 1 (exclusive), got {share}")
+    count = len(dataset.train_y)
+    held_out = int(round(count * share))
+    if not 0 < held_out < count:
+        raise ValueError(f"--val-split {share} of {count} training images leaves an empty part")
+    order = np.random.default_rng([seed, 1]).permutation(count)
+    val, train = np.sort(order[:held_out]), np.sort(order[held_out:])
+    return (dataset.train_x[train], dataset.train_y[train]), (dataset.train_x[val], dataset.train_y[val])
+
+
 class Trainer:
     def __init__(self, net, optimizer, dataset, config: TrainConfig, log=print, meta=None):
         self.net, self.optimizer, self.dataset, self.config = net, optimizer, dataset, config
         self.log = log
         self.meta = dict(meta or {})
-        self.train_loader = MinibatchLoader(dataset.train_x, dataset.train_y, config.batch_size)
+        train_x, train_y = dataset.train_x, dataset.train_y
+        self.val_loader = None
+        if config.val_split:
+            (train_x, train_y), (val_x, val_y) = split_validation(dataset, config.val_split, config.seed)
+            self.val_loader = MinibatchLoader(val_x, val_y, config.batch_size)
+        elif config.early_stop or config.plateau:
+            raise ValueError("early stopping and the plateau rule watch validation accuracy: "
+                             "add --val-split (e.g. 0.1)")
+        self.train_loader = MinibatchLoader(train_x, train_y, config.batch_size)
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
+        self.selection = Selection(net, optimizer, config.early_stop, config.plateau)
         self.totals = _DeviceTotals(net.backend)
         self.nan_watch = _NanWatch(net.backend, net.dtype)
         self.rng = np.random.default_rng(config.seed)
@@ -161,8 +239,8 @@ class Trainer:
             n = net.load_batch(images, labels)
             net.forward(n, train=True)
             net.backward(n)
-            self.optimizer.lr = scheduled_lr(self.config.schedule, self.base_lr, pos.step,
-                                             self.total_steps)
+            self.optimizer.lr = self.selection.lr_scale * scheduled_lr(
+                self.config.schedule, self.base_lr, pos.step, self.total_steps)
             self.optimizer.step()
             totals.add(net.loss.loss, net.count_correct(n), n)
             self.nan_watch.record(net.loss.loss, pos.step)
@@ -195,7 +273,7 @@ class Trainer:
         train_seconds, trained_images = 0.0, 0
         try:
             with self._ctrl_c_stops_at_a_step_boundary():
-                while self.position.epoch <= config.epochs:
+                while self.position.epoch <= config.epochs and not self.position.stopped_early:
                     train_loss, train_acc, seconds, images = self.train_epoch()
                     train_seconds += seconds
                     trained_images += images
@@ -216,6 +294,7 @@ class Trainer:
         last = self.history[-1]
         summary = {**self.meta, "test_accuracy": last["test_accuracy"],
                    "test_loss": last["test_loss"], "epochs": config.epochs,
+                   "epochs_run": len(self.history), "stopped_early": self.position.stopped_early,
                    "images_per_second": trained_images / train_seconds if train_seconds else 0.0,
                    "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
         if config.out_dir:
@@ -241,15 +320,23 @@ class Trainer:
 
     def _end_epoch(self, train_loss, train_acc, seconds, images):
         pos = self.position
-        test_loss, test_acc = self.evaluate()
         record = {"epoch": pos.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "test_loss": test_loss, "test_accuracy": test_acc, "seconds": seconds,
-                  "images_per_second": images / seconds}
+                  "lr": self.optimizer.lr}
+        val_note = ""
+        if self.val_loader is not None:
+            record["val_loss"], record["val_accuracy"] = self.evaluate(self.val_loader)
+            decision = self.selection.after_epoch(record["val_accuracy"])
+            val_note = f"val acc {record['val_accuracy']:.4f}  "
+            if decision == "stop":
+                pos.stopped_early = True
+                val_note += f"(no better for {self.config.early_stop} epochs: stopping)  "
+        record["test_loss"], record["test_accuracy"] = self.evaluate()
+        record.update(seconds=seconds, images_per_second=images / seconds)
         pos.history.append(record)
         pos.epoch, pos.next_batch, pos.order = pos.epoch + 1, 0, None
         self.log(f"epoch {record['epoch']}/{self.config.epochs}  train loss {train_loss:.4f}  "
-                 f"test acc {test_acc:.4f}  {record['images_per_second']:.0f} img/s  "
-                 f"{seconds:.1f} s")
+                 f"{val_note}test acc {record['test_accuracy']:.4f}  "
+                 f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
         if self.config.out_dir:
             write_jsonl_atomic(Path(self.config.out_dir) / "metrics.jsonl", pos.history)
             self.save_checkpoint()
@@ -261,13 +348,15 @@ class Trainer:
             return None
         pos = self.position
         meta = {**self.meta, "position": {"epoch": pos.epoch, "next_batch": pos.next_batch,
-                                          "step": pos.step},
+                                          "step": pos.step, "stopped_early": pos.stopped_early},
+                "selection": self.selection.state(),
                 "history": pos.history, "rng": self.rng.bit_generator.state,
                 "base_lr": self.base_lr, "config": {"epochs": self.config.epochs,
                                                     "batch_size": self.config.batch_size,
                                                     "seed": self.config.seed,
                                                     "schedule": self.config.schedule}}
-        return save_checkpoint(self.checkpoint_path, self.net, self.optimizer, meta, pos.order)
+        extra = {f"best.{key}": array for key, array in (self.selection.best or {}).items()}
+        return save_checkpoint(self.checkpoint_path, self.net, self.optimizer, meta, pos.order, extra)
 
     def resume(self, path) -> dict:
         """Load a checkpoint written by save_checkpoint and continue from its position."""
@@ -281,7 +370,9 @@ class Trainer:
         self.base_lr = meta["base_lr"]
         position = meta["position"]
         self.position = Position(position["epoch"], position["next_batch"], position["step"],
-                                 arrays.get("order"), list(meta["history"]))
+                                 arrays.get("order"), list(meta["history"]),
+                                 position["stopped_early"])
+        self.selection.load_state(meta["selection"], arrays)
         return meta
 
     def _bar_disabled(self):

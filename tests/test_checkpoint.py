@@ -131,7 +131,7 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
         if proc.poll() is None:
             proc.kill()
     meta, arrays = read_checkpoint(tmp_path)
-    assert meta["position"] == {"epoch": 1, "next_batch": 0, "step": 0}  # the previous one
+    assert meta["position"] == {"epoch": 1, "next_batch": 0, "step": 0, "stopped_early": False}
     assert before["position"] == meta["position"]
     net = tiny_net()
     load_into(meta, arrays, net)

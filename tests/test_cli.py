@@ -185,7 +185,7 @@ def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(capsys, monk
     assert code == 130
     assert "--resume" in err and len(err.strip().splitlines()) == 1
     meta, _ = read_checkpoint(tmp_path / "resumed")
-    assert meta["position"] == {"epoch": 2, "next_batch": 1, "step": 4}
+    assert meta["position"] == {"epoch": 2, "next_batch": 1, "step": 4, "stopped_early": False}
 
     monkeypatch.setattr(optim.SGD, "step", original_step)
     code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
@@ -228,3 +228,27 @@ def test_overfit_command_fails_loudly(capsys, tiny_idx_dir):
     code, out, _ = run_cli(capsys, "overfit", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
                            "--samples", "32", "--max-steps", "2", "--lr", "1e-9")
     assert code == 1 and out.startswith("FAILED")
+
+
+def test_eval_writes_eval_json_and_plot_draws_the_run(capsys, tiny_idx_dir, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--epochs", "2", "--val-split", "0.25", "--out", str(run), "--no-progress")
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_accuracy" in record for record in records)
+    code, _, err = run_cli(capsys, "eval", "--checkpoint", str(run), "--device", "cpu",
+                           "--data-dir", str(tiny_idx_dir))
+    assert code == 0, err
+    report = json.loads((run / "eval.json").read_text())
+    assert sum(map(sum, report["confusion"])) == 40 and len(report["classes"]) == 10
+    pytest.importorskip("matplotlib")
+    code, out, err = run_cli(capsys, "plot", str(run))
+    assert code == 0, err
+    for name in ("loss.png", "accuracy.png", "confusion.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_missing_run_is_a_usage_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "plot", str(tmp_path / "nothing"))
+    assert code == 2 and len(err.strip().splitlines()) == 1

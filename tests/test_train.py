@@ -94,3 +94,64 @@ def test_a_diverging_run_stops_with_a_message():
                       log=lambda line: None)
     with pytest.raises(TrainingDiverged, match="lower --lr"):
         trainer.fit()
+
+
+def test_val_split_holds_out_a_seeded_share_and_records_val_metrics():
+    data = tiny_dataset(train=100)
+    net = tiny_net()
+    trainer = Trainer(net, SGD(0.01).setup(net), data,
+                      TrainConfig(epochs=2, batch_size=16, val_split=0.2, seed=5), log=lambda line: None)
+    assert trainer.train_loader.num_samples == 80 and trainer.val_loader.num_samples == 20
+    held_out = {tuple(row.ravel()[:3]) for row in trainer.val_loader.x}
+    trained = {tuple(row.ravel()[:3]) for row in trainer.train_loader.x}
+    assert not held_out & trained  # disjoint
+    trainer.fit()
+    assert all({"val_loss", "val_accuracy", "lr"} <= record.keys() for record in trainer.history)
+
+
+def test_early_stopping_and_plateau_need_a_validation_split():
+    net = tiny_net()
+    with pytest.raises(ValueError, match="--val-split"):
+        Trainer(net, SGD(0.01).setup(net), tiny_dataset(), TrainConfig(early_stop=2))
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(monkeypatch):
+    data = tiny_dataset(train=60)
+    net = tiny_net()
+    trainer = Trainer(net, SGD(0.01).setup(net), data,
+                      TrainConfig(epochs=10, batch_size=16, val_split=0.25, early_stop=2),
+                      log=lambda line: None)
+    accuracies = iter([0.5, 0.6, 0.6, 0.55, 0.9, 0.9])
+    real_evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda loader=None: (
+        (1.0, next(accuracies)) if loader is trainer.val_loader else real_evaluate(loader)))
+    summary = trainer.fit()
+    assert summary["epochs_run"] == 4 and summary["stopped_early"]  # best at 2; 3 and 4 no better
+
+
+def test_plateau_rule_restores_the_best_parameters_halves_lr_and_resets_momentum(monkeypatch):
+    data = tiny_dataset(train=60)
+    net = tiny_net()
+    optimizer = SGD(0.01, momentum=0.9).setup(net)
+    trainer = Trainer(net, optimizer, data, TrainConfig(epochs=3, batch_size=16, val_split=0.25,
+                                                        plateau=True, schedule="constant"),
+                      log=lambda line: None)
+    accuracies = iter([0.6, 0.4, 0.7])
+    snapshots = []
+    real_evaluate = trainer.evaluate
+
+    def evaluate(loader=None):
+        if loader is trainer.val_loader:
+            snapshots.append(net.params.data.copy())
+            return 1.0, next(accuracies)
+        return real_evaluate(loader)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    trainer.train_epoch()
+    trainer._end_epoch(0.0, 0.0, 1.0, 1)          # epoch 1: 0.6, the best so far
+    trainer.train_epoch()
+    trainer._end_epoch(0.0, 0.0, 1.0, 1)          # epoch 2: 0.4, a regression
+    assert np.array_equal(net.params.data, snapshots[0])   # the epoch-1 parameters are back
+    assert not np.any(optimizer.velocity)                  # momentum reset
+    trainer.train_epoch()
+    assert optimizer.lr == pytest.approx(0.005)            # halved for the next epoch's steps
