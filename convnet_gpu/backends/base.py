@@ -7,6 +7,7 @@ same method names.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,8 @@ import numpy as np
 #     bits = fmix32(fmix32(index ^ key) + key)                  two keyed rounds per element
 #     u    = (bits >> 8) * 2**-24                               24 bits: exact in float32 and float64
 # The same formula is written three times: counter_hash() below (the scalar reference the tests
-# use), NumpyBackend.uniform (uint32 ufuncs) and kernels/random.cu (CUDA).
+# use), the NumPy backend (uint32 ufuncs) and kernels/counter_hash.cuh (CUDA, used by random.cu
+# and jitter.cu).
 UINT32_RANGE = 2 ** 32
 RANDOM_KEY_OFFSET = 0x9E3779B9   # 2**32 / golden ratio: keeps seed 0 away from fmix32's fixed point 0
 UNIFORM_SCALE = 2.0 ** -24       # uniforms are (24-bit integer) * 2**-24, in [0, 1)
@@ -53,6 +55,29 @@ def counter_hash(seed: int, counter: int, index: int) -> int:
     """The 32 random bits of element `index` of stream (seed, counter): the scalar reference."""
     key = random_stream_key(seed, counter)
     return fmix32((fmix32(index ^ key) + key) % UINT32_RANGE)
+
+
+# ---- image jitter draws ---------------------------------------------------------------------
+# Backend.jitter() gives image i of a batch three draws of the (seed, counter) stream, at indices
+# 3i, 3i+1, 3i+2, each used through its top 24 bits u = counter_hash(...) >> 8:
+#     dy      = floor(u(3i)   * (2*pad + 1) / 2**24) - pad      uniform on [-pad, pad]
+#     dx      = floor(u(3i+1) * (2*pad + 1) / 2**24) - pad      (integer math: (u * k) >> 24)
+#     flipped = flip and u(3i+2) >= 2**23                       the top bit: probability 1/2
+# The layout does not depend on pad or flip (the same stream gives the same dy, dx, flip bit for
+# every setting), and image i's draws do not depend on the batch size, so a smaller last batch
+# uses the first rows' draws.
+JITTER_DRAWS_PER_IMAGE = 3
+
+
+def jitter_draws(seed: int, counter: int, image: int, pad: int,
+                 flip: bool) -> tuple[int, int, bool]:
+    """(dy, dx, flipped) of image `image` in stream (seed, counter): the scalar reference."""
+    first = JITTER_DRAWS_PER_IMAGE * image
+    choices = 2 * pad + 1
+    u_y, u_x, u_flip = (counter_hash(seed, counter, first + k) >> 8 for k in range(3))
+    dy = ((u_y * choices) >> 24) - pad
+    dx = ((u_x * choices) >> 24) - pad
+    return dy, dx, bool(flip) and u_flip >= 2 ** 23
 
 
 @dataclass(frozen=True)
@@ -174,5 +199,49 @@ class Backend:
         """
         raise NotImplementedError
 
+    # ---- data augmentation ------------------------------------------------------------------
+    def jitter_workspace(self, batch_size: int):
+        """Scratch that jitter() needs for batches of up to batch_size images (None: none)."""
+        return None
+
+    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
+        """Shift each image by a random (dy, dx) in [-pad, pad]^2; mirror it with probability 1/2.
+
+        x and out are (n, C, H, W) float arrays of one shape and dtype; out must not overlap x
+        (every output pixel reads another pixel of x, so an in-place write would read values
+        already jittered: use a scratch batch). With (dy, dx, flipped) of image i drawn by the
+        layout above (jitter_draws() is the scalar reference):
+            out[i, c, h, w] = x[i, c, h + dy, s + dx],  s = W-1-w if flipped else w,
+        and 0 where (h + dy, s + dx) falls outside the image. That is: shift first (take the HxW
+        window at offset (pad+dy, pad+dx) of the image zero-padded by `pad` on every side), then
+        mirror the window left-right. pad=0 and flip=False copies x. The same on every backend,
+        bit for bit (values are moved, never computed). Without the workspace from
+        jitter_workspace(n) the NumPy backend allocates one (setup-time use only).
+        """
+        raise NotImplementedError
+
+    def _check_jitter_args(self, x, out, pad: int, seed: int, counter: int) -> None:
+        check_seed_and_counter(seed, counter)
+        if not 0 <= operator.index(pad) < 2 ** 31:  # operator.index: a TypeError for 2.0
+            raise ValueError(f"jitter pad must be an integer in [0, 2**31), got {pad!r}")
+        if x.ndim != 4:
+            raise ValueError(f"jitter() takes an (n, C, H, W) batch, got shape {tuple(x.shape)}")
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"jitter out has shape {tuple(out.shape)}, x has {tuple(x.shape)}")
+        if x.dtype.kind != "f" or out.dtype != x.dtype:
+            raise TypeError(f"jitter() moves floats between arrays of one dtype, got x "
+                            f"{x.dtype} and out {out.dtype}")
+        if self.xp.may_share_memory(x, out):
+            raise ValueError("jitter out must not overlap x (pixels move): write into a "
+                             "scratch batch and copy back")
+        check_jitter_batch_size(x.shape[0])
+
     def describe(self) -> str:
         return self.name
+
+
+def check_jitter_batch_size(batch_size: int) -> None:
+    """The draws of the last image must have 32-bit indices (3 * batch_size <= 2**32)."""
+    if JITTER_DRAWS_PER_IMAGE * batch_size > UINT32_RANGE:
+        raise ValueError(f"jitter() indexes its draws with 32 bits; a batch of {batch_size} "
+                         f"images is too many")

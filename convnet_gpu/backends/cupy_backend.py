@@ -14,7 +14,8 @@ from functools import lru_cache
 import cupy
 import numpy as np
 
-from .base import UINT32_RANGE, Backend, WindowGeometry, check_seed_and_counter
+from .base import (UINT32_RANGE, Backend, WindowGeometry, check_jitter_batch_size,
+                   check_seed_and_counter)
 from .kernels import KERNEL_SOURCES, read_source, source_of
 
 _THREADS_PER_BLOCK = 256
@@ -182,6 +183,22 @@ class CupyBackend(Backend):
             raise ValueError(f"uniform() indexes elements with 32 bits; {out.size} is too many")
         self._launch("uniform_kernel", dtype, out.size,
                      (out, np.int64(out.size), np.uint32(seed), np.uint32(counter)))
+
+    # ---- data augmentation ------------------------------------------------------------------
+    def jitter_workspace(self, batch_size: int):
+        check_jitter_batch_size(batch_size)
+        return None  # each thread hashes its own image's draws
+
+    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
+        dtype = self._float_dtype(x, "x")
+        self._check_device_array(out, "out")
+        self._check_jitter_args(x, out, pad, seed, counter)  # before _input may copy x
+        n, channels, height, width = x.shape
+        x = self._input(x, "x", x.shape, dtype)
+        self._output(out, "out", x.shape, dtype)
+        self._launch("jitter_kernel", dtype, out.size,
+                     (x, out, np.int64(n), np.int64(channels), np.int64(height), np.int64(width),
+                      np.int64(pad), np.int32(bool(flip)), np.uint32(seed), np.uint32(counter)))
 
     # ---- helpers ---------------------------------------------------------------------------
     def _launch(self, kernel_name: str, dtype, total: int, args: tuple) -> None:

@@ -7,10 +7,12 @@ an array: results go to `out=` views of buffers allocated in setup.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
-from .base import UINT32_RANGE, UNIFORM_SCALE, Backend, WindowGeometry, random_stream_key
+from .base import (JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, Backend, WindowGeometry,
+                   check_jitter_batch_size, random_stream_key)
 
 
 def _window_slabs(geom: WindowGeometry):
@@ -31,6 +33,16 @@ def _window_slabs(geom: WindowGeometry):
                          slice(w0, w0 + (ow1 - ow0 - 1) * s + 1, s))
                 out_sl = (slice(oh0, oh1), slice(ow0, ow1))
             yield kh * geom.kernel_w + kw, kh, kw, in_sl, out_sl
+
+
+class JitterWorkspace(NamedTuple):
+    """What NumpyBackend.jitter() writes per call, allocated once for batches of up to B images."""
+
+    index: np.ndarray    # (B, 3) uint32: the draw indices 3i + k
+    bits: np.ndarray     # (B, 3) uint32: the hash state, then the 24-bit draws
+    scratch: np.ndarray  # (B, 3) uint32: fmix32's shift scratch
+    shifts: np.ndarray   # (B, 2) int64: (dy, dx) per image
+    flipped: np.ndarray  # (B,) uint32: 1 where the image is mirrored
 
 
 class NumpyBackend(Backend):
@@ -154,19 +166,74 @@ class NumpyBackend(Backend):
             raise TypeError(f"uniform() fills a float array, got dtype {out.dtype}")
         if workspace is None:
             workspace = self.uniform_workspace(out.shape)
-        key = random_stream_key(seed, counter)
         size = out.size
         if size > workspace[0].size:
             raise ValueError(f"the uniform workspace holds {workspace[0].size} elements, "
                              f"out has {size}")
         index, bits, scratch = workspace[0][:size], workspace[1][:size], workspace[2][:size]
-        np.bitwise_xor(index, key, out=bits)
-        _fmix32(bits, scratch)
-        np.add(bits, key, out=bits)          # uint32: wraps mod 2**32
-        _fmix32(bits, scratch)
+        _counter_hash(index, random_stream_key(seed, counter), bits, scratch)
         np.right_shift(bits, 8, out=bits)    # the top 24 bits
         np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
         np.multiply(out, UNIFORM_SCALE, out=out)
+
+    # ---- data augmentation ------------------------------------------------------------------
+    def jitter_workspace(self, batch_size: int) -> JitterWorkspace:
+        check_jitter_batch_size(batch_size)
+        draws = (batch_size, JITTER_DRAWS_PER_IMAGE)
+        index = np.arange(batch_size * JITTER_DRAWS_PER_IMAGE, dtype=np.uint32).reshape(draws)
+        return JitterWorkspace(index, np.empty(draws, np.uint32), np.empty(draws, np.uint32),
+                               np.empty((batch_size, 2), np.int64), np.empty(batch_size, np.uint32))
+
+    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
+        self._check_jitter_args(x, out, pad, seed, counter)
+        n, _, height, width = x.shape
+        if workspace is None:
+            workspace = self.jitter_workspace(n)
+        if n > len(workspace.index):
+            raise ValueError(f"the jitter workspace holds draws for {len(workspace.index)} "
+                             f"images, x has {n}")
+        shifts, flipped = _jitter_draws(n, pad, flip, random_stream_key(seed, counter), workspace)
+        if pad:
+            out.fill(0)  # the border the shift uncovers; the copies below write the rest
+        for i, ((dy, dx), mirrored) in enumerate(zip(shifts.tolist(), flipped.tolist())):
+            # Mirroring the output's columns turns the flipped case into the plain shift:
+            # out[..., W-1-w] = x[..., w + dx]  is  mirrored_out[..., w] = x[..., w + dx].
+            target = out[i, :, :, ::-1] if mirrored else out[i]
+            (rows_out, rows_in), (cols_out, cols_in) = _shift(dy, height), _shift(dx, width)
+            np.copyto(target[:, rows_out, cols_out], x[i, :, rows_in, cols_in])
+
+
+def _jitter_draws(n: int, pad: int, flip: bool, key: int, workspace: JitterWorkspace):
+    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of base.py's layout (workspace views)."""
+    index, bits, scratch = workspace.index[:n], workspace.bits[:n], workspace.scratch[:n]
+    shifts, flipped = workspace.shifts[:n], workspace.flipped[:n]
+    _counter_hash(index, key, bits, scratch)
+    np.right_shift(bits, 8, out=bits)                # u: the top 24 bits of each draw
+    np.copyto(shifts, bits[:, :2])                   # int64: u * (2*pad + 1) < 2**55 fits
+    np.multiply(shifts, 2 * pad + 1, out=shifts)
+    np.right_shift(shifts, 24, out=shifts)           # floor(u * (2*pad + 1) / 2**24) in [0, 2*pad]
+    np.subtract(shifts, pad, out=shifts)
+    if flip:
+        np.right_shift(bits[:, 2], 23, out=flipped)  # the top bit of u: u >= 2**23
+    else:
+        flipped.fill(0)
+    return shifts, flipped
+
+
+def _shift(offset: int, size: int) -> tuple[slice, slice]:
+    """(output slice, input slice) along one axis of out[j] = x[j + offset], both in [0, size)."""
+    lo, hi = max(0, -offset), max(0, min(size, size - offset))  # j with 0 <= j + offset < size
+    if lo >= hi:
+        return slice(0, 0), slice(0, 0)  # shifted out entirely: the zero fill stays
+    return slice(lo, hi), slice(lo + offset, hi + offset)
+
+
+def _counter_hash(index, key: int, bits, scratch) -> None:
+    """bits = fmix32(fmix32(index ^ key) + key), base.py's counter_hash on uint32 arrays."""
+    np.bitwise_xor(index, key, out=bits)
+    _fmix32(bits, scratch)
+    np.add(bits, key, out=bits)          # uint32: wraps mod 2**32
+    _fmix32(bits, scratch)
 
 
 def _fmix32(h, scratch) -> None:

@@ -4,8 +4,8 @@ One .cu file per kernel family; every kernel is a template over the element type
 by name expression. KERNEL_SOURCES is the single list of what gets instantiated: the CuPy
 backend compiles exactly these, and tests/test_kernels_compile.py compiles them on a CPU-only
 machine. The index helpers the kernels share live in window.cuh, which read_source() puts in
-front of each .cu file (NVRTC compiles one string and has no include path). This module must
-not import cupy.
+front of each .cu file, followed by counter_hash.cuh, the random-number hash (NVRTC compiles
+one string and has no include path). This module must not import cupy.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ _DIR = Path(__file__).resolve().parent
 
 # Shared by every .cu source: grid-stride range, flat-index splitting, window loops.
 SHARED_HEADER = "window.cuh"
+# Then the counter-based hash (random.cu, jitter.cu); harmless inline functions elsewhere.
+HASH_HEADER = "counter_hash.cuh"
 
 # The element types every window kernel is instantiated for (CUDA spelling).
 ELEMENT_TYPES = ("float", "double")
@@ -33,18 +35,19 @@ KERNEL_SOURCES: dict[str, list[str]] = {
         "avgpool_backward_kernel",
     ),
     "random.cu": _instantiate("uniform_kernel"),
+    "jitter.cu": _instantiate("jitter_kernel"),
 }
 
 
 def read_source(file_name: str) -> str:
-    """The compilable text of one kernel source (e.g. "im2col.cu"): window.cuh, then the file.
+    """The compilable text of one kernel source (e.g. "im2col.cu"): the headers, then the file.
 
     The #line markers make NVRTC report errors against the file and line they are really on.
     """
     if file_name not in KERNEL_SOURCES:
         raise KeyError(f"unknown kernel source {file_name!r}; known: {sorted(KERNEL_SOURCES)}")
     parts = [f'#line 1 "{name}"\n' + (_DIR / name).read_text(encoding="utf-8")
-             for name in (SHARED_HEADER, file_name)]
+             for name in (SHARED_HEADER, HASH_HEADER, file_name)]
     return "\n".join(parts)
 
 
