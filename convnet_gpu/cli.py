@@ -54,6 +54,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = _number(text, float)
     if not 0 <= value < 1:
@@ -89,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                        help="learning-rate schedule over all steps (default: %(default)s)")
     train.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="E")
+    train.add_argument("--jitter", type=_non_negative_int, default=0, metavar="PAD",
+                       help="image jitter on the device: shift each training image by up to PAD "
+                            "pixels (zero padding) and flip it horizontally at random")
+    train.add_argument("--no-flip", dest="flip", action="store_false",
+                       help="with --jitter: shift only, never flip")
     train.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
                        help="hold out this share of the training set for validation")
     train.add_argument("--early-stop", type=_positive_int, metavar="EPOCHS",
@@ -176,7 +188,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          seed=settings["seed"], schedule=settings["schedule"],
                          val_split=settings["val_split"], early_stop=settings["early_stop"],
-                         plateau=settings["plateau"], out_dir=str(out_dir),
+                         plateau=settings["plateau"], jitter=settings["jitter"],
+                         flip=settings["flip"] and settings["jitter"] > 0, out_dir=str(out_dir),
                          progress=False if args.no_progress else None)
     meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
     trainer = _usage_errors(Trainer, net, optimizer, dataset, config, _print_flush, meta)

@@ -12,7 +12,7 @@ from .optim import build_optimizer
 
 RUN_SETTINGS = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum",
                 "weight_decay", "max_grad_norm", "schedule", "label_smoothing", "val_split",
-                "early_stop", "plateau", "seed", "train_subset")
+                "early_stop", "plateau", "jitter", "flip", "seed", "train_subset")
 
 
 def settings_from_args(args) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .augment import Jitter
 from .checkpoint import CHECKPOINT_NAME, layer_buffers, load_into, read_checkpoint, save_checkpoint
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
@@ -50,6 +51,8 @@ class TrainConfig:
     val_split: float = 0.0          # share of the training set held out for validation
     early_stop: int | None = None   # stop after this many epochs without a better val accuracy
     plateau: bool = False           # the seed's rule on a val regression (see Selection)
+    jitter: int = 0                 # random shift of up to this many pixels (0: none) ...
+    flip: bool = False              # ... and random horizontal flips, on the device
     out_dir: str | None = None
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -200,6 +203,8 @@ class Trainer:
         self.train_loader = MinibatchLoader(train_x, train_y, config.batch_size)
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
         self.selection = Selection(net, optimizer, config.early_stop, config.plateau)
+        self.jitter = Jitter(config.jitter, config.flip, config.seed)
+        self.jitter.setup(net.backend, config.batch_size, net.input_shape, net.dtype)
         self.totals = _DeviceTotals(net.backend)
         self.nan_watch = _NanWatch(net.backend, net.dtype)
         self.rng = np.random.default_rng(config.seed)
@@ -237,6 +242,7 @@ class Trainer:
             if self._stop_requested:
                 raise _StopBetweenSteps
             n = net.load_batch(images, labels)
+            self.jitter.apply(net.input.data[:n], pos.step)  # depends on (seed, step) only
             net.forward(n, train=True)
             net.backward(n)
             self.optimizer.lr = self.selection.lr_scale * scheduled_lr(

@@ -43,7 +43,9 @@ def tiny_resnet(backend=None, seed=1):
 def make_trainer(out_dir, backend=None, net_seed=1, build=tiny_net):
     net = build(backend, seed=net_seed)
     optimizer = SGD(0.05, momentum=0.9, weight_decay=1e-3).setup(net)
-    config = TrainConfig(epochs=3, batch_size=16, seed=7, out_dir=str(out_dir), progress=False)
+    augment = build is tiny_resnet  # the resnet case also checks jitter across a resume
+    config = TrainConfig(epochs=3, batch_size=16, seed=7, out_dir=str(out_dir), progress=False,
+                         jitter=1 if augment else 0, flip=augment)
     return Trainer(net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"})
 
 
