@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
     _add_device(train)
-    train.add_argument("--model", default="simple-cnn", help="model name (default: %(default)s)")
+    train.add_argument("--model", default="simple-cnn",
+                       help="simple-cnn, simple-cnn-bn, mini-resnet, or a model file NAME.toml "
+                            "(default: %(default)s)")
     train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     train.add_argument("--data-dir", help="folder holding the four IDX files (default: the Debian "
                                           "package's /usr/share/datasets/<dataset>)")

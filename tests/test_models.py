@@ -132,3 +132,11 @@ def test_residual_shape_mismatch_says_how_to_fix_it():
 def test_dense_without_flatten_names_the_layer():
     with pytest.raises(ValueError, match=r"layer 1 \(Dense\(3\)\).*Flatten"):
         Net([Conv2D(2, 3), Dense(3)]).setup(1, (1, 5, 5))
+
+
+def test_the_example_model_file_builds():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "small-resnet.toml"
+    net = Net(build_model(str(path)), SoftmaxCrossEntropy()).setup(2, (1, 28, 28))
+    assert net.output_shape == (10,) and sum(isinstance(l, Residual) for l in net.layers) == 2
