@@ -19,4 +19,15 @@ for batch in 128 1024; do
   timeout 180 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size $batch --steps 30 \
     --json "$OUT/bench-b$batch.json" > "$OUT/bench-b$batch.txt" 2>&1
 done
-tail -n 3 "$OUT"/pytest-gpu.txt "$OUT"/gradcheck-cuda.txt; cat "$OUT"/bench-*.txt
+for model in simple-cnn-bn mini-resnet; do
+  timeout 120 $PY -m convnet_gpu bench --device cpu,cuda --peer none --model $model --batch-size 128 \
+    --steps 20 --json "$OUT/bench-$model.json" > "$OUT/bench-$model.txt" 2>&1
+done
+# Issue 3's GPU recipe: mini-resnet on full Fashion-MNIST (needs /usr/share/datasets/fashion-mnist
+# or DATA_DIR); its metrics.jsonl and summary.json land in $OUT/mini-resnet-gpu.
+timeout 420 $PY -m convnet_gpu train --device cuda --model mini-resnet --epochs 10 --batch-size 128 \
+  --lr 0.1 --weight-decay 5e-4 --jitter 2 ${DATA_DIR:+--data-dir "$DATA_DIR"} --no-progress \
+  --out "$OUT/mini-resnet-gpu" > "$OUT/train-mini-resnet-gpu.txt" 2>&1
+echo "train exit: $?" >> "$OUT/train-mini-resnet-gpu.txt"
+tail -n 3 "$OUT"/pytest-gpu.txt "$OUT"/gradcheck-cuda.txt "$OUT"/train-mini-resnet-gpu.txt
+cat "$OUT"/bench-*.txt
