@@ -33,39 +33,21 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _bounded(kind, accepts, rule: str):
+    """An argparse type: parse `kind`, then require `accepts(value)` (`rule` says it in words)."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+_positive_int = _bounded(int, lambda v: v >= 1, ">= 1")
+_non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0")
+_positive_float = _bounded(float, lambda v: v > 0, "> 0")
+_non_negative_float = _bounded(float, lambda v: v >= 0, ">= 0")
+_fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def _add_device(parser, default="auto"):

@@ -6,14 +6,13 @@ for the host with g++ and compared with NumPy. Skipped here: NumPy vs CuPy bit e
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tracemalloc
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_host_harness
 
 from convnet_gpu.augment import Jitter
 from convnet_gpu.backends import get_backend, kernels
@@ -283,20 +282,11 @@ int main() {
 
 def test_cuda_jitter_code_compiled_for_the_host_matches_numpy(tmp_path):
     """jitter.cu's draw and pixel functions, built with g++, move NumPy's pixels bit for bit."""
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no host C++ compiler (g++ or clang++) to build the CUDA jitter for the CPU")
     n, c, h, w = HOST_SHAPE
     cases = ", ".join(f"{{{seed}u, {counter}u, {pad}, {'true' if flip else 'false'}}}"
                       for seed, counter, pad, flip in HOST_CASES)
     source = HOST_HARNESS % {"n": n, "c": c, "h": h, "w": w, "cases": cases}
-    (tmp_path / "harness.cpp").write_text(source)
-    binary = tmp_path / "harness"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(KERNEL_DIR), "-o", str(binary),
-                    str(tmp_path / "harness.cpp")], check=True, capture_output=True, timeout=60)
-    lines = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
-                           timeout=10).stdout.split("\n")
-    values = np.array([[float(v) for v in line.split()] for line in lines if line])
+    values = run_host_harness(source, tmp_path, KERNEL_DIR)
     x = np.arange(1.0, np.prod(HOST_SHAPE) + 1).reshape(HOST_SHAPE)
     expected = np.concatenate([_jitter(CPU, x, pad, flip, seed, counter).ravel()
                                for seed, counter, pad, flip in HOST_CASES])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_mentioning
 
 from convnet_gpu.data import DataError, Dataset, load_cifar10, read_cifar_batch
 from convnet_gpu.data import cifar
@@ -94,12 +95,6 @@ def write_cifar(directory: Path, py3: bool = False) -> tuple[np.ndarray, np.ndar
     return np.concatenate(rows), np.array(labels), test, np.array(test_labels)
 
 
-def assert_one_line_mentioning(error: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_mentioning
 
 from convnet_gpu.data import (
     DataError,
@@ -40,12 +41,6 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False, dtype: str = "u1"
     return path
 
 
-def assert_one_line_mentioning(error: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 def sample_images(count: int, seed: int = 0, size: int = 4) -> np.ndarray:

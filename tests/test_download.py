@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_mentioning
 
 from convnet_gpu.data import DataError, DatasetSource, fetch_dataset
 from convnet_gpu.data import download as dl
@@ -39,12 +40,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def assert_one_line_mentioning(error: pytest.ExceptionInfo, *fragments: str) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 # ---------------------------------------------------------------- local server

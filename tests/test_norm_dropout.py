@@ -6,13 +6,12 @@ source's hash compiled for the host with g++. Skipped here: NumPy vs CuPy bit eq
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_host_harness
 
 from convnet_gpu import (SGD, BatchNorm, Bias, Conv2D, Dense, Dropout, GlobalAvgPool, Net, ReLU,
                          SoftmaxCrossEntropy, get_backend)
@@ -303,16 +302,7 @@ int main() {
 
 def test_cuda_hash_compiled_for_the_host_matches_numpy(tmp_path):
     """The hash functions of kernels/random.cu, built with g++, give NumPy's values bit for bit."""
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no host C++ compiler (g++ or clang++) to build the CUDA hash for the CPU")
-    (tmp_path / "harness.cpp").write_text(HOST_HARNESS)
-    binary = tmp_path / "harness"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(KERNEL_DIR), "-o", str(binary),
-                    str(tmp_path / "harness.cpp")], check=True, capture_output=True, timeout=60)
-    lines = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
-                           timeout=10).stdout.split("\n")
-    values = np.array([[float(v) for v in line.split()] for line in lines if line])
+    values = run_host_harness(HOST_HARNESS, tmp_path, KERNEL_DIR)
     expected = []
     for seed, counter in ((0, 0), (7, 3), (2**32 - 1, 99)):
         u = np.empty(40)
