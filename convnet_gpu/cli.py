@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- subcommands ----------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .checkpoint import read_checkpoint
+    from .checkpoint import CHECKPOINT_NAME, read_checkpoint
     from .run import (build_net, build_run_optimizer, load_dataset, settings_from_args,
                       settings_from_meta)
     from .train import TrainConfig, Trainer
@@ -165,6 +165,9 @@ def cmd_train(args) -> int:
     backend = _backend_or_usage_error(args.device)
     dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
     out_dir = Path(out_dir or f"runs/{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.resume and (out_dir / CHECKPOINT_NAME).exists():
+        raise UsageError(f"{out_dir} already holds a run (its {CHECKPOINT_NAME} would be "
+                         f"overwritten); continue it with --resume {out_dir} or pick another --out")
     net = _usage_errors(build_net, settings["model"], backend, settings["batch_size"],
                         dataset.input_shape, settings["seed"], dataset.num_classes,
                         settings["label_smoothing"])

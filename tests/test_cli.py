@@ -252,3 +252,14 @@ def test_eval_writes_eval_json_and_plot_draws_the_run(capsys, tiny_idx_dir, tmp_
 def test_plot_of_a_missing_run_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "plot", str(tmp_path / "nothing"))
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_train_refuses_to_overwrite_a_saved_run(capsys, tiny_idx_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--device", "cpu", "--data-dir", str(tiny_idx_dir), "--epochs", "1",
+            "--out", str(run), "--no-progress"]
+    assert run_cli(capsys, *args)[0] == 0
+    saved = (run / "checkpoint.npz").read_bytes()
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (run / "checkpoint.npz").read_bytes() == saved
