@@ -20,7 +20,7 @@ from .fileio import write_bytes_atomic
 from .layers.base import walk
 
 CHECKPOINT_NAME = "checkpoint.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -83,10 +83,11 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         meta = json.loads(str(arrays.pop("meta")))
+        format_version = meta.get("format") if isinstance(meta, dict) else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a readable convnet-gpu checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not "
+    if format_version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {format_version} is not "
                               f"{FORMAT_VERSION}; it was written by another convnet-gpu version")
     return meta, arrays
 
@@ -96,8 +97,8 @@ def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") 
     if meta["signature"] != model_signature(net):
         raise CheckpointError(
             f"{path}: the checkpoint is of a different model ({meta.get('model', '?')}, "
-            f"{len(meta['signature']) - 1} layers) than the one built here; use the same "
-            f"--model as the run that wrote it")
+            f"{len(meta['signature']) - 1} layers, input {meta['signature'][-1][0]}) than the one "
+            f"built here; use the model and the dataset (its input shape) of the run that wrote it")
     if np.dtype(meta["dtype"]) != net.dtype:
         raise CheckpointError(f"{path}: checkpoint dtype {meta['dtype']} differs from the net's "
                               f"{net.dtype}")

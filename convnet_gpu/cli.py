@@ -67,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="simple-cnn, simple-cnn-bn, mini-resnet, or a model file NAME.toml "
                             "(default: %(default)s)")
     train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    train.add_argument("--data-dir", help="folder holding the four IDX files (default: the Debian "
-                                          "package's /usr/share/datasets/<dataset>)")
+    train.add_argument("--data-dir", help="folder holding the dataset's files (the four IDX files, "
+                                          "or CIFAR-10's batches); default: the Debian package's "
+                                          "/usr/share/datasets/<dataset>, then the download cache")
     train.add_argument("--epochs", type=_positive_int, default=2)
     train.add_argument("--batch-size", type=_positive_int, default=64)
     train.add_argument("--lr", type=_positive_float, default=0.02)
-    train.add_argument("--momentum", type=_non_negative_float, default=0.9)
+    train.add_argument("--momentum", type=_fraction, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     train.add_argument("--max-grad-norm", type=_positive_float, metavar="NORM",
@@ -159,19 +160,23 @@ def cmd_train(args) -> int:
 
     settings, out_dir = settings_from_args(args), args.out
     if args.resume:
-        meta, _ = read_checkpoint(args.resume)
-        settings, out_dir = settings_from_meta(meta), args.out or args.resume
+        _refuse_settings_beside_resume(args)
+        resume_dir = Path(args.resume)
+        resume_dir = resume_dir.parent if resume_dir.is_file() else resume_dir
+        meta, _ = read_checkpoint(resume_dir)
+        settings, out_dir = settings_from_meta(meta), args.out or resume_dir
     _build_model_or_usage_error(settings["model"])
     backend = _backend_or_usage_error(args.device)
-    dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
-    out_dir = Path(out_dir or f"runs/{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = Path(out_dir or f"runs/{Path(settings['model']).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume and (out_dir / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out_dir} already holds a run (its {CHECKPOINT_NAME} would be "
                          f"overwritten); continue it with --resume {out_dir} or pick another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after the first epoch
+    dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
     net = _usage_errors(build_net, settings["model"], backend, settings["batch_size"],
                         dataset.input_shape, settings["seed"], dataset.num_classes,
                         settings["label_smoothing"])
-    optimizer = build_run_optimizer(settings, net)
+    optimizer = _usage_errors(build_run_optimizer, settings, net)
     config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          seed=settings["seed"], schedule=settings["schedule"],
                          val_split=settings["val_split"], early_stop=settings["early_stop"],
@@ -181,7 +186,10 @@ def cmd_train(args) -> int:
     meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
     trainer = _usage_errors(Trainer, net, optimizer, dataset, config, _print_flush, meta)
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.resume(resume_dir)
+        if trainer.finished:
+            print(f"{resume_dir} is complete ({len(trainer.history)} epoch(s)); nothing to resume")
+            return 0
         print(f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
               f"{trainer.position.next_batch}, with its saved settings", flush=True)
     print(f"training {settings['model']} on {settings['dataset']} ({len(dataset.train_y)} train / "
@@ -189,7 +197,7 @@ def cmd_train(args) -> int:
           f"epoch(s), batch {settings['batch_size']}, {settings['optimizer']} lr {settings['lr']} "
           f"({settings['schedule']}), momentum {settings['momentum']}", flush=True)
     summary = trainer.fit()
-    print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s) in "
+    print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
           f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
           f"{out_dir}/metrics.jsonl, summary.json and checkpoint.npz")
     return 0
@@ -205,7 +213,7 @@ def cmd_eval(args) -> int:
     backend = _backend_or_usage_error(args.device)
     dataset = load_dataset(args.dataset or meta["dataset"], args.data_dir)
     net = _usage_errors(build_net, meta["model"], backend, args.batch_size, dataset.input_shape,
-                        meta["seed"], dataset.num_classes)
+                        meta["seed"], dataset.num_classes, meta["label_smoothing"])
     load_into(meta, arrays, net, path=args.checkpoint)
     report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
     print(f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
@@ -351,6 +359,18 @@ def _backend_or_usage_error(device: str):
         raise UsageError(str(exc)) from None
 
 
+def _refuse_settings_beside_resume(args) -> None:
+    """--resume continues with the run's saved settings; a changed one would be silently lost."""
+    from .run import RUN_SETTINGS
+
+    defaults = build_parser().parse_args(["train"])
+    for name in RUN_SETTINGS:
+        if getattr(args, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"--resume continues with the run's saved settings; drop {flag} "
+                             f"(to change it, start a new run with --out)")
+
+
 def _usage_errors(function, *args):
     """Call function(*args); a ValueError (a model that does not fit its input) is a usage error."""
     try:
@@ -380,6 +400,10 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except (UsageError, DeviceUnavailable, DataError, CheckpointError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # an unwritable --out, a full disk, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
         print(f"{prog}: stopped: {exc}", file=sys.stderr)

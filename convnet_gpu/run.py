@@ -37,7 +37,12 @@ def build_net(model: str, backend, batch_size: int, input_shape, seed: int, num_
               label_smoothing: float = 0.0) -> Net:
     net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(label_smoothing), backend,
               seed=seed)
-    return net.setup(batch_size, input_shape)
+    net.setup(batch_size, input_shape)
+    if net.output_shape != (num_classes,):
+        raise ValueError(f"{model}: its last layer gives {net.output_shape[0]} outputs but the "
+                         f"dataset has {num_classes} classes; end the model with a Dense of "
+                         f"{num_classes}")
+    return net
 
 
 def build_run_optimizer(settings: dict, net):

@@ -22,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .augment import Jitter
+from .layers import BatchNorm
+from .layers.base import walk
 from .checkpoint import CHECKPOINT_NAME, load_into, read_checkpoint, save_checkpoint
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
@@ -137,6 +139,7 @@ class Trainer:
             raise ValueError("early stopping and the plateau rule watch validation accuracy: "
                              "add --val-split (e.g. 0.1)")
         self.train_loader = MinibatchLoader(train_x, train_y, config.batch_size)
+        _check_last_batch(net, self.train_loader)
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
         self.selection = Selection(net, optimizer, config.early_stop, config.plateau)
         self.jitter = Jitter(config.jitter, config.flip, config.seed)
@@ -152,6 +155,11 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         return Path(self.config.out_dir) / CHECKPOINT_NAME if self.config.out_dir else None
+
+    @property
+    def finished(self) -> bool:
+        """All epochs done, or stopped early: fit() has nothing left to do."""
+        return self.position.epoch > self.config.epochs or self.position.stopped_early
 
     @property
     def history(self) -> list:
@@ -221,6 +229,7 @@ class Trainer:
                     trained_images += images
                     self._end_epoch(train_loss, train_acc, seconds, images)
         except _StopBetweenSteps:
+            self.nan_watch.check()  # never save diverged parameters over a good checkpoint
             saved = self.save_checkpoint()
             where = f"; saved {saved}, continue with --resume {config.out_dir}" if saved else ""
             raise TrainingInterrupted(f"interrupted in epoch {self.position.epoch} after batch "
@@ -319,6 +328,18 @@ class Trainer:
 
     def _bar_disabled(self):
         return None if self.config.progress is None else not self.config.progress
+
+
+def _check_last_batch(net, loader) -> None:
+    """A last training batch of one image cannot pass a BatchNorm over flat features (its
+    variance is undefined): say so before training instead of failing at the end of an epoch."""
+    if loader.num_samples % loader.batch_size != 1:
+        return
+    for path, layer in walk(net.layers):
+        if isinstance(layer, BatchNorm) and len(layer.broadcast_shape) == 1:  # over (n, F)
+            raise ValueError(f"the last training batch would hold 1 image, which BatchNorm on flat "
+                             f"features (layer {path}) cannot normalize; change --batch-size or "
+                             f"--train-subset")
 
 
 def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int | None, float]:

@@ -263,3 +263,47 @@ def test_train_refuses_to_overwrite_a_saved_run(capsys, tiny_idx_dir, tmp_path):
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
     assert (run / "checkpoint.npz").read_bytes() == saved
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--momentum", "1.0"], "--momentum: must be in [0, 1)"),
+    (["--optimizer", "nesterov", "--momentum", "0"], "Nesterov momentum needs momentum > 0"),
+])
+def test_bad_optimizer_settings_are_one_line_errors(capsys, tiny_idx_dir, argv, fragment):
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir), *argv)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_out_is_a_one_line_error_before_training(capsys, tiny_idx_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                             "--out", str(blocker / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "epoch" not in out
+
+
+def test_resume_refuses_other_settings_and_accepts_the_checkpoint_file(capsys, tiny_idx_dir, tmp_path):
+    run = tmp_path / "run"
+    base = ["--device", "cpu", "--data-dir", str(tiny_idx_dir), "--no-progress"]
+    assert run_cli(capsys, "train", *base, "--epochs", "1", "--out", str(run))[0] == 0
+    code, _, err = run_cli(capsys, "train", *base, "--resume", str(run), "--lr", "0.5")
+    assert code == 2 and "drop --lr" in err
+    code, out, err = run_cli(capsys, "train", *base, "--resume", str(run / "checkpoint.npz"))
+    assert code == 0 and "nothing to resume" in out, err
+
+
+def test_model_file_with_the_wrong_class_count_is_refused(capsys, tiny_idx_dir, tmp_path):
+    model = tmp_path / "five.toml"
+    model.write_text('[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 5\n')
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--model", str(model), "--out", str(tmp_path / "run"))
+    assert code == 2 and "5 outputs but the dataset has 10 classes" in err
+
+
+def test_flat_batchnorm_with_a_last_batch_of_one_is_refused_up_front(capsys, tiny_idx_dir, tmp_path):
+    model = tmp_path / "bn.toml"
+    model.write_text('[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 10\n\n'
+                     '[[layers]]\ntype = "batchnorm"\n')
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                           "--model", str(model), "--batch-size", "19", "--out", str(tmp_path / "r"))
+    assert code == 2 and "last training batch would hold 1 image" in err  # 96 = 5 * 19 + 1
