@@ -103,11 +103,6 @@ class Net:
     def output_shape(self) -> tuple:
         return self.shapes[-1]
 
-    def memory_bytes(self) -> int:
-        """Bytes in blobs and parameters (workspaces excluded)."""
-        blob_bytes = sum(blob.nbytes for blob in self.blobs)
-        return blob_bytes + self.params.data.nbytes + self.params.grad.nbytes
-
     # ---- a step ---------------------------------------------------------------------------
     def load_batch(self, images, labels=None) -> int:
         """Copy a host batch (n <= batch_size rows) into the input blob; returns n."""

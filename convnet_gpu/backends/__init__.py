@@ -70,14 +70,5 @@ def _cupy_backend(index: int) -> Backend:
     return CupyBackend(index)
 
 
-def available_devices() -> list[str]:
-    devices = ["cpu"]
-    if cuda_problem(0) is None:
-        import cupy
-
-        devices += [f"cuda:{i}" for i in range(cupy.cuda.runtime.getDeviceCount())]
-    return devices
-
-
 __all__ = ["Backend", "WindowGeometry", "NumpyBackend", "DeviceUnavailable", "get_backend",
-           "parse_device", "cuda_problem", "available_devices", "CUDA_INSTALL_HINT"]
+           "parse_device", "cuda_problem", "CUDA_INSTALL_HINT"]
