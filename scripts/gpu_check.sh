@@ -1,39 +1,147 @@
 #!/usr/bin/env bash
-# The device check, in two stages that each fit one device call (600 s):
-#   OUT=dir scripts/gpu_check.sh tests   # GPU tests, gradcheck on CUDA, side-by-side benchmarks
-#   OUT=dir DATA_DIR=dir scripts/gpu_check.sh train   # mini-resnet on Fashion-MNIST on the GPU
+# The device check: everything a GPU session should run, in one call that fits the device limits.
+#
+#   scripts/make_gpu_carry.sh            # here: data and pure-Python test packages -> gpu-carry/
+#   OUT=dir BUDGET_S=540 scripts/gpu_check.sh [all|tests|train|bench]   # on the device machine
+#
+# all = smoke, then the mini-resnet recipe (50 epochs, fewer if the measured step time says they
+# would not fit the budget) beside the GPU tests and gradcheck, then the side-by-side benchmarks.
+# $OUT gets about ten files (the device returns only a few): run folders stay in a temp dir.
+# A failed smoke run stops early (after the GPU tests, for their diagnosis) to save device time.
 # Run from the repository root on a machine with CuPy and a GPU (no install needed; PYTHONPATH=.).
-# The device has no Debian package: carry a copy of the four Fashion-MNIST files and pass DATA_DIR.
 set -uo pipefail
-STAGE=${1:-tests}
+STAGE=${1:-all}
 OUT=${OUT:-gpu-check-out}
-mkdir -p "$OUT"
-export PYTHONPATH=.
+BUDGET_S=${BUDGET_S:-540}
+DATA_DIR=${DATA_DIR:-gpu-carry/fashion-mnist}
 PY=${PYTHON:-python3}
+START=$(date +%s)
+RUNS=$(mktemp -d)
+mkdir -p "$OUT"
 
-if [ "$STAGE" = tests ]; then
-  nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-  $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)" > "$OUT/versions.txt" 2>&1
-  $PY -c "import torch; print('torch', torch.__version__)" >> "$OUT/versions.txt" 2>&1
-  timeout 240 $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="--benchmark-disable" \
-    > "$OUT/pytest-gpu.txt" 2>&1
-  echo "pytest gpu exit: $?" >> "$OUT/pytest-gpu.txt"
-  timeout 60 $PY -m convnet_gpu gradcheck --device cuda > "$OUT/gradcheck-cuda.txt" 2>&1
-  echo "gradcheck exit: $?" >> "$OUT/gradcheck-cuda.txt"
-  for batch in 128 1024; do
-    timeout 60 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size $batch \
-      --steps 20 --json "$OUT/bench-b$batch.json" > "$OUT/bench-b$batch.txt" 2>&1
+left() { echo $((START + BUDGET_S - $(date +%s))); }
+log() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$OUT/progress.txt"; }
+
+# Put a carried package on the path only where the device lacks it.
+setup_path() {
+  local extra pkg
+  extra=$(mktemp -d)
+  for pkg in pytest pluggy iniconfig packaging pytest_benchmark cpuinfo tqdm tomli; do
+    if ! $PY -c "import $pkg" 2>/dev/null && [ -e "gpu-carry/pylib/$pkg" ]; then
+      ln -s "$PWD/gpu-carry/pylib/$pkg" "$extra/"
+      [ "$pkg" = pytest ] && ln -s "$PWD/gpu-carry/pylib/_pytest" "$PWD/gpu-carry/pylib/py.py" "$extra/"
+      for dist in "$PWD"/gpu-carry/pylib/{"$pkg",py_"$pkg"2}-[0-9]*.dist-info; do
+        [ -e "$dist" ] && ln -s "$dist" "$extra/"
+      done
+      echo "carried: $pkg" >> "$OUT/versions.txt"
+    fi
   done
-  timeout 60 $PY -m convnet_gpu bench --device cuda --peer torch --model mini-resnet \
-    --batch-size 128 --steps 20 --json "$OUT/bench-mini-resnet.json" > "$OUT/bench-mini-resnet.txt" 2>&1
-  tail -n 3 "$OUT"/pytest-gpu.txt "$OUT"/gradcheck-cuda.txt
-  cat "$OUT"/bench-*.txt
-elif [ "$STAGE" = train ]; then
-  run="$OUT/mini-resnet-gpu-$(date +%s)"
-  timeout 540 $PY -m convnet_gpu train --device cuda --model mini-resnet --epochs 10 \
-    --batch-size 128 --lr 0.1 --weight-decay 5e-4 --jitter 1 ${DATA_DIR:+--data-dir "$DATA_DIR"} \
-    --no-progress --out "$run" 2>&1 | tee "$OUT/train-mini-resnet-gpu.txt"
-else
-  echo "usage: OUT=dir scripts/gpu_check.sh tests|train" >&2
-  exit 2
+  export PYTHONPATH=".:$extra"
+}
+
+# Keep the tests (and their NumPy threads) off the cores of the training run's launch thread.
+TEST_CPUS=(env OPENBLAS_NUM_THREADS=4 OMP_NUM_THREADS=4)
+TRAIN_CPUS=()
+if command -v taskset > /dev/null && [ "$(nproc)" -ge 8 ]; then
+  TEST_CPUS+=(taskset -c "4-$(($(nproc) - 1))")
+  TRAIN_CPUS=(taskset -c 0-3)
 fi
+
+info() {
+  {
+    nvidia-smi
+    $PY --version
+    $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  } >> "$OUT/versions.txt" 2>&1
+}
+
+tests() {
+  log "GPU tests"
+  timeout "${1:-240}" "${TEST_CPUS[@]}" $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="--benchmark-disable" \
+    -rfE > "$OUT/pytest-gpu.txt" 2>&1
+  echo "pytest gpu exit: $?" >> "$OUT/pytest-gpu.txt"
+  log "$(tail -n 2 "$OUT/pytest-gpu.txt" | tr '\n' ' ')"
+  timeout 90 "${TEST_CPUS[@]}" $PY -m convnet_gpu gradcheck --device cuda > "$OUT/gradcheck-cuda.txt" 2>&1
+  echo "gradcheck exit: $?" >> "$OUT/gradcheck-cuda.txt"
+  log "$(tail -n 2 "$OUT/gradcheck-cuda.txt" | tr '\n' ' ')"
+}
+
+# One epoch on a slice of the data through the whole trainer (jitter, BN, residuals, checkpoint).
+smoke() {
+  log "smoke run"
+  timeout 120 $PY -m convnet_gpu train --device cuda --model mini-resnet --train-subset 2048 --epochs 1 \
+    --batch-size 256 --lr 0.1 --jitter 2 --data-dir "$DATA_DIR" --no-progress \
+    --out "$RUNS/smoke-run" > "$OUT/smoke.txt" 2>&1
+}
+
+# The smoke run's GPU-trained checkpoint, evaluated on the CPU (a cross-device load).
+eval_on_cpu() {
+  timeout "${1:-120}" "${TEST_CPUS[@]}" $PY -m convnet_gpu eval --device cpu \
+    --checkpoint "$RUNS/smoke-run" --data-dir "$DATA_DIR" > "$OUT/eval-gpu-checkpoint-on-cpu.txt" 2>&1
+  log "eval on cpu exit $?: $(grep -i 'accuracy' "$OUT/eval-gpu-checkpoint-on-cpu.txt" | head -n 1)"
+}
+
+# Epochs that fit in $1 seconds at the training speed bench measures (+35% for eval, saving
+# and the GPU tests that run beside the first minutes).
+epochs_for() {
+  timeout 90 $PY -m convnet_gpu bench --device cuda --model mini-resnet --batch-size 256 --steps 40 --warmup 5 \
+    --peer none --json "$RUNS/probe.json" > "$RUNS/probe.txt" 2>&1
+  $PY - "$1" "$RUNS/probe.json" <<'PYEOF'
+import json, sys
+seconds = float(sys.argv[1])
+rows = [r for r in json.load(open(sys.argv[2])) if "train_images_per_second" in r]
+epoch_s = 60000 / rows[0]["train_images_per_second"] * 1.35
+print(max(6, min(50, int(seconds / epoch_s))))
+PYEOF
+}
+
+train() {
+  local epochs=$1 run="$RUNS/mini-resnet-gpu"
+  log "training mini-resnet for $epochs epochs"
+  timeout "$2" "${TRAIN_CPUS[@]}" $PY -m convnet_gpu train --device cuda --model mini-resnet \
+    --epochs "$epochs" --batch-size 256 --lr 0.2 --weight-decay 5e-4 --jitter 2 \
+    --label-smoothing 0.1 --data-dir "$DATA_DIR" --no-progress --out "$run" \
+    > "$OUT/train-mini-resnet-gpu.txt" 2>&1
+  log "training exit $?: $(grep 'epoch' "$OUT/train-mini-resnet-gpu.txt" | tail -n 1)"
+  cp "$run/metrics.jsonl" "$OUT/train-mini-resnet-gpu-metrics.jsonl"
+}
+
+bench() {
+  log "benchmarks"
+  {
+    timeout 100 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size 128 --steps 20
+    timeout 60 $PY -m convnet_gpu bench --device cuda --peer torch --batch-size 1024 --steps 20
+    timeout 60 $PY -m convnet_gpu bench --device cuda --peer torch --model mini-resnet \
+      --batch-size 256 --steps 20
+  } > "$OUT/bench.txt" 2>&1
+  cat "$OUT/bench.txt"
+}
+
+setup_path
+info
+case "$STAGE" in
+  tests) tests ;;
+  bench) bench ;;
+  train) train "${EPOCHS:-50}" "$(($(left) - 10))" ;;
+  all)
+    if ! smoke; then
+      log "smoke run FAILED: $(tail -n 3 "$OUT/smoke.txt" | tr '\n' ' ')"
+      tests $(($(left) - 20))
+      exit 1
+    fi
+    log "$(grep -h 'epoch 1' "$OUT/smoke.txt" | head -n 1)"
+    reserve=130  # the benchmarks afterwards
+    epochs=$(epochs_for $(($(left) - reserve - 30)))
+    [[ "$epochs" =~ ^[0-9]+$ ]] || epochs=12  # the probe failed: a guess
+    log "probe: $(grep -i 'convnet_gpu' "$RUNS/probe.txt" | head -n 1)"
+    train "$epochs" $(($(left) - reserve)) &
+    train_pid=$!
+    tests 200
+    eval_on_cpu 120
+    wait $train_pid
+    [ "$(left)" -gt 60 ] && bench
+    ;;
+  *) echo "usage: OUT=dir [BUDGET_S=540] scripts/gpu_check.sh [all|tests|train|bench]" >&2; exit 2 ;;
+esac
+log "done"
