@@ -6,6 +6,7 @@ import pytest
 
 from convnet_gpu import Net, SoftmaxCrossEntropy
 from convnet_gpu.layers import BatchNorm, Conv2D, Dense, Residual
+from convnet_gpu.layers.base import walk
 from convnet_gpu.models import ModelFileError, build_model, load_model_file
 
 
@@ -20,6 +21,21 @@ def test_named_models_build_and_run(name, shape):
     net.forward(n)
     net.backward(n)
     assert np.isfinite(float(net.loss.loss)) and np.any(net.params.grad != 0)
+
+
+@pytest.mark.parametrize("name", ["simple-cnn", "simple-cnn-bn", "mini-resnet"])
+def test_torch_peer_has_the_same_parameters(name):
+    """The benchmark's PyTorch peer is the same net: same learnable array shapes, in order."""
+    pytest.importorskip("torch", reason="PyTorch (an optional benchmark peer) is not installed")
+    from convnet_gpu.models import MODELS
+    from convnet_gpu.torch_models import TORCH_MODELS
+
+    assert set(TORCH_MODELS) == set(MODELS)
+    net = Net(build_model(name), SoftmaxCrossEntropy(), seed=0).setup(2, (1, 28, 28))
+    leaves = [layer for _, layer in walk(net.layers) if not list(layer.children())]
+    ours = sorted(int(np.prod(array.shape)) for layer in leaves for array in layer.params.values())
+    theirs = sorted(p.numel() for p in TORCH_MODELS[name]().parameters())
+    assert ours == theirs
 
 
 def test_mini_resnet_is_net_b():
