@@ -195,12 +195,22 @@ def cmd_train(args) -> int:
     print(f"training {settings['model']} on {settings['dataset']} ({len(dataset.train_y)} train / "
           f"{len(dataset.test_y)} test images) on {backend.describe()}, {settings['epochs']} "
           f"epoch(s), batch {settings['batch_size']}, {settings['optimizer']} lr {settings['lr']} "
-          f"({settings['schedule']}), momentum {settings['momentum']}", flush=True)
+          f"({settings['schedule']}), momentum {settings['momentum']}{_regularization(settings)}",
+          flush=True)
     summary = trainer.fit()
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
           f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
           f"{out_dir}/metrics.jsonl, summary.json and checkpoint.npz")
     return 0
+
+
+def _regularization(settings: dict) -> str:
+    """The header's tail: weight decay, jitter and label smoothing, where they are on."""
+    parts = [f"weight decay {settings['weight_decay']}" if settings["weight_decay"] else "",
+             (f"jitter {settings['jitter']}" + (" + flips" if settings["flip"] else ""))
+             if settings["jitter"] else "",
+             f"label smoothing {settings['label_smoothing']}" if settings["label_smoothing"] else ""]
+    return "".join(f", {part}" for part in parts if part)
 
 
 def cmd_eval(args) -> int:
