@@ -20,7 +20,7 @@ from .fileio import write_bytes_atomic
 from .layers.base import walk
 
 CHECKPOINT_NAME = "checkpoint.npz"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the meta's flip is the effective one (2 stored it unresolved)
 
 
 class CheckpointError(ValueError):

@@ -84,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--jitter", type=_non_negative_int, default=0, metavar="PAD",
                        help="image jitter on the device: shift each training image by up to PAD "
                             "pixels (zero padding) and flip it horizontally at random")
-    train.add_argument("--no-flip", dest="flip", action="store_false",
-                       help="with --jitter: shift only, never flip")
+    train.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random horizontal flips of the training images (default: on with "
+                            "--jitter, off without): --jitter 0 --flip flips only, --jitter PAD "
+                            "--no-flip shifts only")
     train.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
                        help="hold out this share of the training set for validation")
     train.add_argument("--early-stop", type=_positive_int, metavar="EPOCHS",
@@ -181,7 +183,7 @@ def cmd_train(args) -> int:
                          seed=settings["seed"], schedule=settings["schedule"],
                          val_split=settings["val_split"], early_stop=settings["early_stop"],
                          plateau=settings["plateau"], jitter=settings["jitter"],
-                         flip=settings["flip"] and settings["jitter"] > 0, out_dir=str(out_dir),
+                         flip=settings["flip"], out_dir=str(out_dir),
                          progress=False if args.no_progress else None)
     meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
     trainer = _usage_errors(Trainer, net, optimizer, dataset, config, _print_flush, meta)
@@ -207,8 +209,8 @@ def cmd_train(args) -> int:
 def _regularization(settings: dict) -> str:
     """The header's tail: weight decay, jitter and label smoothing, where they are on."""
     parts = [f"weight decay {settings['weight_decay']}" if settings["weight_decay"] else "",
-             (f"jitter {settings['jitter']}" + (" + flips" if settings["flip"] else ""))
-             if settings["jitter"] else "",
+             f"jitter {settings['jitter']}" if settings["jitter"] else "",
+             "flips" if settings["flip"] else "",
              f"label smoothing {settings['label_smoothing']}" if settings["label_smoothing"] else ""]
     return "".join(f", {part}" for part in parts if part)
 

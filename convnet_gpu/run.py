@@ -16,7 +16,10 @@ RUN_SETTINGS = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "
 
 
 def settings_from_args(args) -> dict:
-    return {name: getattr(args, name) for name in RUN_SETTINGS}
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    if settings["flip"] is None:  # not given: flips come with --jitter
+        settings["flip"] = settings["jitter"] > 0
+    return settings
 
 
 def settings_from_meta(meta: dict) -> dict:

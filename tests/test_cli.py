@@ -94,6 +94,24 @@ def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]  # atomic writes cleaned up
 
 
+@pytest.mark.parametrize("flags, flips", [([], False), (["--jitter", "1"], True),
+                                          (["--jitter", "1", "--no-flip"], False),
+                                          (["--flip"], True)])
+def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flags, flips):
+    def train(name, *extra):
+        code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                               "--epochs", "1", "--batch-size", "32", "--no-progress",
+                               "--out", str(tmp_path / name), *extra)
+        assert code == 0, err
+        return json.loads((tmp_path / name / "metrics.jsonl").read_text())
+
+    summary_path = tmp_path / "run" / "summary.json"
+    record = train("run", *flags)
+    assert json.loads(summary_path.read_text())["flip"] is flips
+    if flags == ["--flip"]:  # flips alone change what the net sees, hence its training loss
+        assert record["train_loss"] != train("plain")["train_loss"]
+
+
 def test_train_subset_too_large_is_a_usage_error(capsys, tiny_idx_dir):
     code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
                            "--train-subset", "1000")

@@ -156,3 +156,12 @@ def test_the_example_model_file_builds():
     path = Path(__file__).resolve().parents[1] / "examples" / "small-resnet.toml"
     net = Net(build_model(str(path)), SoftmaxCrossEntropy()).setup(2, (1, 28, 28))
     assert net.output_shape == (10,) and sum(isinstance(l, Residual) for l in net.layers) == 2
+
+
+def test_the_simple_cnn_recipe_file_is_simple_cnn_bn_without_dropout():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "simple-cnn-bn-nodropout.toml"
+    from_file = [layer.describe() for layer in build_model(str(path))]
+    built_in = [layer.describe() for layer in build_model("simple-cnn-bn")]
+    assert from_file == [d for d in built_in if not d.startswith("Dropout")]
