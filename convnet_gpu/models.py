@@ -8,6 +8,7 @@ forgotten. A model file describes the same thing as data:
     out = 32               # global_avgpool, batchnorm, dropout, flatten, residual
     kernel = 3
     pad = 1
+    init = "uniform"       # conv and dense: "he" (the default) or "uniform" (see layers.base)
 
     [[layers]]
     type = "residual"
@@ -106,8 +107,8 @@ def build_model(name: str, num_classes: int = 10) -> list:
 # type -> (layer class, {key: (argument name, required)})
 _LAYER_KEYS = {
     "conv": (Conv2D, {"out": ("out_channels", True), "kernel": ("kernel_size", True),
-                      "stride": ("stride", False), "pad": ("pad", False)}),
-    "dense": (Dense, {"out": ("out_features", True)}),
+                      "stride": ("stride", False), "pad": ("pad", False), "init": ("init", False)}),
+    "dense": (Dense, {"out": ("out_features", True), "init": ("init", False)}),
     "bias": (Bias, {}),
     "relu": (ReLU, {}),
     "leaky_relu": (LeakyReLU, {"slope": ("slope", False)}),
@@ -123,6 +124,7 @@ _LAYER_KEYS = {
     "flatten": (Flatten, {}),
 }
 _FLOAT_ARGS = {"slope", "momentum", "eps", "p"}
+_STRING_ARGS = {"init"}
 
 
 def load_model_file(path) -> list:
@@ -177,15 +179,22 @@ def _build_layer(spec, where: str):
             raise ModelFileError(f"{where}.{key}: unknown key for a {kind} layer"
                                  + (f" (it takes {', '.join(keys)})" if keys else " (it takes none)"))
         argument = keys[key][0]
-        wanted = (int, float) if argument in _FLOAT_ARGS else int
+        wanted, kind_name = _expected_type(argument)
         if isinstance(value, bool) or not isinstance(value, wanted):
-            kind_name = "a number" if argument in _FLOAT_ARGS else "an integer"
             raise ModelFileError(f"{where}.{key}: expected {kind_name}, got {value!r}")
         arguments[argument] = value
     for key, (argument, required) in keys.items():
         if required and argument not in arguments:
             raise ModelFileError(f"{where}.{key}: missing; a {kind} layer needs it")
     return _construct(cls, arguments, where)
+
+
+def _expected_type(argument: str):
+    if argument in _FLOAT_ARGS:
+        return (int, float), "a number"
+    if argument in _STRING_ARGS:
+        return str, "a string"
+    return int, "an integer"
 
 
 def _construct(cls, arguments, where):

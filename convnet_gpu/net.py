@@ -48,6 +48,9 @@ def _initial_values(spec, rng: np.random.Generator) -> np.ndarray:
         return np.ones(spec.shape)
     if spec.init == "he":
         return rng.standard_normal(spec.shape) * np.sqrt(2.0 / spec.fan_in)
+    if spec.init == "uniform":
+        bound = 1.0 / np.sqrt(spec.fan_in)
+        return rng.uniform(-bound, bound, spec.shape)
     raise ValueError(f"unknown parameter init {spec.init!r}")
 
 

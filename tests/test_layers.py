@@ -593,6 +593,15 @@ def test_setup_initialises_weights_he_and_biases_zero():
     np.testing.assert_array_equal(again.params.data, net.params.data)
 
 
+def test_uniform_init_draws_within_one_over_sqrt_fan_in():
+    layers = [Conv2D(50, 3, init="uniform"), Flatten(), Dense(40, init="uniform")]
+    Net(layers, None, CPU, dtype=np.float64, seed=2).setup(1, (4, 5, 5))
+    for weight, fan_in in ((layers[0].params["weight"], 4 * 9), (layers[2].params["weight"], 450)):
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(weight).max() <= bound and np.abs(weight).max() > 0.95 * bound
+        assert weight.std() == pytest.approx(bound / np.sqrt(3), rel=0.05)
+
+
 @pytest.mark.parametrize("shape", [(3, 1, 5, 4), (3, 5, 5), (5, 1, 5, 5), (0, 1, 5, 5)],
                          ids=["wrong_width", "missing_channel_axis", "too_many_rows", "no_rows"])
 def test_load_batch_with_wrong_shape_raises(shape):

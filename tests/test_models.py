@@ -113,6 +113,9 @@ def test_model_file_builds_a_residual_net(tmp_path):
     ('[[layers]]\ntype = "dense"\nout = 3\nbias = true\n', "layers[0].bias: unknown key for a dense layer"),
     ('[[layers]]\ntype = "residual"\nshortcut = []\n', "layers[0].body: a residual block needs a body"),
     ('[[layers]]\ntype = "dropout"\np = 1.5\n', "layers[0]: Dropout probability must be in [0, 1)"),
+    ('[[layers]]\ntype = "dense"\nout = 3\ninit = 1\n', "layers[0].init: expected a string"),
+    ('[[layers]]\ntype = "conv"\nout = 3\nkernel = 3\ninit = "xavier"\n',
+     "layers[0]: unknown weight init 'xavier'; use one of: he, uniform"),
     ('title = "x"\n', "unknown top-level key 'title'"),
     ('', "no [[layers]] tables"),
 ])
@@ -164,4 +167,6 @@ def test_the_simple_cnn_recipe_file_is_simple_cnn_bn_without_dropout():
     path = Path(__file__).resolve().parents[1] / "examples" / "simple-cnn-bn-nodropout.toml"
     from_file = [layer.describe() for layer in build_model(str(path))]
     built_in = [layer.describe() for layer in build_model("simple-cnn-bn")]
-    assert from_file == [d for d in built_in if not d.startswith("Dropout")]
+    assert [d.replace(", init=uniform", "") for d in from_file] == [
+        d for d in built_in if not d.startswith("Dropout")]
+    assert sum("init=uniform" in d for d in from_file) == 4  # both convolutions, both dense

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backends.base import WindowGeometry
-from .base import Layer, ParamSpec, flat_view
+from .base import Layer, ParamSpec, check_weight_init, flat_view, init_note
 
 
 def _pair(value) -> tuple[int, int]:
@@ -12,11 +12,13 @@ def _pair(value) -> tuple[int, int]:
 class Conv2D(Layer):
     """Cross-correlation of (n, C, H, W) with weight (F, C, KH, KW); no bias (see Bias)."""
 
-    def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0):
+    def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0,
+                 init: str = "he"):
         super().__init__()
         if out_channels < 1 or stride < 1 or pad < 0:
             raise ValueError("Conv2D needs out_channels >= 1, stride >= 1 and pad >= 0")
         self.out_channels = out_channels
+        self.init = check_weight_init(init)
         self.kernel_h, self.kernel_w = _pair(kernel_size)
         self.stride, self.pad = stride, pad
         self.geom = None
@@ -34,7 +36,7 @@ class Conv2D(Layer):
     def param_specs(self, input_shape):
         c = input_shape[0]
         shape = (self.out_channels, c, self.kernel_h, self.kernel_w)
-        return [ParamSpec("weight", shape, "he", fan_in=c * self.kernel_h * self.kernel_w)]
+        return [ParamSpec("weight", shape, self.init, fan_in=c * self.kernel_h * self.kernel_w)]
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
@@ -75,4 +77,4 @@ class Conv2D(Layer):
 
     def describe(self):
         return (f"Conv2D({self.out_channels}, {self.kernel_h}x{self.kernel_w}, "
-                f"stride={self.stride}, pad={self.pad})")
+                f"stride={self.stride}, pad={self.pad}{init_note(self.init)})")

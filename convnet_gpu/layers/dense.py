@@ -1,15 +1,16 @@
 """Dense: y = x @ W with W (in, out); no bias of its own (see Bias)."""
 from __future__ import annotations
 
-from .base import Layer, ParamSpec
+from .base import Layer, ParamSpec, check_weight_init, init_note
 
 
 class Dense(Layer):
-    def __init__(self, out_features: int):
+    def __init__(self, out_features: int, init: str = "he"):
         super().__init__()
         if out_features < 1:
             raise ValueError("Dense needs out_features >= 1")
         self.out_features = out_features
+        self.init = check_weight_init(init)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -19,7 +20,8 @@ class Dense(Layer):
 
     def param_specs(self, input_shape):
         (in_features,) = input_shape
-        return [ParamSpec("weight", (in_features, self.out_features), "he", fan_in=in_features)]
+        return [ParamSpec("weight", (in_features, self.out_features), self.init,
+                          fan_in=in_features)]
 
     def forward(self, x, y, train):
         self.backend.matmul(x, self.params["weight"], y)
@@ -31,4 +33,4 @@ class Dense(Layer):
             be.matmul(dy, self.params["weight"].T, dx)         # (n, out) @ (out, in)
 
     def describe(self):
-        return f"Dense({self.out_features})"
+        return f"Dense({self.out_features}{init_note(self.init)})"
