@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from .fileio import write_bytes_atomic
 from .layers.base import walk
 
 CHECKPOINT_NAME = "checkpoint.npz"
-FORMAT_VERSION = 3  # 3: the meta's flip is the effective one (2 stored it unresolved)
+FORMAT_VERSION = 3  # 3: the meta's flip is the effective one (2 stored it as given)
+_INIT_NOTE = re.compile(r", init=\w+")  # layers.base.init_note
 
 
 class CheckpointError(ValueError):
@@ -28,8 +30,12 @@ class CheckpointError(ValueError):
 
 
 def model_signature(net) -> list:
-    """What must match for a checkpoint to fit a net: each layer and its parameter shapes."""
-    return [[layer.describe(), {name: list(p.shape) for name, p in layer.params.items()}]
+    """What must match for a checkpoint to fit a net: each layer and its parameter shapes.
+
+    Weight inits are left out: the checkpoint's parameters replace the initial ones anyway.
+    """
+    return [[_INIT_NOTE.sub("", layer.describe()),
+             {name: list(p.shape) for name, p in layer.params.items()}]
             for layer in net.layers] + [[str(net.input_shape)]]
 
 
@@ -86,6 +92,9 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         format_version = meta.get("format") if isinstance(meta, dict) else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a readable convnet-gpu checkpoint ({exc})") from None
+    if format_version == 2:  # flips took effect only with jitter; format 3 stores the effect
+        meta["flip"] = bool(meta.get("flip")) and bool(meta.get("jitter"))
+        meta["format"] = format_version = FORMAT_VERSION
     if format_version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {format_version} is not "
                               f"{FORMAT_VERSION}; it was written by another convnet-gpu version")

@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, exact resume, refusal of a different model, cross-device loads."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,6 +94,50 @@ def test_checkpoint_refuses_a_different_model(tmp_path):
     wider = tiny_net(width=5)
     with pytest.raises(CheckpointError, match="different model"):
         load_into(meta, arrays, wider)
+
+
+def _rewrite_meta(path, **changes):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, **changes}))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("jitter, flip", [(0, False), (1, True)])
+def test_a_format_2_checkpoint_loads_with_the_flips_it_trained_with(tmp_path, jitter, flip):
+    trainer = make_trainer(tmp_path)
+    trainer.config.epochs = 1
+    trainer.fit()
+    path = tmp_path / "checkpoint.npz"
+    _rewrite_meta(path, format=2, jitter=jitter, flip=True)  # format 2 kept --no-flip's default
+    meta, _ = read_checkpoint(path)
+    assert meta["format"] == 3 and meta["flip"] is flip
+    make_trainer(tmp_path / "again").resume(tmp_path)  # and it still fits the net
+
+
+def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.config.epochs = 1
+    trainer.fit()
+    _rewrite_meta(tmp_path / "checkpoint.npz", format=1)
+    with pytest.raises(CheckpointError, match="format 1 is not 3; it was written by another"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_fits_a_net_that_differs_only_in_weight_init(tmp_path):
+    def net(init):
+        layers = [Conv2D(4, 3, pad=1, init=init), Bias(), ReLU(), MaxPool2D(2), Flatten(),
+                  Dense(3, init=init), Bias()]
+        return Net(layers, SoftmaxCrossEntropy(), seed=1).setup(16, (1, 8, 8))
+
+    trained = net("he")
+    optimizer = SGD(0.05).setup(trained)
+    save_checkpoint(tmp_path / "checkpoint.npz", trained, optimizer, {"model": "tiny"})
+    meta, arrays = read_checkpoint(tmp_path)
+    other = net("uniform")
+    load_into(meta, arrays, other, SGD(0.05).setup(other))
+    np.testing.assert_array_equal(other.params.data, trained.params.data)
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
