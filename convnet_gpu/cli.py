@@ -207,7 +207,7 @@ def cmd_train(args) -> int:
 
 
 def _regularization(settings: dict) -> str:
-    """The header's tail: weight decay, jitter and label smoothing, where they are on."""
+    """The header's tail: weight decay, jitter, flips and label smoothing, where they are on."""
     parts = [f"weight decay {settings['weight_decay']}" if settings["weight_decay"] else "",
              f"jitter {settings['jitter']}" if settings["jitter"] else "",
              "flips" if settings["flip"] else "",
@@ -378,7 +378,8 @@ def _refuse_settings_beside_resume(args) -> None:
     defaults = build_parser().parse_args(["train"])
     for name in RUN_SETTINGS:
         if getattr(args, name) != getattr(defaults, name):
-            flag = "--" + name.replace("_", "-")
+            flag = "--" + ("no-" if getattr(args, name) is False and name == "flip" else "") \
+                + name.replace("_", "-")
             raise UsageError(f"--resume continues with the run's saved settings; drop {flag} "
                              f"(to change it, start a new run with --out)")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .layers.base import check_weight_init
 from .layers import (AvgPool2D, BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool,
                      LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
@@ -182,6 +183,11 @@ def _build_layer(spec, where: str):
         wanted, kind_name = _expected_type(argument)
         if isinstance(value, bool) or not isinstance(value, wanted):
             raise ModelFileError(f"{where}.{key}: expected {kind_name}, got {value!r}")
+        if argument == "init":
+            try:
+                check_weight_init(value)
+            except ValueError as exc:
+                raise ModelFileError(f"{where}.{key}: {exc}") from None
         arguments[argument] = value
     for key, (argument, required) in keys.items():
         if required and argument not in arguments:

@@ -99,15 +99,19 @@ def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
                                           (["--flip"], True)])
 def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flags, flips):
     def train(name, *extra):
-        code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                               "--epochs", "1", "--batch-size", "32", "--no-progress",
-                               "--out", str(tmp_path / name), *extra)
+        code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
+                                 "--epochs", "1", "--batch-size", "32", "--no-progress",
+                                 "--out", str(tmp_path / name), *extra)
         assert code == 0, err
+        assert ("flips" in out.splitlines()[0]) is (flips and name == "run")  # the header
         return json.loads((tmp_path / name / "metrics.jsonl").read_text())
 
     summary_path = tmp_path / "run" / "summary.json"
     record = train("run", *flags)
     assert json.loads(summary_path.read_text())["flip"] is flips
+    for flag in set(flags) & {"--flip", "--no-flip"}:  # --resume refuses it, naming it
+        code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path / "run"), flag)
+        assert code == 2 and f"drop {flag} " in err
     if flags == ["--flip"]:  # flips alone change what the net sees, hence its training loss
         assert record["train_loss"] != train("plain")["train_loss"]
 

@@ -24,18 +24,27 @@ def test_named_models_build_and_run(name, shape):
 
 
 @pytest.mark.parametrize("name", ["simple-cnn", "simple-cnn-bn", "mini-resnet"])
-def test_torch_peer_has_the_same_parameters(name):
-    """The benchmark's PyTorch peer is the same net: same learnable array shapes, in order."""
-    pytest.importorskip("torch", reason="PyTorch (an optional benchmark peer) is not installed")
+def test_torch_peer_computes_the_same_function(name):
+    """The benchmark's PyTorch peer is the same net: given our weights, the same logits."""
+    torch = pytest.importorskip("torch", reason="PyTorch (an optional benchmark peer) is not installed")
     from convnet_gpu.models import MODELS
     from convnet_gpu.torch_models import TORCH_MODELS
 
     assert set(TORCH_MODELS) == set(MODELS)
-    net = Net(build_model(name), SoftmaxCrossEntropy(), seed=0).setup(2, (1, 28, 28))
-    leaves = [layer for _, layer in walk(net.layers) if not list(layer.children())]
-    ours = sorted(int(np.prod(array.shape)) for layer in leaves for array in layer.params.values())
-    theirs = sorted(p.numel() for p in TORCH_MODELS[name]().parameters())
-    assert ours == theirs
+    net = Net(build_model(name), SoftmaxCrossEntropy(), dtype=np.float64, seed=3).setup(4, (1, 28, 28))
+    ours = [array for _, layer in walk(net.layers) if not list(layer.children())
+            for array in layer.params.values()]
+    peer = TORCH_MODELS[name]().double().eval()
+    theirs = list(peer.parameters())
+    assert [a.size for a in ours] == [p.numel() for p in theirs]
+    with torch.no_grad():
+        for array, parameter in zip(ours, theirs):  # Dense keeps W as (in, out), torch (out, in)
+            parameter.copy_(torch.from_numpy(array.T if array.ndim == 2 else array))
+    images = np.random.default_rng(0).standard_normal((4, 1, 28, 28))
+    net.forward(net.load_batch(images), train=False)
+    with torch.no_grad():
+        expected = peer(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(net.blobs[-1].data, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_mini_resnet_is_net_b():
@@ -115,7 +124,7 @@ def test_model_file_builds_a_residual_net(tmp_path):
     ('[[layers]]\ntype = "dropout"\np = 1.5\n', "layers[0]: Dropout probability must be in [0, 1)"),
     ('[[layers]]\ntype = "dense"\nout = 3\ninit = 1\n', "layers[0].init: expected a string"),
     ('[[layers]]\ntype = "conv"\nout = 3\nkernel = 3\ninit = "xavier"\n',
-     "layers[0]: unknown weight init 'xavier'; use one of: he, uniform"),
+     "layers[0].init: unknown weight init 'xavier'; use one of: he, uniform"),
     ('title = "x"\n', "unknown top-level key 'title'"),
     ('', "no [[layers]] tables"),
 ])
