@@ -52,11 +52,11 @@ def counted_kernel(kernel, name: str, counts):
 def count_step(model: str) -> collections.Counter:
     counts = collections.Counter()
     backend = get_backend("cpu")
-    net = Net(build_model(model), SoftmaxCrossEntropy(), backend, seed=0).setup(8, (1, 28, 28))
-    optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
     for name in KERNELS:
         setattr(backend, name, counted_kernel(getattr(backend, name), name, counts))
-    backend.xp = CountingModule(np, counts)
+    backend.xp = CountingModule(np, counts)  # before setup: layers and optimizer keep backend.xp
+    net = Net(build_model(model), SoftmaxCrossEntropy(), backend, seed=0).setup(8, (1, 28, 28))
+    optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
     images = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
     labels = np.arange(8, dtype=np.int32)
     for _ in range(2):  # the first step warms up; count the second

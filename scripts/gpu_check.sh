@@ -17,10 +17,15 @@ DATA_DIR=${DATA_DIR:-gpu-carry/fashion-mnist}
 PY=${PYTHON:-python3}
 START=$(date +%s)
 RUNS=$(mktemp -d)
+trap 'rm -rf "$RUNS"' EXIT
 mkdir -p "$OUT"
+STATUS=0  # the exit status: 1 when any stage failed
 
 left() { echo $((START + BUDGET_S - $(date +%s))); }
+# Seconds left minus $1, never under 10 (timeout takes 0 as "no limit" and refuses negatives).
+budget() { local s=$(($(left) - ${1:-0})); echo $((s < 10 ? 10 : s)); }
 log() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$OUT/progress.txt"; }
+check() { local code=$1; shift; [ "$code" -eq 0 ] || STATUS=1; log "$* exit $code"; }
 
 # Put a carried package on the path only where the device lacks it.
 setup_path() {
@@ -60,11 +65,9 @@ tests() {
   log "GPU tests"
   timeout "${1:-240}" "${TEST_CPUS[@]}" $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="--benchmark-disable" \
     -rfE > "$OUT/pytest-gpu.txt" 2>&1
-  echo "pytest gpu exit: $?" >> "$OUT/pytest-gpu.txt"
-  log "$(tail -n 2 "$OUT/pytest-gpu.txt" | tr '\n' ' ')"
+  check $? "pytest -m gpu: $(tail -n 1 "$OUT/pytest-gpu.txt");"
   timeout 90 "${TEST_CPUS[@]}" $PY -m convnet_gpu gradcheck --device cuda > "$OUT/gradcheck-cuda.txt" 2>&1
-  echo "gradcheck exit: $?" >> "$OUT/gradcheck-cuda.txt"
-  log "$(tail -n 2 "$OUT/gradcheck-cuda.txt" | tr '\n' ' ')"
+  check $? "gradcheck: $(tail -n 1 "$OUT/gradcheck-cuda.txt");"
 }
 
 # One epoch on a slice of the data through the whole trainer (jitter, BN, residuals, checkpoint).
@@ -79,7 +82,7 @@ smoke() {
 eval_on_cpu() {
   timeout "${1:-120}" "${TEST_CPUS[@]}" $PY -m convnet_gpu eval --device cpu \
     --checkpoint "$RUNS/smoke-run" --data-dir "$DATA_DIR" > "$OUT/eval-gpu-checkpoint-on-cpu.txt" 2>&1
-  log "eval on cpu exit $?: $(grep -i 'accuracy' "$OUT/eval-gpu-checkpoint-on-cpu.txt" | head -n 1)"
+  check $? "eval on cpu: $(grep -i 'accuracy' "$OUT/eval-gpu-checkpoint-on-cpu.txt" | head -n 1);"
 }
 
 # Epochs that fit in $1 seconds at the training speed bench measures (+35% for eval, saving
@@ -103,18 +106,21 @@ train() {
     --epochs "$epochs" --batch-size 256 --lr 0.2 --weight-decay 5e-4 --jitter 2 \
     --label-smoothing 0.1 --data-dir "$DATA_DIR" --no-progress --out "$run" \
     > "$OUT/train-mini-resnet-gpu.txt" 2>&1
-  log "training exit $?: $(grep 'epoch' "$OUT/train-mini-resnet-gpu.txt" | tail -n 1)"
-  cp "$run/metrics.jsonl" "$OUT/train-mini-resnet-gpu-metrics.jsonl"
+  local code=$?
+  check $code "training: $(grep 'epoch' "$OUT/train-mini-resnet-gpu.txt" | tail -n 1);"
+  cp "$run/metrics.jsonl" "$OUT/train-mini-resnet-gpu-metrics.jsonl" 2>/dev/null
+  return $code
 }
 
 bench() {
   log "benchmarks"
   {
-    timeout 100 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size 128 --steps 20
-    timeout 60 $PY -m convnet_gpu bench --device cuda --peer torch --batch-size 1024 --steps 20
-    timeout 60 $PY -m convnet_gpu bench --device cuda --peer torch --model mini-resnet \
+    timeout 70 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size 128 --steps 20
+    timeout 45 $PY -m convnet_gpu bench --device cuda --peer torch --batch-size 1024 --steps 20
+    timeout 45 $PY -m convnet_gpu bench --device cuda --peer torch --model mini-resnet \
       --batch-size 256 --steps 20
   } > "$OUT/bench.txt" 2>&1
+  check $? "benchmarks (the last one's)"
   cat "$OUT/bench.txt"
 }
 
@@ -123,25 +129,26 @@ info
 case "$STAGE" in
   tests) tests ;;
   bench) bench ;;
-  train) train "${EPOCHS:-50}" "$(($(left) - 10))" ;;
+  train) train "${EPOCHS:-50}" "$(budget 10)" ;;
   all)
     if ! smoke; then
       log "smoke run FAILED: $(tail -n 3 "$OUT/smoke.txt" | tr '\n' ' ')"
-      tests $(($(left) - 20))
+      tests "$(budget 110)"  # gradcheck's 90 s come after
       exit 1
     fi
     log "$(grep -h 'epoch 1' "$OUT/smoke.txt" | head -n 1)"
-    reserve=130  # the benchmarks afterwards
-    epochs=$(epochs_for $(($(left) - reserve - 30)))
+    reserve=170  # the benchmarks afterwards (their timeouts add up to 160 s)
+    epochs=$(epochs_for "$(budget $((reserve + 30)))")
     [[ "$epochs" =~ ^[0-9]+$ ]] || epochs=12  # the probe failed: a guess
     log "probe: $(grep -i 'convnet_gpu' "$RUNS/probe.txt" | head -n 1)"
-    train "$epochs" $(($(left) - reserve)) &
+    train "$epochs" "$(budget "$reserve")" &
     train_pid=$!
     tests 200
     eval_on_cpu 120
-    wait $train_pid
-    [ "$(left)" -gt 60 ] && bench
+    wait $train_pid || STATUS=1
+    if [ "$(left)" -gt 160 ]; then bench; else log "no time left for the benchmarks"; fi
     ;;
   *) echo "usage: OUT=dir [BUDGET_S=540] scripts/gpu_check.sh [all|tests|train|bench]" >&2; exit 2 ;;
 esac
-log "done"
+log "done (status $STATUS)"
+exit $STATUS
