@@ -39,6 +39,11 @@ def model_signature(net) -> list:
             for layer in net.layers] + [[str(net.input_shape)]]
 
 
+def _without_inits(signature: list) -> list:
+    """A saved signature as model_signature writes it now (older ones kept the init notes)."""
+    return [[_INIT_NOTE.sub("", entry[0]), *entry[1:]] for entry in signature]
+
+
 def layer_buffers(net):
     """(checkpoint key, array) of every layer's buffers, composites included."""
     for path, layer in walk(net.layers):
@@ -103,7 +108,7 @@ def read_checkpoint(path) -> tuple[dict, dict]:
 
 def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") -> None:
     """Copy a checkpoint's arrays into a set-up net (and optimizer), in place, on any device."""
-    if meta["signature"] != model_signature(net):
+    if _without_inits(meta["signature"]) != model_signature(net):
         raise CheckpointError(
             f"{path}: the checkpoint is of a different model ({meta.get('model', '?')}, "
             f"{len(meta['signature']) - 1} layers, input {meta['signature'][-1][0]}) than the one "
