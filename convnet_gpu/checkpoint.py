@@ -34,13 +34,14 @@ def model_signature(net) -> list:
 
     Weight inits are left out: the checkpoint's parameters replace the initial ones anyway.
     """
-    return [[_INIT_NOTE.sub("", layer.describe()),
-             {name: list(p.shape) for name, p in layer.params.items()}]
-            for layer in net.layers] + [[str(net.input_shape)]]
+    layers = [[layer.describe(), {name: list(p.shape) for name, p in layer.params.items()}]
+              for layer in net.layers]
+    return _without_inits(layers + [[str(net.input_shape)]])
 
 
 def _without_inits(signature: list) -> list:
-    """A saved signature as model_signature writes it now (older ones kept the init notes)."""
+    """A signature with the init notes taken out of its layer descriptions (checkpoints written
+    before model_signature left them out still have them)."""
     return [[_INIT_NOTE.sub("", entry[0]), *entry[1:]] for entry in signature]
 
 

@@ -20,11 +20,11 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
             nn.BatchNorm2d(out_channels)]
 
 
-def simple_cnn_bn(num_classes: int = 10) -> nn.Module:
+def simple_cnn_bn(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
     return nn.Sequential(
         *conv_bn(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         *conv_bn(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Dropout(0.5),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(1024, num_classes))
 
 

@@ -21,14 +21,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convnet_gpu.run import load_dataset  # noqa: E402
-
-
-def net_a_bn(dropout: float) -> nn.Module:
-    def conv_bn(c_in, c_out):
-        return [nn.Conv2d(c_in, c_out, 5, padding=2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.MaxPool2d(2)]
-    return nn.Sequential(*conv_bn(1, 32), *conv_bn(32, 64), nn.Flatten(),
-                         nn.Linear(3136, 1024), nn.ReLU(), nn.Dropout(dropout), nn.Linear(1024, 10))
+from convnet_gpu.torch_models import simple_cnn_bn  # noqa: E402
 
 
 def he_normal_(net: nn.Module) -> None:
@@ -59,7 +52,7 @@ def main() -> None:
     data = load_dataset("fashion-mnist")
     train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y.astype(np.int64))
     test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y.astype(np.int64))
-    net = net_a_bn(args.dropout)
+    net = simple_cnn_bn(dropout=args.dropout)
     if args.init == "he":
         he_normal_(net)
     weights = [p for p in net.parameters() if p.ndim > 1]
