@@ -1,4 +1,5 @@
 """python -m convnet_gpu -> the convnet-gpu CLI."""
+
 import sys
 
 from .cli import main

@@ -10,6 +10,7 @@ hash (Backend.jitter), so a run is reproducible, NumPy and CuPy jitter alike bit
 host randomness or host-device traffic is involved. Evaluation batches are not jittered: the
 caller simply does not call apply() for them.
 """
+
 from __future__ import annotations
 
 import operator
@@ -29,7 +30,7 @@ class Jitter:
     """
 
     def __init__(self, pad: int = 2, flip: bool = True, seed: int = 0):
-        if not 0 <= operator.index(pad) < 2 ** 31:
+        if not 0 <= operator.index(pad) < 2**31:
             raise ValueError(f"Jitter pad must be an integer in [0, 2**31), got {pad!r}")
         check_seed_and_counter(seed, 0)
         self.pad, self.flip, self.seed = int(pad), bool(flip), int(seed)
@@ -40,11 +41,12 @@ class Jitter:
     def is_identity(self) -> bool:
         return self.pad == 0 and not self.flip
 
-    def setup(self, backend, batch_size: int, input_shape, dtype) -> "Jitter":
-        """Allocate the scratch batch and the backend's workspace for batches of up to batch_size."""
+    def setup(self, backend, batch_size: int, input_shape, dtype) -> Jitter:
+        """Allocate the scratch batch and the backend's workspace for up to batch_size images."""
         if len(tuple(input_shape)) != 3:
-            raise ValueError(f"Jitter works on (C, H, W) images, got input shape "
-                             f"{tuple(input_shape)}")
+            raise ValueError(
+                f"Jitter works on (C, H, W) images, got input shape {tuple(input_shape)}"
+            )
         self.backend, self.batch_size = backend, int(batch_size)
         self.scratch = self.workspace = None
         if not self.is_identity:
@@ -65,11 +67,13 @@ class Jitter:
             return
         n = batch.shape[0]
         if n > self.batch_size:
-            raise ValueError(f"Jitter was set up for batches of up to {self.batch_size} images, "
-                             f"got {n}")
+            raise ValueError(
+                f"Jitter was set up for batches of up to {self.batch_size} images, got {n}"
+            )
         scratch = self.scratch[:n]
-        self.backend.jitter(batch, scratch, self.pad, self.flip, self.stream_seed, step,
-                            self.workspace)
+        self.backend.jitter(
+            batch, scratch, self.pad, self.flip, self.stream_seed, step, self.workspace
+        )
         self.backend.xp.copyto(batch, scratch)
 
     def __repr__(self) -> str:

@@ -5,6 +5,7 @@ Each device gets the same model, batch size and synthetic batch; timing starts a
 With `peer="torch"`, PyTorch runs the same architecture on the same device in the same process,
 so the ratio compares like with like.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,13 +42,20 @@ def _time_loop(step, warmup: int, steps: int, synchronize) -> float:
 
 
 def _result(engine, device, batch_size, train_s, infer_s) -> dict:
-    return {"engine": engine, "device": device, "batch_size": batch_size,
-            "train_ms_per_step": train_s * 1e3, "train_images_per_second": batch_size / train_s,
-            "infer_ms_per_step": infer_s * 1e3, "infer_images_per_second": batch_size / infer_s}
+    return {
+        "engine": engine,
+        "device": device,
+        "batch_size": batch_size,
+        "train_ms_per_step": train_s * 1e3,
+        "train_images_per_second": batch_size / train_s,
+        "infer_ms_per_step": infer_s * 1e3,
+        "infer_images_per_second": batch_size / infer_s,
+    }
 
 
-def bench_convnet_gpu(device: str, model: str, batch_size: int, steps: int, warmup: int,
-                      seed: int = 0) -> dict:
+def bench_convnet_gpu(
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0
+) -> dict:
     backend = get_backend(device)
     net = Net(build_model(model, NUM_CLASSES), SoftmaxCrossEntropy(), backend, seed=seed)
     net.setup(batch_size, INPUT_SHAPE)
@@ -68,8 +76,9 @@ def bench_convnet_gpu(device: str, model: str, batch_size: int, steps: int, warm
     return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s)
 
 
-def bench_torch(device: str, model: str, batch_size: int, steps: int, warmup: int,
-                seed: int = 0) -> dict:
+def bench_torch(
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0
+) -> dict:
     """The same architecture in PyTorch (eager, fp32), as a peer in the same run."""
     import torch  # optional peer, never a dependency
 
@@ -89,7 +98,9 @@ def bench_torch(device: str, model: str, batch_size: int, steps: int, warmup: in
 
     def train_step():
         optimizer.zero_grad(set_to_none=False)
-        loss = torch.nn.functional.cross_entropy(net(images.to(torch_device)), labels.to(torch_device))
+        loss = torch.nn.functional.cross_entropy(
+            net(images.to(torch_device)), labels.to(torch_device)
+        )
         loss.backward()
         optimizer.step()
 
@@ -101,12 +112,20 @@ def bench_torch(device: str, model: str, batch_size: int, steps: int, warmup: in
     infer_s = _time_loop(infer_step, warmup, steps, sync)
     name = f"{torch_device} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)"
     if torch_device.type == "cuda":
-        name = f"{torch_device} (PyTorch {torch.__version__}, {torch.cuda.get_device_name(torch_device)})"
+        gpu_name = torch.cuda.get_device_name(torch_device)
+        name = f"{torch_device} (PyTorch {torch.__version__}, {gpu_name})"
     return _result("torch", name, batch_size, train_s, infer_s)
 
 
-def run_benchmarks(devices, model: str, batch_size: int, steps: int, warmup: int,
-                   peer: str | None = None, seed: int = 0) -> list[dict]:
+def run_benchmarks(
+    devices,
+    model: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    peer: str | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """One result per (engine, device); an unusable device is reported as skipped."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
     if peer == "torch":
@@ -117,8 +136,12 @@ def run_benchmarks(devices, model: str, batch_size: int, steps: int, warmup: int
             try:
                 result = bench(device, model, batch_size, steps, warmup, seed)
             except (DeviceUnavailable, ImportError) as exc:
-                result = {"engine": engine, "device": device, "batch_size": batch_size,
-                          "skipped": str(exc).splitlines()[0]}
+                result = {
+                    "engine": engine,
+                    "device": device,
+                    "batch_size": batch_size,
+                    "skipped": str(exc).splitlines()[0],
+                }
             results.append({**result, "requested": device, "model": model})
     _add_ratios(results)
     return results
@@ -134,22 +157,29 @@ def _add_ratios(results: list[dict]) -> None:
         peers = [r for r in group if r["engine"] == "torch" and "skipped" not in r]
         if ours and peers:
             for key in ("train", "infer"):
-                ours[0][f"{key}_vs_torch"] = (ours[0][f"{key}_images_per_second"]
-                                              / peers[0][f"{key}_images_per_second"])
+                ours[0][f"{key}_vs_torch"] = (
+                    ours[0][f"{key}_images_per_second"] / peers[0][f"{key}_images_per_second"]
+                )
 
 
 def format_table(results: list[dict]) -> str:
-    header = (f"{'engine':<12} {'device':<44} {'batch':>5} {'train img/s':>12} {'ms/step':>8} "
-              f"{'infer img/s':>12} {'ms/step':>8}")
+    header = (
+        f"{'engine':<12} {'device':<44} {'batch':>5} {'train img/s':>12} {'ms/step':>8} "
+        f"{'infer img/s':>12} {'ms/step':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         if "skipped" in r:
             lines.append(f"{r['engine']:<12} {r['device']:<44} skipped: {r['skipped']}")
             continue
-        lines.append(f"{r['engine']:<12} {r['device'][:44]:<44} {r['batch_size']:>5} "
-                     f"{r['train_images_per_second']:>12.0f} {r['train_ms_per_step']:>8.2f} "
-                     f"{r['infer_images_per_second']:>12.0f} {r['infer_ms_per_step']:>8.2f}")
+        lines.append(
+            f"{r['engine']:<12} {r['device'][:44]:<44} {r['batch_size']:>5} "
+            f"{r['train_images_per_second']:>12.0f} {r['train_ms_per_step']:>8.2f} "
+            f"{r['infer_images_per_second']:>12.0f} {r['infer_ms_per_step']:>8.2f}"
+        )
         if "train_vs_torch" in r:
-            lines.append(f"{'':<12} {'  vs PyTorch on the same device':<44} {'':>5} "
-                         f"{r['train_vs_torch']:>11.2f}x {'':>8} {r['infer_vs_torch']:>11.2f}x")
+            lines.append(
+                f"{'':<12} {'  vs PyTorch on the same device':<44} {'':>5} "
+                f"{r['train_vs_torch']:>11.2f}x {'':>8} {r['infer_vs_torch']:>11.2f}x"
+            )
     return "\n".join(lines)

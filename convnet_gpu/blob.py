@@ -1,4 +1,5 @@
 """Blob: a data array and its gradient, allocated once (Caffe's data/diff pair)."""
+
 from __future__ import annotations
 
 
@@ -10,7 +11,7 @@ class Blob:
         self.grad = grad
 
     @classmethod
-    def allocate(cls, backend, shape, dtype, with_grad=True) -> "Blob":
+    def allocate(cls, backend, shape, dtype, with_grad=True) -> Blob:
         grad = backend.zeros(shape, dtype) if with_grad else None
         return cls(backend.zeros(shape, dtype), grad)
 

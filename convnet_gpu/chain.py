@@ -1,4 +1,5 @@
 """Chain: layers applied in order over blobs allocated once (a Net's body, a residual branch)."""
+
 from __future__ import annotations
 
 from .blob import Blob
@@ -29,7 +30,9 @@ class Chain:
         return [layer.param_specs(shape) for layer, shape in zip(self.layers, self.shapes)]
 
     def setup(self, backend, batch_size: int, dtype) -> None:
-        self.blobs = [Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in self.shapes[1:]]
+        self.blobs = [
+            Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in self.shapes[1:]
+        ]
         for layer, shape in zip(self.layers, self.shapes):
             layer.setup(backend, shape, batch_size, dtype)
 

@@ -7,6 +7,7 @@ history). Arrays are stored as host NumPy arrays, so a checkpoint written on a G
 CPU and back. The write goes to a temporary file that is renamed over the old checkpoint, so a
 process killed mid-write leaves the previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,10 @@ def model_signature(net) -> list:
 
     Weight inits are left out: the checkpoint's parameters replace the initial ones anyway.
     """
-    layers = [[layer.describe(), {name: list(p.shape) for name, p in layer.params.items()}]
-              for layer in net.layers]
+    layers = [
+        [layer.describe(), {name: list(p.shape) for name, p in layer.params.items()}]
+        for layer in net.layers
+    ]
     return _without_inits(layers + [[str(net.input_shape)]])
 
 
@@ -53,7 +56,9 @@ def layer_buffers(net):
 
 
 def _layer_scalars(net) -> dict:
-    return {path: layer.state_scalars() for path, layer in walk(net.layers) if layer.state_scalars()}
+    return {
+        path: layer.state_scalars() for path, layer in walk(net.layers) if layer.state_scalars()
+    }
 
 
 def save_checkpoint(path, net, optimizer, meta: dict, order=None, extra_arrays=None) -> Path:
@@ -62,14 +67,22 @@ def save_checkpoint(path, net, optimizer, meta: dict, order=None, extra_arrays=N
     to_host = net.backend.to_host
     arrays = {"params": to_host(net.params.data)}
     arrays.update({key: to_host(array) for key, array in layer_buffers(net)})
-    arrays.update({f"optim.{key}": to_host(array) for key, array in optimizer.state_arrays().items()})
+    arrays.update(
+        {f"optim.{key}": to_host(array) for key, array in optimizer.state_arrays().items()}
+    )
     arrays.update({key: to_host(array) for key, array in (extra_arrays or {}).items()})
     if order is not None:
         arrays["order"] = np.asarray(order)
-    full_meta = {**meta, "format": FORMAT_VERSION, "signature": model_signature(net),
-                 "dtype": str(net.dtype), "device": net.backend.device,
-                 "optimizer_class": type(optimizer).__name__, "optimizer_scalars": _scalars(optimizer),
-                 "layer_scalars": _layer_scalars(net)}
+    full_meta = {
+        **meta,
+        "format": FORMAT_VERSION,
+        "signature": model_signature(net),
+        "dtype": str(net.dtype),
+        "device": net.backend.device,
+        "optimizer_class": type(optimizer).__name__,
+        "optimizer_scalars": _scalars(optimizer),
+        "layer_scalars": _layer_scalars(net),
+    }
     arrays["meta"] = np.array(json.dumps(full_meta))
     payload = io.BytesIO()
     np.savez(payload, **arrays)
@@ -89,8 +102,10 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there; pass the run folder that "
-                              f"`convnet-gpu train --out DIR` wrote")
+        raise CheckpointError(
+            f"{path}: no checkpoint there; pass the run folder that "
+            f"`convnet-gpu train --out DIR` wrote"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -102,8 +117,10 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         meta["flip"] = bool(meta.get("flip")) and bool(meta.get("jitter"))
         meta["format"] = format_version = FORMAT_VERSION
     if format_version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {format_version} is not "
-                              f"{FORMAT_VERSION}; it was written by another convnet-gpu version")
+        raise CheckpointError(
+            f"{path}: checkpoint format {format_version} is not "
+            f"{FORMAT_VERSION}; it was written by another convnet-gpu version"
+        )
     return meta, arrays
 
 
@@ -113,10 +130,12 @@ def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") 
         raise CheckpointError(
             f"{path}: the checkpoint is of a different model ({meta.get('model', '?')}, "
             f"{len(meta['signature']) - 1} layers, input {meta['signature'][-1][0]}) than the one "
-            f"built here; use the model and the dataset (its input shape) of the run that wrote it")
+            f"built here; use the model and the dataset (its input shape) of the run that wrote it"
+        )
     if np.dtype(meta["dtype"]) != net.dtype:
-        raise CheckpointError(f"{path}: checkpoint dtype {meta['dtype']} differs from the net's "
-                              f"{net.dtype}")
+        raise CheckpointError(
+            f"{path}: checkpoint dtype {meta['dtype']} differs from the net's {net.dtype}"
+        )
     backend = net.backend
     backend.copy_from_host(arrays["params"], net.params.data)
     for key, array in layer_buffers(net):
@@ -126,8 +145,10 @@ def load_into(meta: dict, arrays: dict, net, optimizer=None, path="checkpoint") 
             layer.load_state_scalars(meta["layer_scalars"][path])
     if optimizer is not None:
         if meta["optimizer_class"] != type(optimizer).__name__:
-            raise CheckpointError(f"{path}: the checkpoint's optimizer is {meta['optimizer_class']}, "
-                                  f"not {type(optimizer).__name__}")
+            raise CheckpointError(
+                f"{path}: the checkpoint's optimizer is {meta['optimizer_class']}, "
+                f"not {type(optimizer).__name__}"
+            )
         for key, array in optimizer.state_arrays().items():
             backend.copy_from_host(arrays[f"optim.{key}"], array)
         load_scalars = getattr(optimizer, "load_state_scalars", None)

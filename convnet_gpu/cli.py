@@ -3,6 +3,7 @@
 Every expected failure (bad flag, missing data, missing GPU) ends with one line on stderr and
 exit status 2; a failed check or a diverged run exits 1; no traceback for either.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,13 @@ def _number(text: str, kind):
 
 def _bounded(kind, accepts, rule: str):
     """An argparse type: parse `kind`, then require `accepts(value)` (`rule` says it in words)."""
+
     def parse(text: str):
         value = _number(text, kind)
         if not accepts(value):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
+
     return parse
 
 
@@ -51,9 +54,11 @@ _fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def _add_device(parser, default="auto"):
-    parser.add_argument("--device", default=default,
-                        help="auto, cpu, cuda or cuda:N (default: %(default)s; auto takes a GPU if "
-                             "CuPy finds one)")
+    parser.add_argument(
+        "--device",
+        default=default,
+        help="auto, cpu, cuda or cuda:N (default: %(default)s; auto takes a GPU if CuPy finds one)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,53 +68,101 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
     _add_device(train)
-    train.add_argument("--model", default="simple-cnn",
-                       help="simple-cnn, simple-cnn-bn, mini-resnet, or a model file NAME.toml "
-                            "(default: %(default)s)")
+    train.add_argument(
+        "--model",
+        default="simple-cnn",
+        help="simple-cnn, simple-cnn-bn, mini-resnet, or a model file NAME.toml "
+        "(default: %(default)s)",
+    )
     train.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    train.add_argument("--data-dir", help="folder holding the dataset's files (the four IDX files, "
-                                          "or CIFAR-10's batches); default: the Debian package's "
-                                          "/usr/share/datasets/<dataset>, then the download cache")
+    train.add_argument(
+        "--data-dir",
+        help="folder holding the dataset's files (the four IDX files, "
+        "or CIFAR-10's batches); default: the Debian package's "
+        "/usr/share/datasets/<dataset>, then the download cache",
+    )
     train.add_argument("--epochs", type=_positive_int, default=2)
     train.add_argument("--batch-size", type=_positive_int, default=64)
     train.add_argument("--lr", type=_positive_float, default=0.02)
     train.add_argument("--momentum", type=_fraction, default=0.9)
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    train.add_argument("--max-grad-norm", type=_positive_float, metavar="NORM",
-                       help="clip the gradient's global L2 norm to NORM")
-    train.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                       help="learning-rate schedule over all steps (default: %(default)s)")
+    train.add_argument(
+        "--max-grad-norm",
+        type=_positive_float,
+        metavar="NORM",
+        help="clip the gradient's global L2 norm to NORM",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="cosine",
+        help="learning-rate schedule over all steps (default: %(default)s)",
+    )
     train.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="E")
-    train.add_argument("--jitter", type=_non_negative_int, default=0, metavar="PAD",
-                       help="image jitter on the device: shift each training image by up to PAD "
-                            "pixels (zero padding) and flip it horizontally at random")
-    train.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                       help="random horizontal flips of the training images (default: on with "
-                            "--jitter, off without): --jitter 0 --flip flips only, --jitter PAD "
-                            "--no-flip shifts only")
-    train.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
-                       help="hold out this share of the training set for validation")
-    train.add_argument("--early-stop", type=_positive_int, metavar="EPOCHS",
-                       help="stop when validation accuracy has not improved for EPOCHS epochs")
-    train.add_argument("--plateau", action="store_true",
-                       help="on a validation regression: restore the best parameters, halve the "
-                            "learning rate, reset momentum (the seed's rule)")
+    train.add_argument(
+        "--jitter",
+        type=_non_negative_int,
+        default=0,
+        metavar="PAD",
+        help="image jitter on the device: shift each training image by up to PAD "
+        "pixels (zero padding) and flip it horizontally at random",
+    )
+    train.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips of the training images (default: on with "
+        "--jitter, off without): --jitter 0 --flip flips only, --jitter PAD "
+        "--no-flip shifts only",
+    )
+    train.add_argument(
+        "--val-split",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="hold out this share of the training set for validation",
+    )
+    train.add_argument(
+        "--early-stop",
+        type=_positive_int,
+        metavar="EPOCHS",
+        help="stop when validation accuracy has not improved for EPOCHS epochs",
+    )
+    train.add_argument(
+        "--plateau",
+        action="store_true",
+        help="on a validation regression: restore the best parameters, halve the "
+        "learning rate, reset momentum (the seed's rule)",
+    )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--train-subset", type=_positive_int, metavar="N",
-                       help="train on the first N training images only")
-    train.add_argument("--out", metavar="DIR", help="run folder for metrics.jsonl, summary.json and "
-                                                    "checkpoint.npz (default: runs/<model>-<time>)")
-    train.add_argument("--resume", metavar="DIR",
-                       help="continue the run saved in DIR with its own settings (writes to DIR)")
+    train.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        metavar="N",
+        help="train on the first N training images only",
+    )
+    train.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder for metrics.jsonl, summary.json and "
+        "checkpoint.npz (default: runs/<model>-<time>)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR with its own settings (writes to DIR)",
+    )
     train.add_argument("--no-progress", action="store_true", help="never show the progress bar")
 
     evaluate = sub.add_parser("eval", help="score a checkpoint on the test set")
-    evaluate.add_argument("--checkpoint", metavar="DIR", required=True,
-                          help="a run folder (or its checkpoint.npz)")
+    evaluate.add_argument(
+        "--checkpoint", metavar="DIR", required=True, help="a run folder (or its checkpoint.npz)"
+    )
     _add_device(evaluate)
-    evaluate.add_argument("--dataset", choices=DATASETS,
-                          help="default: the dataset the checkpoint was trained on")
+    evaluate.add_argument(
+        "--dataset", choices=DATASETS, help="default: the dataset the checkpoint was trained on"
+    )
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256)
 
@@ -128,26 +181,43 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
 
     bench = sub.add_parser("bench", help="time training steps and inference per device")
-    bench.add_argument("--device", default="cpu,cuda",
-                       help="comma-separated devices (default: %(default)s; absent ones are skipped)")
+    bench.add_argument(
+        "--device",
+        default="cpu,cuda",
+        help="comma-separated devices (default: %(default)s; absent ones are skipped)",
+    )
     bench.add_argument("--model", default="simple-cnn")
     bench.add_argument("--batch-size", type=_positive_int, default=128)
-    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per measurement")
+    bench.add_argument(
+        "--steps", type=_positive_int, default=20, help="timed steps per measurement"
+    )
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    bench.add_argument("--peer", choices=["none", "torch"], default="none",
-                       help="also time PyTorch on the same devices (needs torch installed)")
+    bench.add_argument(
+        "--peer",
+        choices=["none", "torch"],
+        default="none",
+        help="also time PyTorch on the same devices (needs torch installed)",
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    plot = sub.add_parser("plot", help="draw a run's loss and accuracy curves (and the confusion "
-                                       "matrix after eval) as PNG files")
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's loss and accuracy curves (and the confusion "
+        "matrix after eval) as PNG files",
+    )
     plot.add_argument("run_dir", metavar="RUN_DIR")
     plot.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: RUN_DIR)")
 
-    download = sub.add_parser("download", help="fetch a dataset's official files (checksummed, "
-                                               "resumable) into the cache folder")
+    download = sub.add_parser(
+        "download",
+        help="fetch a dataset's official files (checksummed, resumable) into the cache folder",
+    )
     download.add_argument("dataset", choices=DATASETS)
-    download.add_argument("--cache-dir", metavar="DIR",
-                          help="default: $CONVNET_GPU_DATA/<dataset> or ~/.cache/convnet_gpu/<dataset>")
+    download.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="default: $CONVNET_GPU_DATA/<dataset> or ~/.cache/convnet_gpu/<dataset>",
+    )
 
     sub.add_parser("info", help="versions, devices and where the data is found")
     return parser
@@ -156,8 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- subcommands ----------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINT_NAME, read_checkpoint
-    from .run import (build_net, build_run_optimizer, load_dataset, settings_from_args,
-                      settings_from_meta)
+    from .run import (
+        build_net,
+        build_run_optimizer,
+        load_dataset,
+        settings_from_args,
+        settings_from_meta,
+    )
     from .train import TrainConfig, Trainer
 
     settings, out_dir = settings_from_args(args), args.out
@@ -169,22 +244,40 @@ def cmd_train(args) -> int:
         settings, out_dir = settings_from_meta(meta), args.out or resume_dir
     _build_model_or_usage_error(settings["model"])
     backend = _backend_or_usage_error(args.device)
-    out_dir = Path(out_dir or f"runs/{Path(settings['model']).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = Path(
+        out_dir or f"runs/{Path(settings['model']).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if not args.resume and (out_dir / CHECKPOINT_NAME).exists():
-        raise UsageError(f"{out_dir} already holds a run (its {CHECKPOINT_NAME} would be "
-                         f"overwritten); continue it with --resume {out_dir} or pick another --out")
+        raise UsageError(
+            f"{out_dir} already holds a run (its {CHECKPOINT_NAME} would be "
+            f"overwritten); continue it with --resume {out_dir} or pick another --out"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after the first epoch
     dataset = load_dataset(settings["dataset"], args.data_dir, settings["train_subset"])
-    net = _usage_errors(build_net, settings["model"], backend, settings["batch_size"],
-                        dataset.input_shape, settings["seed"], dataset.num_classes,
-                        settings["label_smoothing"])
+    net = _usage_errors(
+        build_net,
+        settings["model"],
+        backend,
+        settings["batch_size"],
+        dataset.input_shape,
+        settings["seed"],
+        dataset.num_classes,
+        settings["label_smoothing"],
+    )
     optimizer = _usage_errors(build_run_optimizer, settings, net)
-    config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                         seed=settings["seed"], schedule=settings["schedule"],
-                         val_split=settings["val_split"], early_stop=settings["early_stop"],
-                         plateau=settings["plateau"], jitter=settings["jitter"],
-                         flip=settings["flip"], out_dir=str(out_dir),
-                         progress=False if args.no_progress else None)
+    config = TrainConfig(
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        seed=settings["seed"],
+        schedule=settings["schedule"],
+        val_split=settings["val_split"],
+        early_stop=settings["early_stop"],
+        plateau=settings["plateau"],
+        jitter=settings["jitter"],
+        flip=settings["flip"],
+        out_dir=str(out_dir),
+        progress=False if args.no_progress else None,
+    )
     meta = {**settings, "device": backend.describe(), "train_images": int(len(dataset.train_y))}
     trainer = _usage_errors(Trainer, net, optimizer, dataset, config, _print_flush, meta)
     if args.resume:
@@ -192,26 +285,35 @@ def cmd_train(args) -> int:
         if trainer.finished:
             print(f"{resume_dir} is complete ({len(trainer.history)} epoch(s)); nothing to resume")
             return 0
-        print(f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
-              f"{trainer.position.next_batch}, with its saved settings", flush=True)
-    print(f"training {settings['model']} on {settings['dataset']} ({len(dataset.train_y)} train / "
-          f"{len(dataset.test_y)} test images) on {backend.describe()}, {settings['epochs']} "
-          f"epoch(s), batch {settings['batch_size']}, {settings['optimizer']} lr {settings['lr']} "
-          f"({settings['schedule']}), momentum {settings['momentum']}{_regularization(settings)}",
-          flush=True)
+        print(
+            f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
+            f"{trainer.position.next_batch}, with its saved settings",
+            flush=True,
+        )
+    print(
+        f"training {settings['model']} on {settings['dataset']} ({len(dataset.train_y)} train / "
+        f"{len(dataset.test_y)} test images) on {backend.describe()}, {settings['epochs']} "
+        f"epoch(s), batch {settings['batch_size']}, {settings['optimizer']} lr {settings['lr']} "
+        f"({settings['schedule']}), momentum {settings['momentum']}{_regularization(settings)}",
+        flush=True,
+    )
     summary = trainer.fit()
-    print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
-          f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
-          f"{out_dir}/metrics.jsonl, summary.json and checkpoint.npz")
+    print(
+        f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
+        f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
+        f"{out_dir}/metrics.jsonl, summary.json and checkpoint.npz"
+    )
     return 0
 
 
 def _regularization(settings: dict) -> str:
     """The header's tail: weight decay, jitter, flips and label smoothing, where they are on."""
-    parts = [f"weight decay {settings['weight_decay']}" if settings["weight_decay"] else "",
-             f"jitter {settings['jitter']}" if settings["jitter"] else "",
-             "flips" if settings["flip"] else "",
-             f"label smoothing {settings['label_smoothing']}" if settings["label_smoothing"] else ""]
+    parts = [
+        f"weight decay {settings['weight_decay']}" if settings["weight_decay"] else "",
+        f"jitter {settings['jitter']}" if settings["jitter"] else "",
+        "flips" if settings["flip"] else "",
+        f"label smoothing {settings['label_smoothing']}" if settings["label_smoothing"] else "",
+    ]
     return "".join(f", {part}" for part in parts if part)
 
 
@@ -224,17 +326,29 @@ def cmd_eval(args) -> int:
     meta, arrays = read_checkpoint(args.checkpoint)
     backend = _backend_or_usage_error(args.device)
     dataset = load_dataset(args.dataset or meta["dataset"], args.data_dir)
-    net = _usage_errors(build_net, meta["model"], backend, args.batch_size, dataset.input_shape,
-                        meta["seed"], dataset.num_classes, meta["label_smoothing"])
+    net = _usage_errors(
+        build_net,
+        meta["model"],
+        backend,
+        args.batch_size,
+        dataset.input_shape,
+        meta["seed"],
+        dataset.num_classes,
+        meta["label_smoothing"],
+    )
     load_into(meta, arrays, net, path=args.checkpoint)
     report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
-    print(f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
-          f"({len(dataset.test_y)} test images), {backend.describe()}")
+    print(
+        f"{meta['model']} from {args.checkpoint} on {args.dataset or meta['dataset']} "
+        f"({len(dataset.test_y)} test images), {backend.describe()}"
+    )
     print(format_report(report, dataset.classes))
     run_dir = Path(args.checkpoint)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    write_json_atomic(run_dir / "eval.json", {**report, "classes": list(dataset.classes),
-                                             "dataset": args.dataset or meta["dataset"]})
+    write_json_atomic(
+        run_dir / "eval.json",
+        {**report, "classes": list(dataset.classes), "dataset": args.dataset or meta["dataset"]},
+    )
     print(f"wrote {run_dir / 'eval.json'} (convnet-gpu plot {run_dir} draws it)")
     return 0
 
@@ -252,16 +366,27 @@ def cmd_overfit(args) -> int:
     except DataError as exc:
         raise UsageError(str(exc)) from None
     images, labels = data.train_x, data.train_y
-    net = _usage_errors(build_net, args.model, backend, min(args.batch_size, args.samples),
-                        data.input_shape, args.seed, data.num_classes)
+    net = _usage_errors(
+        build_net,
+        args.model,
+        backend,
+        min(args.batch_size, args.samples),
+        data.input_shape,
+        args.seed,
+        data.num_classes,
+    )
     steps, accuracy = overfit(net, SGD(args.lr, 0.9).setup(net), images, labels, args.max_steps)
     if steps is None:
-        print(f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
-              f"{args.samples} images after {args.max_steps} steps; a correct net memorizes them "
-              f"(check the layers with `convnet-gpu gradcheck`, or try another --lr)")
+        print(
+            f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
+            f"{args.samples} images after {args.max_steps} steps; a correct net memorizes them "
+            f"(check the layers with `convnet-gpu gradcheck`, or try another --lr)"
+        )
         return EXIT_FAILED
-    print(f"{args.model} reached 100% training accuracy on {args.samples} images after {steps} "
-          f"steps on {backend.describe()}")
+    print(
+        f"{args.model} reached 100% training accuracy on {args.samples} images after {steps} "
+        f"steps on {backend.describe()}"
+    )
     return 0
 
 
@@ -277,8 +402,10 @@ def cmd_gradcheck(args) -> int:
         print(f"{result.name:<34} {result.mode:<11} {result.max_rel_error:>13.2e}  {verdict}")
     failed = [r.name for r in results if not r.passed]
     if failed:
-        print(f"{len(failed)} of {len(results)} checks failed (tolerance {results[0].tolerance:g}): "
-              f"{', '.join(failed)}")
+        print(
+            f"{len(failed)} of {len(results)} checks failed (tolerance {results[0].tolerance:g}): "
+            f"{', '.join(failed)}"
+        )
         return EXIT_FAILED
     print(f"all {len(results)} checks passed (tolerance {results[0].tolerance:g})")
     return 0
@@ -298,10 +425,18 @@ def cmd_bench(args) -> int:
             raise UsageError(str(exc)) from None
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose one of: {', '.join(MODELS)}")
-    results = run_benchmarks(devices, args.model, args.batch_size, args.steps, args.warmup,
-                             peer=None if args.peer == "none" else args.peer)
-    print(f"model {args.model}, batch {args.batch_size}, {args.steps} timed steps after "
-          f"{args.warmup} warm-up steps, fp32")
+    results = run_benchmarks(
+        devices,
+        args.model,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        peer=None if args.peer == "none" else args.peer,
+    )
+    print(
+        f"model {args.model}, batch {args.batch_size}, {args.steps} timed steps after "
+        f"{args.warmup} warm-up steps, fp32"
+    )
     print(format_table(results))
     if args.json:
         write_json_atomic(args.json, results)
@@ -323,10 +458,13 @@ def cmd_plot(args) -> int:
 def cmd_download(args) -> int:
     from .data import fetch_dataset
 
-    folder = fetch_dataset(args.dataset, args.cache_dir,
-                           progress=_download_progress if sys.stderr.isatty() else None)
-    print(f"{args.dataset}: ready in {folder} (checksums verified); train with "
-          f"--dataset {args.dataset}" + (f" --data-dir {folder}" if args.cache_dir else ""))
+    folder = fetch_dataset(
+        args.dataset, args.cache_dir, progress=_download_progress if sys.stderr.isatty() else None
+    )
+    print(
+        f"{args.dataset}: ready in {folder} (checksums verified); train with "
+        f"--dataset {args.dataset}" + (f" --data-dir {folder}" if args.cache_dir else "")
+    )
     return 0
 
 
@@ -353,8 +491,16 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck,
-            "bench": cmd_bench, "plot": cmd_plot, "download": cmd_download, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "overfit": cmd_overfit,
+    "gradcheck": cmd_gradcheck,
+    "bench": cmd_bench,
+    "plot": cmd_plot,
+    "download": cmd_download,
+    "info": cmd_info,
+}
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -378,10 +524,15 @@ def _refuse_settings_beside_resume(args) -> None:
     defaults = build_parser().parse_args(["train"])
     for name in RUN_SETTINGS:
         if getattr(args, name) != getattr(defaults, name):
-            flag = "--" + ("no-" if getattr(args, name) is False and name == "flip" else "") \
+            flag = (
+                "--"
+                + ("no-" if getattr(args, name) is False and name == "flip" else "")
                 + name.replace("_", "-")
-            raise UsageError(f"--resume continues with the run's saved settings; drop {flag} "
-                             f"(to change it, start a new run with --out)")
+            )
+            raise UsageError(
+                f"--resume continues with the run's saved settings; drop {flag} "
+                f"(to change it, start a new run with --out)"
+            )
 
 
 def _usage_errors(function, *args):

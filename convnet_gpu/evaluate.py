@@ -1,4 +1,5 @@
 """Scoring a trained net: accuracy, loss, per-class accuracy and the confusion matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,20 +18,31 @@ def evaluate_net(net, images, labels, num_classes: int) -> dict:
         predicted = net.backend.to_host(logits).argmax(axis=1)
         np.add.at(confusion, (batch_labels, predicted), 1)
     per_class_total = confusion.sum(axis=1)
-    per_class = np.divide(np.diag(confusion), per_class_total,
-                          out=np.zeros(num_classes), where=per_class_total > 0)
+    per_class = np.divide(
+        np.diag(confusion), per_class_total, out=np.zeros(num_classes), where=per_class_total > 0
+    )
     total = int(confusion.sum())
-    return {"accuracy": float(np.trace(confusion)) / total, "loss": loss_sum / total,
-            "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist(),
-            "images": total}
+    return {
+        "accuracy": float(np.trace(confusion)) / total,
+        "loss": loss_sum / total,
+        "per_class_accuracy": per_class.tolist(),
+        "confusion": confusion.tolist(),
+        "images": total,
+    }
 
 
 def format_report(report: dict, classes) -> str:
-    lines = [f"test accuracy {report['accuracy']:.4f}   test loss {report['loss']:.4f}   "
-             f"({report['images']} images)", "", "per-class accuracy:"]
+    lines = [
+        f"test accuracy {report['accuracy']:.4f}   test loss {report['loss']:.4f}   "
+        f"({report['images']} images)",
+        "",
+        "per-class accuracy:",
+    ]
     width = max(len(name) for name in classes)
-    lines += [f"  {name:<{width}}  {accuracy:.4f}"
-              for name, accuracy in zip(classes, report["per_class_accuracy"])]
+    lines += [
+        f"  {name:<{width}}  {accuracy:.4f}"
+        for name, accuracy in zip(classes, report["per_class_accuracy"])
+    ]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
     lines.append(" " * (width + 2) + "".join(f"{i:>6}" for i in range(len(classes))))
     for i, (name, row) in enumerate(zip(classes, report["confusion"])):

@@ -19,6 +19,7 @@ values. Randomness is held still: every layer with a `frozen` attribute (Dropout
 frozen = True, so all the forwards of one check draw the same mask and the checked function is
 deterministic (Dropout's mask depends on (seed, step) only, and a frozen step does not advance).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from .net import Net
 
 EXHAUSTIVE_LIMIT = 4000  # elements; above it "auto" picks the random-direction mode
 TOLERANCE = 1e-6
-EVAL_WARMUP_STEPS = 2    # training forwards before an eval-mode check (moves running statistics)
+EVAL_WARMUP_STEPS = 2  # training forwards before an eval-mode check (moves running statistics)
 
 
 @dataclass
@@ -125,8 +126,21 @@ def _rel_error(analytic, numeric) -> float:
     return float(np.max(np.abs(analytic - numeric)) / scale)
 
 
-def check(layers, input_shape, backend, *, loss=None, name=None, batch=2, mode="auto",
-          directions=3, eps=1e-6, seed=0, tolerance=TOLERANCE, train=True) -> CheckResult:
+def check(
+    layers,
+    input_shape,
+    backend,
+    *,
+    loss=None,
+    name=None,
+    batch=2,
+    mode="auto",
+    directions=3,
+    eps=1e-6,
+    seed=0,
+    tolerance=TOLERANCE,
+    train=True,
+) -> CheckResult:
     """Check the gradients of `layers` (+ optional `loss`) on `backend` in float64.
 
     `train` picks the forward mode that is checked (see the module docstring).
@@ -139,9 +153,12 @@ def check(layers, input_shape, backend, *, loss=None, name=None, batch=2, mode="
         mode = "exhaustive" if total <= EXHAUSTIVE_LIMIT else "random"
     if mode == "exhaustive":
         numeric_x = [problem.central_difference(problem.x, i, eps) for i in range(problem.x.size)]
-        numeric_t = [problem.central_difference(problem.theta, i, eps) for i in range(problem.theta.size)]
-        error = _rel_error(np.concatenate([grad_x.ravel(), grad_theta]),
-                           np.concatenate([numeric_x, numeric_t]))
+        numeric_t = [
+            problem.central_difference(problem.theta, i, eps) for i in range(problem.theta.size)
+        ]
+        error = _rel_error(
+            np.concatenate([grad_x.ravel(), grad_theta]), np.concatenate([numeric_x, numeric_t])
+        )
         return CheckResult(name, mode, error, total, tolerance)
     if mode != "random":
         raise ValueError(f"unknown gradcheck mode {mode!r}; use auto, exhaustive or random")
@@ -161,29 +178,82 @@ def standard_cases():
 
     case_options(name) gives the check() options a case needs (mode, batch, train).
     """
-    from .layers import (AvgPool2D, BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten,
-                         GlobalAvgPool, LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid,
-                         SoftmaxCrossEntropy, Tanh)
+    from .layers import (
+        AvgPool2D,
+        BatchNorm,
+        Bias,
+        Conv2D,
+        Dense,
+        Dropout,
+        Flatten,
+        GlobalAvgPool,
+        LeakyReLU,
+        MaxPool2D,
+        ReLU,
+        Residual,
+        Sigmoid,
+        SoftmaxCrossEntropy,
+        Tanh,
+    )
 
     def small_net():
-        layers = [Conv2D(3, 3, pad=1), Bias(), ReLU(), MaxPool2D(2),
-                  Conv2D(4, 3, stride=2, pad=1), Bias(), Tanh(), AvgPool2D(2),
-                  Flatten(), Dense(6), Bias(), LeakyReLU(0.1), Dense(5), Bias()]
+        layers = [
+            Conv2D(3, 3, pad=1),
+            Bias(),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(4, 3, stride=2, pad=1),
+            Bias(),
+            Tanh(),
+            AvgPool2D(2),
+            Flatten(),
+            Dense(6),
+            Bias(),
+            LeakyReLU(0.1),
+            Dense(5),
+            Bias(),
+        ]
         return layers, (2, 8, 8), SoftmaxCrossEntropy()
 
     def small_norm_net():
-        layers = [Conv2D(4, 3, pad=1), BatchNorm(), Tanh(), Dropout(0.25),
-                  Conv2D(5, 3, stride=2, pad=1), BatchNorm(), Tanh(), GlobalAvgPool(),
-                  Dense(6), BatchNorm(), Sigmoid(), Dropout(0.5), Dense(4), Bias()]
+        layers = [
+            Conv2D(4, 3, pad=1),
+            BatchNorm(),
+            Tanh(),
+            Dropout(0.25),
+            Conv2D(5, 3, stride=2, pad=1),
+            BatchNorm(),
+            Tanh(),
+            GlobalAvgPool(),
+            Dense(6),
+            BatchNorm(),
+            Sigmoid(),
+            Dropout(0.5),
+            Dense(4),
+            Bias(),
+        ]
         return layers, (2, 6, 6), SoftmaxCrossEntropy()
 
     def small_resnet():
-        block = lambda: Residual([Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1),
-                                  BatchNorm()])
-        down = lambda: Residual([Conv2D(6, 3, stride=2, pad=1), BatchNorm(), ReLU(),
-                                 Conv2D(6, 3, pad=1), BatchNorm()], [Conv2D(6, 1, stride=2), BatchNorm()])
-        layers = [Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), block(), ReLU(), down(), ReLU(),
-                  GlobalAvgPool(), Dense(3), Bias()]
+        block = lambda: Residual(
+            [Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1), BatchNorm()]
+        )
+        down = lambda: Residual(
+            [Conv2D(6, 3, stride=2, pad=1), BatchNorm(), ReLU(), Conv2D(6, 3, pad=1), BatchNorm()],
+            [Conv2D(6, 1, stride=2), BatchNorm()],
+        )
+        layers = [
+            Conv2D(4, 3, pad=1),
+            BatchNorm(),
+            ReLU(),
+            block(),
+            ReLU(),
+            down(),
+            ReLU(),
+            GlobalAvgPool(),
+            Dense(3),
+            Bias(),
+        ]
         return layers, (2, 6, 6), SoftmaxCrossEntropy()
 
     return [
@@ -210,11 +280,18 @@ def standard_cases():
         ("BatchNorm (dense, eval)", lambda: ([BatchNorm(momentum=0.5)], (5,), None)),
         ("Dropout (train)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
         ("Dropout (eval)", lambda: ([Dropout(0.5, seed=3)], (3, 4, 4), None)),
-        ("Residual (identity shortcut)", lambda: ([Residual([Conv2D(2, 3, pad=1), Tanh()])],
-                                                  (2, 4, 4), None)),
-        ("Residual (1x1 stride-2 shortcut)", lambda: ([Residual([Conv2D(3, 3, stride=2, pad=1)],
-                                                                [Conv2D(3, 1, stride=2)])],
-                                                      (2, 5, 5), None)),
+        (
+            "Residual (identity shortcut)",
+            lambda: ([Residual([Conv2D(2, 3, pad=1), Tanh()])], (2, 4, 4), None),
+        ),
+        (
+            "Residual (1x1 stride-2 shortcut)",
+            lambda: (
+                [Residual([Conv2D(3, 3, stride=2, pad=1)], [Conv2D(3, 1, stride=2)])],
+                (2, 5, 5),
+                None,
+            ),
+        ),
         ("Flatten", lambda: ([Flatten()], (2, 3, 3), None)),
         ("SoftmaxCrossEntropy", lambda: ([], (10,), SoftmaxCrossEntropy())),
         ("small net (random directions)", small_net),
@@ -246,6 +323,9 @@ def check_all(backend, seed: int = 0) -> list[CheckResult]:
     results = []
     for name, build in standard_cases():
         layers, input_shape, loss = build()
-        results.append(check(layers, input_shape, backend, loss=loss, name=name, seed=seed,
-                             **case_options(name)))
+        results.append(
+            check(
+                layers, input_shape, backend, loss=loss, name=name, seed=seed, **case_options(name)
+            )
+        )
     return results

@@ -15,14 +15,29 @@ forgotten. A model file describes the same thing as data:
     body = [{type = "conv", out = 32, kernel = 3, pad = 1}, {type = "batchnorm"}]
     shortcut = []          # optional; empty is the identity
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from .layers import (
+    AvgPool2D,
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Residual,
+    Sigmoid,
+    Tanh,
+)
 from .layers.base import check_weight_init
-from .layers import (AvgPool2D, BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool,
-                     LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,12 +68,15 @@ def basic_block(in_channels: int, out_channels: int, stride: int = 1) -> list:
 
 
 def simple_cnn(num_classes: int = 10) -> list:
-    """Net A of DESIGN.md: conv5x5x32 - ReLU - pool - conv5x5x64 - ReLU - pool - fc1024 - ReLU - fc."""
+    """Net A: conv5x5x32 - ReLU - pool - conv5x5x64 - ReLU - pool - fc1024 - ReLU - fc."""
     return [
-        *conv_bias_relu(32, 5, pad=2), MaxPool2D(2),
-        *conv_bias_relu(64, 5, pad=2), MaxPool2D(2),
+        *conv_bias_relu(32, 5, pad=2),
+        MaxPool2D(2),
+        *conv_bias_relu(64, 5, pad=2),
+        MaxPool2D(2),
         Flatten(),
-        *dense_bias(1024), ReLU(),
+        *dense_bias(1024),
+        ReLU(),
         *dense_bias(num_classes),
     ]
 
@@ -66,10 +84,16 @@ def simple_cnn(num_classes: int = 10) -> list:
 def simple_cnn_bn(num_classes: int = 10) -> list:
     """Net A with BatchNorm after each convolution and dropout before the classifier."""
     return [
-        *conv_bn(32, 5), ReLU(), MaxPool2D(2),
-        *conv_bn(64, 5), ReLU(), MaxPool2D(2),
+        *conv_bn(32, 5),
+        ReLU(),
+        MaxPool2D(2),
+        *conv_bn(64, 5),
+        ReLU(),
+        MaxPool2D(2),
         Flatten(),
-        *dense_bias(1024), ReLU(), Dropout(0.5),
+        *dense_bias(1024),
+        ReLU(),
+        Dropout(0.5),
         *dense_bias(num_classes),
     ]
 
@@ -78,7 +102,8 @@ def mini_resnet(num_classes: int = 10) -> list:
     """Net B of DESIGN.md: conv3x3x32-BN-ReLU, basic blocks at 32, 64 (stride 2) and 128
     (stride 2), global average pooling, dense."""
     return [
-        *conv_bn(32, 3), ReLU(),
+        *conv_bn(32, 3),
+        ReLU(),
         *basic_block(32, 32),
         *basic_block(32, 64, stride=2),
         *basic_block(64, 128, stride=2),
@@ -99,26 +124,40 @@ def build_model(name: str, num_classes: int = 10) -> list:
     if name.endswith(".toml"):
         return load_model_file(name)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} "
-                         f"or a model file ending in .toml")
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)} "
+            f"or a model file ending in .toml"
+        )
     return MODELS[name](num_classes)
 
 
 # ---- model files ------------------------------------------------------------------------------
 # type -> (layer class, {key: (argument name, required)})
 _LAYER_KEYS = {
-    "conv": (Conv2D, {"out": ("out_channels", True), "kernel": ("kernel_size", True),
-                      "stride": ("stride", False), "pad": ("pad", False), "init": ("init", False)}),
+    "conv": (
+        Conv2D,
+        {
+            "out": ("out_channels", True),
+            "kernel": ("kernel_size", True),
+            "stride": ("stride", False),
+            "pad": ("pad", False),
+            "init": ("init", False),
+        },
+    ),
     "dense": (Dense, {"out": ("out_features", True), "init": ("init", False)}),
     "bias": (Bias, {}),
     "relu": (ReLU, {}),
     "leaky_relu": (LeakyReLU, {"slope": ("slope", False)}),
     "tanh": (Tanh, {}),
     "sigmoid": (Sigmoid, {}),
-    "maxpool": (MaxPool2D, {"kernel": ("kernel_size", False), "stride": ("stride", False),
-                            "pad": ("pad", False)}),
-    "avgpool": (AvgPool2D, {"kernel": ("kernel_size", False), "stride": ("stride", False),
-                            "pad": ("pad", False)}),
+    "maxpool": (
+        MaxPool2D,
+        {"kernel": ("kernel_size", False), "stride": ("stride", False), "pad": ("pad", False)},
+    ),
+    "avgpool": (
+        AvgPool2D,
+        {"kernel": ("kernel_size", False), "stride": ("stride", False), "pad": ("pad", False)},
+    ),
     "global_avgpool": (GlobalAvgPool, {}),
     "batchnorm": (BatchNorm, {"momentum": ("momentum", False), "eps": ("eps", False)}),
     "dropout": (Dropout, {"p": ("p", False)}),
@@ -140,8 +179,10 @@ def load_model_file(path) -> list:
         raise ModelFileError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(document) - {"layers"}
     if unknown:
-        raise ModelFileError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}; a model file "
-                             f"has one array of tables, [[layers]]")
+        raise ModelFileError(
+            f"{path}: unknown top-level key {sorted(unknown)[0]!r}; a model file "
+            f"has one array of tables, [[layers]]"
+        )
     layers = document.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ModelFileError(f"{path}: no [[layers]] tables; describe the model as a list of them")
@@ -156,13 +197,15 @@ def _build_layers(specs, where: str) -> list:
 
 def _build_layer(spec, where: str):
     if not isinstance(spec, dict):
-        raise ModelFileError(f"{where}: expected a table like {{type = \"relu\"}}")
+        raise ModelFileError(f'{where}: expected a table like {{type = "relu"}}')
     kind = spec.get("type")
     if kind == "residual":
         extra = set(spec) - {"type", "body", "shortcut"}
         if extra:
-            raise ModelFileError(f"{where}.{sorted(extra)[0]}: unknown key for a residual block "
-                                 f"(it takes body and shortcut)")
+            raise ModelFileError(
+                f"{where}.{sorted(extra)[0]}: unknown key for a residual block "
+                f"(it takes body and shortcut)"
+            )
         if "body" not in spec:
             raise ModelFileError(f"{where}.body: a residual block needs a body")
         body = _build_layers(spec["body"], f"{where}.body")
@@ -177,8 +220,10 @@ def _build_layer(spec, where: str):
         if key == "type":
             continue
         if key not in keys:
-            raise ModelFileError(f"{where}.{key}: unknown key for a {kind} layer"
-                                 + (f" (it takes {', '.join(keys)})" if keys else " (it takes none)"))
+            raise ModelFileError(
+                f"{where}.{key}: unknown key for a {kind} layer"
+                + (f" (it takes {', '.join(keys)})" if keys else " (it takes none)")
+            )
         argument = keys[key][0]
         wanted, kind_name = _expected_type(argument)
         if isinstance(value, bool) or not isinstance(value, wanted):

@@ -1,4 +1,5 @@
 """Net: a chain of layers whose blobs, parameters and workspaces are allocated once in setup."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,8 @@ class ParamBuffer:
         host_values = np.zeros(total, dtype=np.float64)
         host_decay = np.zeros(total, dtype=dtype)
         for spec, start, size in offsets:
-            host_values[start:start + size] = _initial_values(spec, rng).ravel()
-            host_decay[start:start + size] = 1.0 if spec.decay else 0.0
+            host_values[start : start + size] = _initial_values(spec, rng).ravel()
+            host_decay[start : start + size] = 1.0 if spec.decay else 0.0
         backend.copy_from_host(host_values.astype(dtype), self.data)
         self.decay_mask = backend.asarray(host_decay)
         self._offsets = offsets
@@ -38,7 +39,7 @@ class ParamBuffer:
     def views(self, index: int, buffer):
         """The arrays of the index-th ParamSpec inside `buffer` (data or grad)."""
         spec, start, size = self._offsets[index]
-        return buffer[start:start + size].reshape(spec.shape)
+        return buffer[start : start + size].reshape(spec.shape)
 
 
 def _initial_values(spec, rng: np.random.Generator) -> np.ndarray:
@@ -73,7 +74,7 @@ class Net:
         self.batch_size = None
 
     # ---- allocation -----------------------------------------------------------------------
-    def setup(self, batch_size: int, input_shape, input_grad: bool = False) -> "Net":
+    def setup(self, batch_size: int, input_shape, input_grad: bool = False) -> Net:
         """Allocate everything a step needs. `input_grad` also keeps d(loss)/d(input)."""
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
@@ -87,7 +88,9 @@ class Net:
                 layer.grads[spec.name] = self.params.views(index, self.params.grad)
                 index += 1
         self._seed_random_layers()
-        self.input = Blob.allocate(be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad)
+        self.input = Blob.allocate(
+            be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad
+        )
         self.labels = be.zeros((batch_size,), "int32")
         self.chain.setup(be, batch_size, dtype)
         self.blobs = [self.input] + self.chain.blobs
@@ -113,15 +116,17 @@ class Net:
         if self.batch_size is None:
             raise RuntimeError("call net.setup(batch_size, input_shape) before load_batch")
         if not 0 < n <= self.batch_size or tuple(images.shape[1:]) != self.input_shape:
-            raise ValueError(f"batch of shape {tuple(images.shape)} does not fit this net "
-                             f"(at most {self.batch_size} rows of {self.input_shape})")
+            raise ValueError(
+                f"batch of shape {tuple(images.shape)} does not fit this net "
+                f"(at most {self.batch_size} rows of {self.input_shape})"
+            )
         self.backend.copy_from_host(images, self.input.data[:n])
         if labels is not None:
             self.backend.copy_from_host(labels, self.labels[:n])
         return n
 
     def forward(self, n: int, train: bool = True):
-        """Run the layers on the first n rows; with a loss, also the loss. Returns the output view."""
+        """Run the layers on the first n rows (and the loss, if any); returns the output view."""
         output = self.chain.forward(self.input.data[:n], train)
         if self.loss is not None:
             self.loss.forward(output, self.labels[:n])

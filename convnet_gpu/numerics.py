@@ -4,10 +4,11 @@
 non-zero for the array's dtype, and warn once per process when they had to clip, so a diverging
 run says so instead of silently producing inf/NaN.
 """
+
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, ClippedWarning, stacklevel=3)
 
 
-@lru_cache(maxsize=None)
+@cache
 def exp_limits(dtype) -> tuple[float, float]:
     """[lo, hi], exact in `dtype`, such that exp(x) stays a finite, normal number of `dtype`.
 
@@ -55,20 +56,26 @@ def checked_exp(x, out=None):
     xp = _xp_of(x)
     lo, hi = exp_limits(x.dtype)
     if bool(xp.any(~((x >= lo) & (x <= hi)))):  # also catches NaN
-        _warn_once("exp", f"checked_exp: inputs outside [{lo:.1f}, {hi:.1f}] (or NaN) were "
-                          f"clipped (the values are diverging; lower the learning rate)")
+        _warn_once(
+            "exp",
+            f"checked_exp: inputs outside [{lo:.1f}, {hi:.1f}] (or NaN) were "
+            f"clipped (the values are diverging; lower the learning rate)",
+        )
     out = xp.clip(x, lo, hi, out=out)
     out = xp.nan_to_num(out, copy=False, nan=0.0)
     return xp.exp(out, out=out)
 
 
 def checked_log(x, out=None):
-    """log(x) with x clipped to [tiny, max] of its dtype (NaN read as tiny); warns once if it clipped."""
+    """log(x), x clipped to [tiny, max] of its dtype (NaN as tiny); warns once if it clipped."""
     xp = _xp_of(x)
     info = np.finfo(x.dtype)
     if bool(xp.any(~(x >= info.tiny))):  # also catches NaN
-        _warn_once("log", "checked_log: inputs <= 0 (or NaN) were clipped to the smallest "
-                          "positive number; a probability reached zero")
+        _warn_once(
+            "log",
+            "checked_log: inputs <= 0 (or NaN) were clipped to the smallest "
+            "positive number; a probability reached zero",
+        )
     out = xp.clip(x, float(info.tiny), float(info.max), out=out)
     out = xp.nan_to_num(out, copy=False, nan=float(info.tiny))
     return xp.log(out, out=out)

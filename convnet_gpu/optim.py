@@ -7,6 +7,7 @@ CuPy and allocates no array. Scalars are Python floats (NEP 50: a float32 array 
 float64 NumPy/CuPy scalar would become float64). Weight decay is multiplied by
 `params.decay_mask` (1 for weights, 0 for biases), so biases are never decayed.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,15 +17,15 @@ from dataclasses import dataclass
 # ---- gradient-norm clipping -----------------------------------------------------------------
 @dataclass
 class ClipScratch:
-    """Device buffers for clip_grad_norm: `squares` like the flat gradient, `norm` and `scale` 0-d."""
+    """Device buffers of clip_grad_norm: `squares` like the flat gradient; `norm`, `scale` 0-d."""
 
-    xp: object     # the backend's array module
+    xp: object  # the backend's array module
     squares: object
-    norm: object   # the global L2 norm of the gradient before clipping
+    norm: object  # the global L2 norm of the gradient before clipping
     scale: object  # min(1, max_norm / (norm + 1e-6))
 
     @classmethod
-    def allocate(cls, backend, params, squares=None) -> "ClipScratch":
+    def allocate(cls, backend, params, squares=None) -> ClipScratch:
         """`squares` may be a flat buffer shared with other work (an optimizer's scratch)."""
         shape, dtype = params.grad.shape, params.grad.dtype
         if squares is None:
@@ -63,7 +64,9 @@ class Optimizer:
     restarts with its moments). `lr` may be changed between steps (schedules do).
     """
 
-    decoupled_weight_decay = False  # True: w -= lr * wd * mask * w (AdamW); False: L2 in the gradient
+    decoupled_weight_decay = (
+        False  # True: w -= lr * wd * mask * w (AdamW); False: L2 in the gradient
+    )
 
     def __init__(self, lr: float, weight_decay: float, max_grad_norm: float | None):
         if not lr > 0 or not weight_decay >= 0:
@@ -74,7 +77,9 @@ class Optimizer:
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.steps = 0
         self.params = None
-        self.grad_norm = None  # with clipping: 0-d device array, the last step's norm before clipping
+        self.grad_norm = (
+            None  # with clipping: 0-d device array, the last step's norm before clipping
+        )
 
     def setup(self, net):
         be, params = net.backend, net.params
@@ -82,8 +87,11 @@ class Optimizer:
         shape, dtype = params.data.shape, params.data.dtype
         self.scratch = be.empty(shape, dtype)
         # grad + wd * mask * w needs its own buffer: the update still uses scratch after it.
-        self.decayed_grad = (be.empty(shape, dtype)
-                             if self.weight_decay and not self.decoupled_weight_decay else None)
+        self.decayed_grad = (
+            be.empty(shape, dtype)
+            if self.weight_decay and not self.decoupled_weight_decay
+            else None
+        )
         if self.max_grad_norm is not None:
             self.clip_scratch = ClipScratch.allocate(be, params, squares=self.scratch)
             self.grad_norm = self.clip_scratch.norm
@@ -136,15 +144,21 @@ class Optimizer:
 class SGD(Optimizer):
     """SGD with momentum or Nesterov momentum (PyTorch's form), weight decay on weights only.
 
-        g = grad + weight_decay * decay_mask * w
-        v = momentum * v + g                   (v starts at zero)
-        w = w - lr * v                         (momentum)
-        w = w - lr * (g + momentum * v)        (nesterov)
-        w = w - lr * g                         (momentum 0)
+    g = grad + weight_decay * decay_mask * w
+    v = momentum * v + g                   (v starts at zero)
+    w = w - lr * v                         (momentum)
+    w = w - lr * (g + momentum * v)        (nesterov)
+    w = w - lr * g                         (momentum 0)
     """
 
-    def __init__(self, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        max_grad_norm: float | None = None,
+    ):
         if not 0 <= momentum < 1:
             raise ValueError("SGD needs lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
         if nesterov and momentum == 0:
@@ -184,8 +198,14 @@ class Adam(Optimizer):
     The bias corrections are Python floats from the host step counter t.
     """
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        max_grad_norm: float | None = None,
+    ):
         beta1, beta2 = betas
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0):
             raise ValueError(f"{type(self).__name__} needs 0 <= betas < 1 and eps > 0")
@@ -214,10 +234,10 @@ class Adam(Optimizer):
         xp.add(v, scratch, out=v)
         # scratch = lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
         xp.sqrt(v, out=scratch)
-        xp.divide(scratch, math.sqrt(1.0 - beta2 ** t), out=scratch)
+        xp.divide(scratch, math.sqrt(1.0 - beta2**t), out=scratch)
         xp.add(scratch, self.eps, out=scratch)
         xp.divide(m, scratch, out=scratch)
-        xp.multiply(scratch, self.lr / (1.0 - beta1 ** t), out=scratch)
+        xp.multiply(scratch, self.lr / (1.0 - beta1**t), out=scratch)
         xp.subtract(w, scratch, out=w)
 
     def state_arrays(self) -> dict:
@@ -230,17 +250,29 @@ class AdamW(Adam):
 
     decoupled_weight_decay = True
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        max_grad_norm: float | None = None,
+    ):
         super().__init__(lr, betas, eps, weight_decay, max_grad_norm)
 
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 
 
-def build_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: float | None = None,
-                    betas=(0.9, 0.999), eps: float = 1e-8,
-                    max_grad_norm: float | None = None) -> Optimizer:
+def build_optimizer(
+    name: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float | None = None,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    max_grad_norm: float | None = None,
+) -> Optimizer:
     """An optimizer by name (one of OPTIMIZERS), not yet set up.
 
     `momentum` is for sgd/nesterov only (Adam's is betas[0]); `weight_decay=None` takes the
@@ -259,10 +291,20 @@ def build_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: f
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 
 
-def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int, *,
-                 warmup_steps: int = 0, milestones=(0.5, 0.75), gamma: float = 0.1,
-                 warmup: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
-                 anneal_strategy: str = "cos") -> float:
+def scheduled_lr(
+    schedule: str,
+    base_lr: float,
+    step: int,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    milestones=(0.5, 0.75),
+    gamma: float = 0.1,
+    warmup: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal_strategy: str = "cos",
+) -> float:
     """The learning rate for 0-based `step` of `total_steps`.
 
     constant: base_lr.
@@ -286,13 +328,18 @@ def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int, *,
         raise ValueError(f"need total_steps >= 1 and step >= 0, got step {step} of {total_steps}")
     if schedule == "onecycle":
         if warmup_steps:
-            raise ValueError("onecycle has its own warm-up: set `warmup` (a fraction), not warmup_steps")
+            raise ValueError(
+                "onecycle has its own warm-up: set `warmup` (a fraction), not warmup_steps"
+            )
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        return _one_cycle(base_lr, step, total_steps, warmup, div_factor, final_div_factor,
-                          anneal_strategy)
+        return _one_cycle(
+            base_lr, step, total_steps, warmup, div_factor, final_div_factor, anneal_strategy
+        )
     if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} of {total_steps}")
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got {warmup_steps} of {total_steps}"
+        )
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     step, total_steps = step - warmup_steps, total_steps - warmup_steps
@@ -303,8 +350,9 @@ def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int, *,
     return base_lr * gamma ** sum(step >= fraction * total_steps for fraction in milestones)
 
 
-def _one_cycle(max_lr, step, total_steps, pct_start, div_factor, final_div_factor,
-               anneal_strategy) -> float:
+def _one_cycle(
+    max_lr, step, total_steps, pct_start, div_factor, final_div_factor, anneal_strategy
+) -> float:
     """torch.optim.lr_scheduler.OneCycleLR's two phases, step for step (its float phase ends)."""
     anneal = {"cos": _anneal_cos, "linear": _anneal_linear}[anneal_strategy]
     initial_lr = max_lr / div_factor

@@ -14,6 +14,7 @@ imported lazily, and only through its object-oriented API (``Figure`` + the Agg 
 plotting neither needs a display nor touches pyplot's global state. Each PNG is rendered to
 bytes and written atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,12 +29,16 @@ EVAL_FILE = "eval.json"
 SUMMARY_FILE = "summary.json"
 
 # (metrics column, legend label, colour, line style) for each figure, in legend order.
-LOSS_SERIES = (("train_loss", "train", "tab:blue", "-"),
-               ("val_loss", "validation", "tab:green", "--"),
-               ("test_loss", "test", "tab:orange", "-"))
-ACCURACY_SERIES = (("train_accuracy", "train", "tab:blue", "-"),
-                   ("val_accuracy", "validation", "tab:green", "--"),
-                   ("test_accuracy", "test", "tab:orange", "-"))
+LOSS_SERIES = (
+    ("train_loss", "train", "tab:blue", "-"),
+    ("val_loss", "validation", "tab:green", "--"),
+    ("test_loss", "test", "tab:orange", "-"),
+)
+ACCURACY_SERIES = (
+    ("train_accuracy", "train", "tab:blue", "-"),
+    ("val_accuracy", "validation", "tab:green", "--"),
+    ("test_accuracy", "test", "tab:orange", "-"),
+)
 LR_SERIES = (("lr", "learning rate", "tab:purple", "-"),)
 
 DPI = 100
@@ -60,13 +65,17 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "not a folder" if run_dir.exists() else "no such run folder"
-        raise PlotError(f"{run_dir}: {what} (expected a training run folder holding {METRICS_FILE})")
+        raise PlotError(
+            f"{run_dir}: {what} (expected a training run folder holding {METRICS_FILE})"
+        )
     records = read_metrics(run_dir / METRICS_FILE)
     eval_path = run_dir / EVAL_FILE
     report = read_eval(eval_path) if eval_path.is_file() else None
-    figures = [("loss.png", LOSS_SERIES, "loss", "Loss", False),
-               ("accuracy.png", ACCURACY_SERIES, "accuracy", "Accuracy", True),
-               ("lr.png", LR_SERIES, "learning rate", "Learning rate", False)]
+    figures = [
+        ("loss.png", LOSS_SERIES, "loss", "Loss", False),
+        ("accuracy.png", ACCURACY_SERIES, "accuracy", "Accuracy", True),
+        ("lr.png", LR_SERIES, "learning rate", "Learning rate", False),
+    ]
     figures = [fig for fig in figures if any(_has_column(records, series[0]) for series in fig[1])]
     if not any(name in ("loss.png", "accuracy.png") for name, *_ in figures):
         names = ", ".join(series[0] for series in LOSS_SERIES + ACCURACY_SERIES)
@@ -77,8 +86,9 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     written = []
     for name, columns, ylabel, title, percent in figures:
-        fig = _epoch_figure(Figure, records, columns, ylabel, f"{title} per epoch{subtitle}",
-                            percent=percent)
+        fig = _epoch_figure(
+            Figure, records, columns, ylabel, f"{title} per epoch{subtitle}", percent=percent
+        )
         written.append(_save(FigureCanvasAgg, fig, out_dir / name))
     if report is not None:
         fig = _confusion_figure(Figure, report, subtitle)
@@ -105,8 +115,9 @@ def read_metrics(path) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise PlotError(f"{path}: line {line_number}: not JSON lines ({exc.msg})") from None
         if not isinstance(record, dict):
-            raise PlotError(f"{path}: line {line_number}: expected a JSON object, got "
-                            f"{type(record).__name__}")
+            raise PlotError(
+                f"{path}: line {line_number}: expected a JSON object, got {type(record).__name__}"
+            )
         epoch = record.get("epoch", len(records) + 1)
         if not _is_number(epoch):
             raise PlotError(f"{path}: line {line_number}: epoch {epoch!r} is not a number")
@@ -130,19 +141,25 @@ def read_eval(path) -> dict:
     if not isinstance(report, dict):
         raise PlotError(f"{path}: expected a JSON object, got {type(report).__name__}")
     confusion = report.get("confusion")
-    if not (isinstance(confusion, list) and confusion
-            and all(isinstance(row, list) and len(row) == len(confusion) for row in confusion)
-            and all(_is_number(count) for row in confusion for count in row)):
-        raise PlotError(f"{path}: \"confusion\" is not a square matrix of counts")
+    if not (
+        isinstance(confusion, list)
+        and confusion
+        and all(isinstance(row, list) and len(row) == len(confusion) for row in confusion)
+        and all(_is_number(count) for row in confusion for count in row)
+    ):
+        raise PlotError(f'{path}: "confusion" is not a square matrix of counts')
     n = len(confusion)
     classes = report.get("classes")
     if classes is None:
         classes = [str(i) for i in range(n)]
     elif not isinstance(classes, list) or len(classes) != n:
-        raise PlotError(f"{path}: \"classes\" should list {n} names, one per confusion row")
+        raise PlotError(f'{path}: "classes" should list {n} names, one per confusion row')
     accuracy = report.get("accuracy")
-    return {"confusion": confusion, "classes": [str(name) for name in classes],
-            "accuracy": accuracy if _is_number(accuracy) else None}
+    return {
+        "confusion": confusion,
+        "classes": [str(name) for name in classes],
+        "accuracy": accuracy if _is_number(accuracy) else None,
+    }
 
 
 def _run_title(run_dir: Path) -> str:
@@ -162,7 +179,9 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise PlotUnavailable('plotting needs matplotlib: pip install "convnet-gpu[plot]"') from None
+        raise PlotUnavailable(
+            'plotting needs matplotlib: pip install "convnet-gpu[plot]"'
+        ) from None
     return Figure, FigureCanvasAgg
 
 
@@ -179,8 +198,15 @@ def _epoch_figure(Figure, records, columns, ylabel: str, title: str, percent: bo
         values = [_float(r.get(column)) for r in records]
         last = next(v for v in reversed(values) if math.isfinite(v))
         final = f"{last:.1%}" if percent else f"{last:.4g}"  # in the legend: never overlaps a line
-        ax.plot(epochs, values, linestyle=style, color=color, marker="o",
-                markersize=7 if single else 4, label=f"{label} (last {final})")
+        ax.plot(
+            epochs,
+            values,
+            linestyle=style,
+            color=color,
+            marker="o",
+            markersize=7 if single else 4,
+            label=f"{label} (last {final})",
+        )
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -209,8 +235,13 @@ def _confusion_figure(Figure, report: dict, subtitle: str):
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
     colorbar.set_label("images")
     ticks = range(n)
-    ax.set_xticks(ticks, labels=classes, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
-                  rotation_mode="anchor")
+    ax.set_xticks(
+        ticks,
+        labels=classes,
+        rotation=45 if n > 3 else 0,
+        ha="right" if n > 3 else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks(ticks, labels=classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -222,8 +253,15 @@ def _confusion_figure(Figure, report: dict, subtitle: str):
                 value = counts[i, j]
                 text = f"{int(value)}" if float(value).is_integer() else f"{value:.3g}"
                 dark = peak > 0 and value > 0.55 * peak
-                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="white" if dark else "black",
+                )
     accuracy = report["accuracy"]
     headline = "Confusion matrix" + (f" (accuracy {accuracy:.2%})" if accuracy is not None else "")
     ax.set_title(headline + subtitle)
@@ -243,7 +281,7 @@ def _is_number(value) -> bool:
 
 
 def _float(value) -> float:
-    """A plottable value: numbers as floats; missing, null, infinite or non-numbers as NaN (a gap)."""
+    """A plottable value: numbers as floats; missing, null, infinite or non-numbers as NaN."""
     if not _is_number(value) or not math.isfinite(value):
         return math.nan
     return float(value)

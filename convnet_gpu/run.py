@@ -3,6 +3,7 @@
 The same settings are written into summary.json and every checkpoint, so `--resume` and
 `eval --checkpoint` rebuild exactly the run that wrote them.
 """
+
 from __future__ import annotations
 
 from .layers import SoftmaxCrossEntropy
@@ -10,9 +11,26 @@ from .models import build_model
 from .net import Net
 from .optim import build_optimizer
 
-RUN_SETTINGS = ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                "weight_decay", "max_grad_norm", "schedule", "label_smoothing", "val_split",
-                "early_stop", "plateau", "jitter", "flip", "seed", "train_subset")
+RUN_SETTINGS = (
+    "model",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "max_grad_norm",
+    "schedule",
+    "label_smoothing",
+    "val_split",
+    "early_stop",
+    "plateau",
+    "jitter",
+    "flip",
+    "seed",
+    "train_subset",
+)
 
 
 def settings_from_args(args) -> dict:
@@ -36,19 +54,33 @@ def load_dataset(name: str, data_dir=None, train_subset=None):
     return loaders[name](data_dir, train_subset=train_subset)
 
 
-def build_net(model: str, backend, batch_size: int, input_shape, seed: int, num_classes: int = 10,
-              label_smoothing: float = 0.0) -> Net:
-    net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(label_smoothing), backend,
-              seed=seed)
+def build_net(
+    model: str,
+    backend,
+    batch_size: int,
+    input_shape,
+    seed: int,
+    num_classes: int = 10,
+    label_smoothing: float = 0.0,
+) -> Net:
+    net = Net(
+        build_model(model, num_classes), SoftmaxCrossEntropy(label_smoothing), backend, seed=seed
+    )
     net.setup(batch_size, input_shape)
     if net.output_shape != (num_classes,):
-        raise ValueError(f"{model}: its last layer gives {net.output_shape[0]} outputs but the "
-                         f"dataset has {num_classes} classes; end the model with a Dense of "
-                         f"{num_classes}")
+        raise ValueError(
+            f"{model}: its last layer gives {net.output_shape[0]} outputs but the "
+            f"dataset has {num_classes} classes; end the model with a Dense of "
+            f"{num_classes}"
+        )
     return net
 
 
 def build_run_optimizer(settings: dict, net):
-    return build_optimizer(settings["optimizer"], settings["lr"], settings["momentum"],
-                           settings["weight_decay"],
-                           max_grad_norm=settings["max_grad_norm"]).setup(net)
+    return build_optimizer(
+        settings["optimizer"],
+        settings["lr"],
+        settings["momentum"],
+        settings["weight_decay"],
+        max_grad_norm=settings["max_grad_norm"],
+    ).setup(net)

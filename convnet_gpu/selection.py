@@ -1,5 +1,6 @@
 """Model selection on a validation split: the split itself, early stopping, and the seed's
 plateau rule (restore the best state, halve the learning rate, reset momentum)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,9 @@ class Selection:
     def after_epoch(self, val_accuracy: float) -> str:
         """Act on one validation result; returns "stop" when early stopping ends the run."""
         decision = self.rule.observe(val_accuracy)
-        self.epochs_since_best = 0 if decision == PlateauRule.NEW_BEST else self.epochs_since_best + 1
+        self.epochs_since_best = (
+            0 if decision == PlateauRule.NEW_BEST else self.epochs_since_best + 1
+        )
         if self.plateau and decision == PlateauRule.NEW_BEST:
             self._copy(self.live(), self.best)
         elif self.plateau and decision == PlateauRule.RESTORE:
@@ -49,12 +52,19 @@ class Selection:
             self.net.backend.xp.copyto(array, source[key])
 
     def state(self) -> dict:
-        return {"best": self.rule.best, "lr_scale": self.rule.lr_scale,
-                "regressions": self.rule.regressions, "epochs_since_best": self.epochs_since_best}
+        return {
+            "best": self.rule.best,
+            "lr_scale": self.rule.lr_scale,
+            "regressions": self.rule.regressions,
+            "epochs_since_best": self.epochs_since_best,
+        }
 
     def load_state(self, state: dict, arrays: dict) -> None:
         self.rule.best, self.rule.lr_scale = state["best"], state["lr_scale"]
-        self.rule.regressions, self.epochs_since_best = state["regressions"], state["epochs_since_best"]
+        self.rule.regressions, self.epochs_since_best = (
+            state["regressions"],
+            state["epochs_since_best"],
+        )
         if self.best is not None:
             for key, array in self.best.items():
                 self.net.backend.copy_from_host(arrays[f"best.{key}"], array)
@@ -70,4 +80,7 @@ def split_validation(dataset, share: float, seed: int):
         raise ValueError(f"--val-split {share} of {count} training images leaves an empty part")
     order = np.random.default_rng([seed, 1]).permutation(count)
     val, train = np.sort(order[:held_out]), np.sort(order[held_out:])
-    return (dataset.train_x[train], dataset.train_y[train]), (dataset.train_x[val], dataset.train_y[val])
+    return (dataset.train_x[train], dataset.train_y[train]), (
+        dataset.train_x[val],
+        dataset.train_y[val],
+    )

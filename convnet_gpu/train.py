@@ -8,6 +8,7 @@ A checkpoint is written after every epoch (and on Ctrl-C, mid-epoch). It holds t
 of the current epoch, the position in it and the RNG state, so `--resume` continues exactly
 where the run stopped: on the CPU the result is bitwise identical to an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .augment import Jitter
-from .layers import BatchNorm
-from .layers.base import walk
 from .checkpoint import CHECKPOINT_NAME, load_into, read_checkpoint, save_checkpoint
 from .data import MinibatchLoader
 from .fileio import write_json_atomic, write_jsonl_atomic
+from .layers import BatchNorm
+from .layers.base import walk
 from .optim import scheduled_lr
 from .selection import Selection, split_validation
 
@@ -51,11 +52,11 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     schedule: str = "cosine"
-    val_split: float = 0.0          # share of the training set held out for validation
-    early_stop: int | None = None   # stop after this many epochs without a better val accuracy
-    plateau: bool = False           # the seed's rule on a val regression (see Selection)
-    jitter: int = 0                 # random shift of up to this many pixels (0: none) ...
-    flip: bool = False              # ... and random horizontal flips, on the device
+    val_split: float = 0.0  # share of the training set held out for validation
+    early_stop: int | None = None  # stop after this many epochs without a better val accuracy
+    plateau: bool = False  # the seed's rule on a val regression (see Selection)
+    jitter: int = 0  # random shift of up to this many pixels (0: none) ...
+    flip: bool = False  # ... and random horizontal flips, on the device
     out_dir: str | None = None
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -66,8 +67,8 @@ class Position:
 
     epoch: int = 1
     next_batch: int = 0
-    step: int = 0                      # optimizer steps taken so far (the schedule's clock)
-    order: np.ndarray | None = None    # this epoch's sample order; None until drawn
+    step: int = 0  # optimizer steps taken so far (the schedule's clock)
+    order: np.ndarray | None = None  # this epoch's sample order; None until drawn
     history: list = field(default_factory=list)
     stopped_early: bool = False
 
@@ -111,13 +112,13 @@ class _NanWatch:
     def record(self, loss, step: int):
         if self.filled == 0:
             self.first_step = step
-        self.backend.xp.copyto(self.window[self.filled:self.filled + 1], loss)
+        self.backend.xp.copyto(self.window[self.filled : self.filled + 1], loss)
         self.filled += 1
         if self.filled == NAN_CHECK_STEPS:
             self.check()
 
     def check(self):
-        losses = self.backend.to_host(self.window[:self.filled])
+        losses = self.backend.to_host(self.window[: self.filled])
         self.filled = 0
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
@@ -133,11 +134,15 @@ class Trainer:
         train_x, train_y = dataset.train_x, dataset.train_y
         self.val_loader = None
         if config.val_split:
-            (train_x, train_y), (val_x, val_y) = split_validation(dataset, config.val_split, config.seed)
+            (train_x, train_y), (val_x, val_y) = split_validation(
+                dataset, config.val_split, config.seed
+            )
             self.val_loader = MinibatchLoader(val_x, val_y, config.batch_size)
         elif config.early_stop or config.plateau:
-            raise ValueError("early stopping and the plateau rule watch validation accuracy: "
-                             "add --val-split (e.g. 0.1)")
+            raise ValueError(
+                "early stopping and the plateau rule watch validation accuracy: "
+                "add --val-split (e.g. 0.1)"
+            )
         self.train_loader = MinibatchLoader(train_x, train_y, config.batch_size)
         _check_last_batch(net, self.train_loader)
         self.test_loader = MinibatchLoader(dataset.test_x, dataset.test_y, config.batch_size)
@@ -179,8 +184,14 @@ class Trainer:
         if pos.order is None:
             pos.order = self.rng.permutation(self.train_loader.num_samples)
         totals.reset()
-        bar = tqdm(total=len(self.train_loader), initial=pos.next_batch, desc=f"epoch {pos.epoch}",
-                   unit="batch", leave=False, disable=self._bar_disabled())
+        bar = tqdm(
+            total=len(self.train_loader),
+            initial=pos.next_batch,
+            desc=f"epoch {pos.epoch}",
+            unit="batch",
+            leave=False,
+            disable=self._bar_disabled(),
+        )
         start = time.perf_counter()
         for images, labels in self.train_loader.batches(pos.order, pos.next_batch):
             if self._stop_requested:
@@ -190,7 +201,8 @@ class Trainer:
             net.forward(n, train=True)
             net.backward(n)
             self.optimizer.lr = self.selection.lr_scale * scheduled_lr(
-                self.config.schedule, self.base_lr, pos.step, self.total_steps)
+                self.config.schedule, self.base_lr, pos.step, self.total_steps
+            )
             self.optimizer.step()
             totals.add(net.loss.loss, net.count_correct(n), n)
             self.nan_watch.record(net.loss.loss, pos.step)
@@ -232,22 +244,38 @@ class Trainer:
             self.nan_watch.check()  # never save diverged parameters over a good checkpoint
             saved = self.save_checkpoint()
             where = f"; saved {saved}, continue with --resume {config.out_dir}" if saved else ""
-            raise TrainingInterrupted(f"interrupted in epoch {self.position.epoch} after batch "
-                                      f"{self.position.next_batch}{where}") from None
+            raise TrainingInterrupted(
+                f"interrupted in epoch {self.position.epoch} after batch "
+                f"{self.position.next_batch}{where}"
+            ) from None
         except KeyboardInterrupt:  # a second Ctrl-C, mid-step: saving now could save a torn state
-            kept = (f"; the checkpoint of the last finished epoch ({self.checkpoint_path}) is kept"
-                    if self.checkpoint_path and self.checkpoint_path.exists() else "")
-            raise TrainingInterrupted(f"stopped at once in epoch {self.position.epoch}{kept}") from None
+            kept = (
+                f"; the checkpoint of the last finished epoch ({self.checkpoint_path}) is kept"
+                if self.checkpoint_path and self.checkpoint_path.exists()
+                else ""
+            )
+            raise TrainingInterrupted(
+                f"stopped at once in epoch {self.position.epoch}{kept}"
+            ) from None
         except TrainingDiverged as exc:
-            kept = (f"; the last good checkpoint ({self.checkpoint_path}) is kept"
-                    if self.checkpoint_path and self.checkpoint_path.exists() else "")
+            kept = (
+                f"; the last good checkpoint ({self.checkpoint_path}) is kept"
+                if self.checkpoint_path and self.checkpoint_path.exists()
+                else ""
+            )
             raise TrainingDiverged(f"{exc}; lower --lr (now {self.base_lr}){kept}") from None
         last = self.history[-1]
-        summary = {**self.meta, "test_accuracy": last["test_accuracy"],
-                   "test_loss": last["test_loss"], "epochs": config.epochs,
-                   "epochs_run": len(self.history), "stopped_early": self.position.stopped_early,
-                   "images_per_second": trained_images / train_seconds if train_seconds else 0.0,
-                   "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+        summary = {
+            **self.meta,
+            "test_accuracy": last["test_accuracy"],
+            "test_loss": last["test_loss"],
+            "epochs": config.epochs,
+            "epochs_run": len(self.history),
+            "stopped_early": self.position.stopped_early,
+            "images_per_second": trained_images / train_seconds if train_seconds else 0.0,
+            "seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,
+        }
         if config.out_dir:
             write_json_atomic(Path(config.out_dir) / "summary.json", summary)
         return summary
@@ -271,8 +299,12 @@ class Trainer:
 
     def _end_epoch(self, train_loss, train_acc, seconds, images):
         pos = self.position
-        record = {"epoch": pos.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "lr": self.optimizer.lr}
+        record = {
+            "epoch": pos.epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "lr": self.optimizer.lr,
+        }
         val_note = ""
         if self.val_loader is not None:
             record["val_loss"], record["val_accuracy"] = self.evaluate(self.val_loader)
@@ -285,9 +317,11 @@ class Trainer:
         record.update(seconds=seconds, images_per_second=images / seconds)
         pos.history.append(record)
         pos.epoch, pos.next_batch, pos.order = pos.epoch + 1, 0, None
-        self.log(f"epoch {record['epoch']}/{self.config.epochs}  train loss {train_loss:.4f}  "
-                 f"{val_note}test acc {record['test_accuracy']:.4f}  "
-                 f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
+        self.log(
+            f"epoch {record['epoch']}/{self.config.epochs}  train loss {train_loss:.4f}  "
+            f"{val_note}test acc {record['test_accuracy']:.4f}  "
+            f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s"
+        )
         if self.config.out_dir:
             write_jsonl_atomic(Path(self.config.out_dir) / "metrics.jsonl", pos.history)
             self.save_checkpoint()
@@ -298,16 +332,29 @@ class Trainer:
         if self.checkpoint_path is None:
             return None
         pos = self.position
-        meta = {**self.meta, "position": {"epoch": pos.epoch, "next_batch": pos.next_batch,
-                                          "step": pos.step, "stopped_early": pos.stopped_early},
-                "selection": self.selection.state(),
-                "history": pos.history, "rng": self.rng.bit_generator.state,
-                "base_lr": self.base_lr, "config": {"epochs": self.config.epochs,
-                                                    "batch_size": self.config.batch_size,
-                                                    "seed": self.config.seed,
-                                                    "schedule": self.config.schedule}}
+        meta = {
+            **self.meta,
+            "position": {
+                "epoch": pos.epoch,
+                "next_batch": pos.next_batch,
+                "step": pos.step,
+                "stopped_early": pos.stopped_early,
+            },
+            "selection": self.selection.state(),
+            "history": pos.history,
+            "rng": self.rng.bit_generator.state,
+            "base_lr": self.base_lr,
+            "config": {
+                "epochs": self.config.epochs,
+                "batch_size": self.config.batch_size,
+                "seed": self.config.seed,
+                "schedule": self.config.schedule,
+            },
+        }
         extra = {f"best.{key}": array for key, array in (self.selection.best or {}).items()}
-        return save_checkpoint(self.checkpoint_path, self.net, self.optimizer, meta, pos.order, extra)
+        return save_checkpoint(
+            self.checkpoint_path, self.net, self.optimizer, meta, pos.order, extra
+        )
 
     def resume(self, path) -> dict:
         """Load a checkpoint written by save_checkpoint and continue from its position."""
@@ -315,14 +362,21 @@ class Trainer:
         load_into(meta, arrays, self.net, self.optimizer, path)
         saved = meta["config"]
         if saved["batch_size"] != self.config.batch_size:
-            raise ValueError(f"the checkpoint was trained with batch size {saved['batch_size']}; "
-                             f"resume with --batch-size {saved['batch_size']}")
+            raise ValueError(
+                f"the checkpoint was trained with batch size {saved['batch_size']}; "
+                f"resume with --batch-size {saved['batch_size']}"
+            )
         self.rng.bit_generator.state = meta["rng"]
         self.base_lr = meta["base_lr"]
         position = meta["position"]
-        self.position = Position(position["epoch"], position["next_batch"], position["step"],
-                                 arrays.get("order"), list(meta["history"]),
-                                 position["stopped_early"])
+        self.position = Position(
+            position["epoch"],
+            position["next_batch"],
+            position["step"],
+            arrays.get("order"),
+            list(meta["history"]),
+            position["stopped_early"],
+        )
         self.selection.load_state(meta["selection"], arrays)
         return meta
 
@@ -337,9 +391,11 @@ def _check_last_batch(net, loader) -> None:
         return
     for path, layer in walk(net.layers):
         if isinstance(layer, BatchNorm) and len(layer.broadcast_shape) == 1:  # over (n, F)
-            raise ValueError(f"the last training batch would hold 1 image, which BatchNorm on flat "
-                             f"features (layer {path}) cannot normalize; change --batch-size or "
-                             f"--train-subset")
+            raise ValueError(
+                f"the last training batch would hold 1 image, which BatchNorm on flat "
+                f"features (layer {path}) cannot normalize; change --batch-size or "
+                f"--train-subset"
+            )
 
 
 def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int | None, float]:
@@ -354,14 +410,14 @@ def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int |
     steps, accuracy = 0, 0.0
     while steps < max_steps:
         for start in starts:
-            n = net.load_batch(images[start:start + batch], labels[start:start + batch])
+            n = net.load_batch(images[start : start + batch], labels[start : start + batch])
             net.forward(n, train=True)
             net.backward(n)
             optimizer.step()
             steps += 1
         correct = 0
         for start in starts:
-            n = net.load_batch(images[start:start + batch], labels[start:start + batch])
+            n = net.load_batch(images[start : start + batch], labels[start : start + batch])
             net.forward(n, train=False)
             correct += int(net.count_correct(n))
         accuracy = correct / count

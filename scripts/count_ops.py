@@ -6,6 +6,7 @@ Wraps the NumPy backend's `xp` and its window kernels in counters, runs one warm
 one counted step (forward, backward, SGD with momentum and weight decay) at batch 8. The
 trainer adds a few more per step (jitter, the loss and accuracy totals, the NaN window).
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,16 @@ from convnet_gpu.models import build_model  # noqa: E402
 from convnet_gpu.net import Net  # noqa: E402
 from convnet_gpu.optim import SGD  # noqa: E402
 
-KERNELS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "avgpool_forward",
-           "avgpool_backward", "uniform", "jitter")
+KERNELS = (
+    "im2col",
+    "col2im",
+    "maxpool_forward",
+    "maxpool_backward",
+    "avgpool_forward",
+    "avgpool_backward",
+    "uniform",
+    "jitter",
+)
 
 
 class CountingModule:
@@ -39,6 +48,7 @@ class CountingModule:
         def counted(*args, **kwargs):
             self._counts[name] += 1
             return attribute(*args, **kwargs)
+
         return counted
 
 
@@ -46,6 +56,7 @@ def counted_kernel(kernel, name: str, counts):
     def counted(*args, **kwargs):
         counts[name] += 1
         return kernel(*args, **kwargs)
+
     return counted
 
 

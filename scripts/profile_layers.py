@@ -4,6 +4,7 @@
 
 Averages over 6 steps after one warm-up, on synthetic data (Caffe's `time`, in small).
 """
+
 import sys
 import time
 
@@ -34,7 +35,13 @@ def timed(key, function, *args):
 
 def step():
     for i, (layer, bottom, top) in enumerate(zip(net.layers, net.blobs, net.blobs[1:])):
-        timed(f"{i:2d} forward  {layer.describe()}", layer.forward, bottom.data[:n], top.data[:n], True)
+        timed(
+            f"{i:2d} forward  {layer.describe()}",
+            layer.forward,
+            bottom.data[:n],
+            top.data[:n],
+            True,
+        )
     timed("   loss forward", net.loss.forward, net.blobs[-1].data[:n], net.labels[:n])
     timed("   loss backward", net.loss.backward, net.blobs[-1].grad[:n])
     for i in reversed(range(len(net.layers))):
@@ -42,11 +49,13 @@ def step():
         x, dx = bottom.rows(n)
         if dx is None and not layer.params:
             continue
-        timed(f"{i:2d} backward {layer.describe()}", layer.backward, x, top.data[:n], top.grad[:n], dx)
+        timed(
+            f"{i:2d} backward {layer.describe()}", layer.backward, x, top.data[:n], top.grad[:n], dx
+        )
     timed("   optimizer step", optimizer.step)
 
 
-step()              # warm-up (kernel compilation on a GPU)
+step()  # warm-up (kernel compilation on a GPU)
 seconds.clear()
 for _ in range(STEPS):
     step()

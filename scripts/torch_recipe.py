@@ -7,6 +7,7 @@ two libraries compared epoch by epoch. Needs torch (never a dependency of convne
 
     python scripts/torch_recipe.py --lr 0.05 --label-smoothing 0.1 --init he --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,20 +51,29 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_dataset("fashion-mnist")
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y.astype(np.int64))
+    train_x, train_y = (
+        torch.from_numpy(data.train_x),
+        torch.from_numpy(data.train_y.astype(np.int64)),
+    )
     test_x, test_y = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y.astype(np.int64))
     net = simple_cnn_bn(dropout=args.dropout)
     if args.init == "he":
         he_normal_(net)
     weights = [p for p in net.parameters() if p.ndim > 1]
     others = [p for p in net.parameters() if p.ndim == 1]
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": args.weight_decay},
-                                 {"params": others, "weight_decay": 0.0}],
-                                lr=args.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": weights, "weight_decay": args.weight_decay},
+            {"params": others, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        momentum=0.9,
+    )
     count = len(train_y)
     total_steps = args.epochs * math.ceil(count / args.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     generator = torch.Generator().manual_seed(args.seed)
     print(f"{vars(args)}", flush=True)
@@ -72,7 +82,7 @@ def main() -> None:
         start, loss_sum = time.perf_counter(), 0.0
         order = torch.randperm(count, generator=generator)
         for first in range(0, count, args.batch_size):
-            rows = order[first:first + args.batch_size]
+            rows = order[first : first + args.batch_size]
             images, labels = train_x[rows], train_y[rows]
             if args.flip:
                 flipped = torch.rand(len(rows), generator=generator) < 0.5
@@ -85,10 +95,16 @@ def main() -> None:
             loss_sum += loss.item() * len(rows)
         net.eval()
         with torch.no_grad():
-            correct = sum(int((net(test_x[i:i + 1000]).argmax(1) == test_y[i:i + 1000]).sum())
-                          for i in range(0, len(test_y), 1000))
-        print(f"epoch {epoch}  train loss {loss_sum / count:.4f}  test acc {correct / len(test_y):.4f}"
-              f"  {time.perf_counter() - start:.1f} s", flush=True)
+            correct = sum(
+                int((net(test_x[i : i + 1000]).argmax(1) == test_y[i : i + 1000]).sum())
+                for i in range(0, len(test_y), 1000)
+            )
+        print(
+            f"epoch {epoch}  train loss {loss_sum / count:.4f}  "
+            f"test acc {correct / len(test_y):.4f}"
+            f"  {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

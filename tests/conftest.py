@@ -4,6 +4,7 @@
 skips with the reason `convnet_gpu.backends.cuda_problem(0)` gives (CuPy missing, no GPU, ...).
 `cuda_backend` is the CUDA backend alone, skipped the same way.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -28,8 +29,9 @@ def _skip_without_cuda() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(params=[pytest.param("cpu", id="cpu"),
-                        pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(
+    params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)]
+)
 def backend(request):
     """The NumPy backend, then the CuPy backend (skipped with a reason where CUDA is unusable)."""
     if request.param == "cuda":

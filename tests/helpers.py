@@ -1,4 +1,5 @@
 """Helpers shared by several test modules (import as `from helpers import ...`)."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,22 @@ def run_host_harness(source: str, tmp_path, include_dir) -> np.ndarray:
         pytest.skip("no host C++ compiler (g++ or clang++) to build the CUDA code for the CPU")
     (tmp_path / "harness.cpp").write_text(source)
     binary = tmp_path / "harness"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(include_dir), "-o", str(binary),
-                    str(tmp_path / "harness.cpp")], check=True, capture_output=True, timeout=60)
-    lines = subprocess.run([str(binary)], check=True, capture_output=True, text=True,
-                           timeout=10).stdout.split("\n")
+    subprocess.run(
+        [
+            compiler,
+            "-std=c++17",
+            "-O1",
+            "-I",
+            str(include_dir),
+            "-o",
+            str(binary),
+            str(tmp_path / "harness.cpp"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    lines = subprocess.run(
+        [str(binary)], check=True, capture_output=True, text=True, timeout=10
+    ).stdout.split("\n")
     return np.array([[float(v) for v in line.split()] for line in lines if line])

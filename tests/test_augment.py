@@ -4,6 +4,7 @@ Checked against a naive per-pixel Python loop that takes its draws from base.py'
 reference hash (jitter_draws), on every backend; the CUDA kernel's per-pixel code is also built
 for the host with g++ and compared with NumPy. Skipped here: NumPy vs CuPy bit equality (gpu).
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -21,7 +22,7 @@ from convnet_gpu.backends.kernels import KERNEL_SOURCES
 
 CPU = get_backend("cpu")
 KERNEL_DIR = Path(kernels.__file__).parent
-SHAPE = (6, 2, 5, 7)   # n, C, H, W: not square, so a row/column mix-up shows
+SHAPE = (6, 2, 5, 7)  # n, C, H, W: not square, so a row/column mix-up shows
 
 
 def naive_jitter(x: np.ndarray, pad: int, flip: bool, seed: int, counter: int) -> np.ndarray:
@@ -53,7 +54,7 @@ def _jitter(be, host_x, pad, flip, seed, counter) -> np.ndarray:
 
 # ---- the op against the naive reference ----------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("pad", [0, 1, 2, 3, 8])   # 8 > H and W: some images shift out entirely
+@pytest.mark.parametrize("pad", [0, 1, 2, 3, 8])  # 8 > H and W: some images shift out entirely
 @pytest.mark.parametrize("flip", [True, False])
 def test_jitter_matches_naive_reference(backend, pad, flip, dtype):
     x = _random_batch(dtype=dtype)
@@ -67,21 +68,25 @@ def test_reference_draws_follow_the_documented_layout():
 
     for image in (0, 1, 5, 1000):
         u = [counter_hash(9, 4, 3 * image + k) >> 8 for k in range(3)]
-        assert jitter_draws(9, 4, image, 2, True) == (u[0] * 5 // 2**24 - 2, u[1] * 5 // 2**24 - 2,
-                                                      u[2] >= 2**23)
+        assert jitter_draws(9, 4, image, 2, True) == (
+            u[0] * 5 // 2**24 - 2,
+            u[1] * 5 // 2**24 - 2,
+            u[2] >= 2**23,
+        )
         assert jitter_draws(9, 4, image, 0, False) == (0, 0, False)
 
 
 def test_float32_and_float64_move_the_same_pixels():
     x64 = _random_batch()
     x32 = x64.astype(np.float32)
-    np.testing.assert_array_equal(_jitter(CPU, x32, 2, True, 1, 2),
-                                  _jitter(CPU, x64, 2, True, 1, 2).astype(np.float32))
+    np.testing.assert_array_equal(
+        _jitter(CPU, x32, 2, True, 1, 2), _jitter(CPU, x64, 2, True, 1, 2).astype(np.float32)
+    )
 
 
 def test_strided_input_views_are_jittered_like_copies(backend):
     wide = _random_batch((6, 2, 5, 14))
-    x = backend.asarray(wide)[..., ::2]   # (6, 2, 5, 7), non-contiguous
+    x = backend.asarray(wide)[..., ::2]  # (6, 2, 5, 7), non-contiguous
     expected = naive_jitter(wide[..., ::2], 2, True, 5, 6)
     out = backend.zeros(x.shape, wide.dtype)
     backend.jitter(x, out, 2, True, 5, 6, backend.jitter_workspace(6))
@@ -94,7 +99,7 @@ def test_pad0_without_flip_is_the_identity(backend):
     np.testing.assert_array_equal(_jitter(backend, x, 0, False, 4, 9), x)
     jitter = Jitter(pad=0, flip=False, seed=4).setup(backend, SHAPE[0], SHAPE[1:], np.float64)
     assert jitter.is_identity and jitter.scratch is None
-    batch = backend.asarray(x.copy())   # the CPU backend's asarray does not copy
+    batch = backend.asarray(x.copy())  # the CPU backend's asarray does not copy
     jitter.apply(batch, step=3)
     np.testing.assert_array_equal(backend.to_host(batch), x)
 
@@ -104,25 +109,26 @@ def test_pad0_with_flip_only_mirrors(backend):
     out = _jitter(backend, x, 0, True, 0, 1)
     mirrored = [np.array_equal(o, xi[..., ::-1]) for o, xi in zip(out, x)]
     kept = [np.array_equal(o, xi) for o, xi in zip(out, x)]
-    assert all(m != k for m, k in zip(mirrored, kept))   # each image exactly one of the two
+    assert all(m != k for m, k in zip(mirrored, kept))  # each image exactly one of the two
     assert 0 < sum(mirrored) < len(x)
 
 
 def _probe_draws(out: np.ndarray, pad: int):
     """(dy, dx, flipped) per image, read back from jittered probe images (see below)."""
     side = 4 * pad + 1
-    centre = 2 * pad                  # reads inside the image for every |dy|, |dx| <= pad
+    centre = 2 * pad  # reads inside the image for every |dy|, |dx| <= pad
     source = out[:, 0, centre, centre].astype(np.int64) - 1
-    dy, dx = source // side - centre, source % side - centre   # the centre column is its own mirror
-    flipped = out[:, 0, centre, centre + 1] < out[:, 0, centre, centre]   # columns run backwards
+    dy, dx = source // side - centre, source % side - centre  # the centre column is its own mirror
+    flipped = out[:, 0, centre, centre + 1] < out[:, 0, centre, centre]  # columns run backwards
     return dy, dx, flipped
 
 
 def _probe_batch(n: int, pad: int) -> np.ndarray:
     """n copies of a (1, 4P+1, 4P+1) image whose pixels hold 1 + their flat index (all distinct)."""
     side = 4 * pad + 1
-    return np.broadcast_to(np.arange(1.0, side * side + 1).reshape(1, 1, side, side),
-                           (n, 1, side, side)).copy()
+    return np.broadcast_to(
+        np.arange(1.0, side * side + 1).reshape(1, 1, side, side), (n, 1, side, side)
+    ).copy()
 
 
 def test_shift_without_flip_never_mirrors(backend):
@@ -133,7 +139,7 @@ def test_shift_without_flip_never_mirrors(backend):
     assert set(dy.tolist()) == set(dx.tolist()) == set(range(-pad, pad + 1))
 
 
-# ---- statistics ------------------------------------------------------------------------------------
+# ---- statistics -----------------------------------------------------------------------------
 @pytest.mark.parametrize("pad", [1, 2, 3])
 def test_flip_is_a_fair_coin_and_shifts_are_uniform(backend, pad):
     n = 4000
@@ -143,9 +149,9 @@ def test_flip_is_a_fair_coin_and_shifts_are_uniform(backend, pad):
     expected = n / (2 * pad + 1)
     for shifts in (dy, dx):
         counts = Counter(shifts.tolist())
-        assert set(counts) == set(range(-pad, pad + 1)), counts   # every value, nothing else
+        assert set(counts) == set(range(-pad, pad + 1)), counts  # every value, nothing else
         assert all(abs(c - expected) < 0.25 * expected for c in counts.values()), counts
-    assert abs(np.corrcoef(dy, dx)[0, 1]) < 0.1   # drawn independently
+    assert abs(np.corrcoef(dy, dx)[0, 1]) < 0.1  # drawn independently
 
 
 # ---- reproducibility -----------------------------------------------------------------------------
@@ -153,29 +159,30 @@ def test_same_seed_and_step_repeat_and_others_differ(backend):
     x = _random_batch((32, 1, 8, 8))
     first = _jitter(backend, x, 2, True, 7, 100)
     np.testing.assert_array_equal(_jitter(backend, x, 2, True, 7, 100), first)
-    assert not np.array_equal(_jitter(backend, x, 2, True, 7, 101), first)   # next step
-    assert not np.array_equal(_jitter(backend, x, 2, True, 8, 100), first)   # other seed
+    assert not np.array_equal(_jitter(backend, x, 2, True, 7, 101), first)  # next step
+    assert not np.array_equal(_jitter(backend, x, 2, True, 8, 100), first)  # other seed
 
 
 def test_smaller_batch_uses_the_first_rows_draws(backend):
     x = _random_batch((9, 2, 6, 6))
     jitter = Jitter(pad=2, flip=True, seed=3).setup(backend, 9, (2, 6, 6), np.float64)
-    full, part = backend.asarray(x.copy()), backend.asarray(x[:4].copy())   # apply writes
+    full, part = backend.asarray(x.copy()), backend.asarray(x[:4].copy())  # apply writes
     jitter.apply(full, step=12)
     jitter.apply(part, step=12)
     np.testing.assert_array_equal(backend.to_host(part), backend.to_host(full)[:4])
-    np.testing.assert_array_equal(backend.to_host(full),
-                                  naive_jitter(x, 2, True, jitter.stream_seed, 12))
+    np.testing.assert_array_equal(
+        backend.to_host(full), naive_jitter(x, 2, True, jitter.stream_seed, 12)
+    )
 
 
 def test_apply_jitters_a_view_of_the_input_blob_in_place(backend):
     host = _random_batch((8, 1, 6, 6))
-    blob = backend.asarray(host.copy())   # the CPU backend's asarray does not copy
+    blob = backend.asarray(host.copy())  # the CPU backend's asarray does not copy
     jitter = Jitter(pad=1, flip=True, seed=0).setup(backend, 8, (1, 6, 6), np.float64)
     jitter.apply(blob[:5], step=2)
     after = backend.to_host(blob)
     np.testing.assert_array_equal(after[:5], naive_jitter(host[:5], 1, True, jitter.stream_seed, 2))
-    np.testing.assert_array_equal(after[5:], host[5:])   # rows past n untouched
+    np.testing.assert_array_equal(after[5:], host[5:])  # rows past n untouched
 
 
 def test_jitter_seed_is_salted_away_from_dropout_streams():
@@ -185,10 +192,10 @@ def test_jitter_seed_is_salted_away_from_dropout_streams():
 
 # ---- no allocation -------------------------------------------------------------------------------
 def test_apply_allocates_nothing():
-    batch_size, shape = 16, (3, 32, 32)   # one float64 image is 24 KiB, the batch 384 KiB
+    batch_size, shape = 16, (3, 32, 32)  # one float64 image is 24 KiB, the batch 384 KiB
     jitter = Jitter(pad=4, flip=True, seed=1).setup(CPU, batch_size, shape, np.float64)
     batch = _random_batch((batch_size,) + shape)
-    jitter.apply(batch, step=0)   # warm-up
+    jitter.apply(batch, step=0)  # warm-up
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -248,8 +255,13 @@ def test_kernel_is_listed_for_compilation():
     assert KERNEL_SOURCES["jitter.cu"] == ["jitter_kernel<float>", "jitter_kernel<double>"]
 
 
-HOST_CASES = [(0, 0, 2, True), (7, 3, 1, False), (2**32 - 1, 99, 3, True), (5, 5, 0, True),
-              (1, 2, 6, True)]
+HOST_CASES = [
+    (0, 0, 2, True),
+    (7, 3, 1, False),
+    (2**32 - 1, 99, 3, True),
+    (5, 5, 0, True),
+    (1, 2, 6, True),
+]
 HOST_SHAPE = (7, 2, 4, 5)
 
 HOST_HARNESS = r"""
@@ -283,15 +295,21 @@ int main() {
 def test_cuda_jitter_code_compiled_for_the_host_matches_numpy(tmp_path):
     """jitter.cu's draw and pixel functions, built with g++, move NumPy's pixels bit for bit."""
     n, c, h, w = HOST_SHAPE
-    cases = ", ".join(f"{{{seed}u, {counter}u, {pad}, {'true' if flip else 'false'}}}"
-                      for seed, counter, pad, flip in HOST_CASES)
+    cases = ", ".join(
+        f"{{{seed}u, {counter}u, {pad}, {'true' if flip else 'false'}}}"
+        for seed, counter, pad, flip in HOST_CASES
+    )
     source = HOST_HARNESS % {"n": n, "c": c, "h": h, "w": w, "cases": cases}
     values = run_host_harness(source, tmp_path, KERNEL_DIR)
     x = np.arange(1.0, np.prod(HOST_SHAPE) + 1).reshape(HOST_SHAPE)
-    expected = np.concatenate([_jitter(CPU, x, pad, flip, seed, counter).ravel()
-                               for seed, counter, pad, flip in HOST_CASES])
-    np.testing.assert_array_equal(values[:, 0], expected)   # double
-    np.testing.assert_array_equal(values[:, 1], expected)   # float
+    expected = np.concatenate(
+        [
+            _jitter(CPU, x, pad, flip, seed, counter).ravel()
+            for seed, counter, pad, flip in HOST_CASES
+        ]
+    )
+    np.testing.assert_array_equal(values[:, 0], expected)  # double
+    np.testing.assert_array_equal(values[:, 1], expected)  # float
 
 
 @pytest.mark.gpu
@@ -301,8 +319,10 @@ def test_jitter_is_bit_identical_on_numpy_and_cupy(cuda_backend, shape, dtype):
     x = _random_batch(shape, dtype)
     for pad, flip in ((0, False), (0, True), (2, True), (4, False), (9, True)):
         for seed, counter in ((0, 0), (5, 1), (2**32 - 1, 2**32 - 1)):
-            np.testing.assert_array_equal(_jitter(cuda_backend, x, pad, flip, seed, counter),
-                                          _jitter(CPU, x, pad, flip, seed, counter))
+            np.testing.assert_array_equal(
+                _jitter(cuda_backend, x, pad, flip, seed, counter),
+                _jitter(CPU, x, pad, flip, seed, counter),
+            )
 
 
 @pytest.mark.gpu
@@ -311,7 +331,7 @@ def test_jitter_apply_on_cupy_matches_numpy_and_allocates_nothing(cuda_backend):
     on_gpu = Jitter(pad=4, seed=2).setup(cuda_backend, 16, (3, 32, 32), np.float32)
     on_cpu = Jitter(pad=4, seed=2).setup(CPU, 16, (3, 32, 32), np.float32)
     device_batch, host_batch = cuda_backend.asarray(x), x.copy()
-    on_gpu.apply(device_batch, 0)   # warm-up: compiles the kernel
+    on_gpu.apply(device_batch, 0)  # warm-up: compiles the kernel
     on_cpu.apply(host_batch, 0)
     used = cuda_backend.memory_in_use()
     for step in range(1, 6):

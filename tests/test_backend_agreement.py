@@ -4,21 +4,27 @@ One test body, parametrized over the kernel name, dtype, geometry and input layo
 a transposed view, a strided slice). Outputs start as garbage, so the kernels must overwrite them.
 The NumPy backend is the oracle.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gpu
 
-cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the CUDA backend cannot be tested")
+cupy = pytest.importorskip(
+    "cupy", reason="CuPy is not installed: the CUDA backend cannot be tested"
+)
 if not cupy.cuda.is_available():
-    pytest.skip("no usable NVIDIA GPU (cupy.cuda.is_available() is False): the NumPy-vs-CuPy "
-                "agreement tests need one", allow_module_level=True)
+    pytest.skip(
+        "no usable NVIDIA GPU (cupy.cuda.is_available() is False): the NumPy-vs-CuPy "
+        "agreement tests need one",
+        allow_module_level=True,
+    )
 
 from convnet_gpu.backends.base import WindowGeometry  # noqa: E402
 from convnet_gpu.backends.cupy_backend import CupyBackend  # noqa: E402
@@ -62,9 +68,9 @@ LAYOUTS = {"contiguous": _contiguous, "transposed": _transposed, "sliced": _slic
 # ---- the kernels: inputs, outputs and the call, per kernel name ---------------------------------
 @dataclass
 class Case:
-    inputs: dict[str, tuple]   # name -> (shape, "float" | "distinct" | "ties" | "argmax")
+    inputs: dict[str, tuple]  # name -> (shape, "float" | "distinct" | "ties" | "argmax")
     outputs: dict[str, tuple]  # name -> (shape, "float" | "int32")
-    call: Callable             # call(backend, workspace, **arrays)
+    call: Callable  # call(backend, workspace, **arrays)
 
 
 def _cases(g: WindowGeometry, n: int) -> dict[str, Case]:
@@ -72,23 +78,41 @@ def _cases(g: WindowGeometry, n: int) -> dict[str, Case]:
     y_shape = (n, g.channels, g.out_h, g.out_w)
     col_shape = (g.col_rows, g.col_cols(n))
     return {
-        "im2col": Case({"x": (x_shape, "float")}, {"col": (col_shape, "float")},
-                       lambda be, ws, x, col: be.im2col(x, col, g)),
-        "col2im": Case({"col": (col_shape, "float")}, {"dx": (x_shape, "float")},
-                       lambda be, ws, col, dx: be.col2im(col, dx, g)),
+        "im2col": Case(
+            {"x": (x_shape, "float")},
+            {"col": (col_shape, "float")},
+            lambda be, ws, x, col: be.im2col(x, col, g),
+        ),
+        "col2im": Case(
+            {"col": (col_shape, "float")},
+            {"dx": (x_shape, "float")},
+            lambda be, ws, col, dx: be.col2im(col, dx, g),
+        ),
         "maxpool_forward": Case(
-            {"x": (x_shape, "distinct")}, {"y": (y_shape, "float"), "argmax": (y_shape, "int32")},
-            lambda be, ws, x, y, argmax: be.maxpool_forward(x, y, argmax, ws, g)),
+            {"x": (x_shape, "distinct")},
+            {"y": (y_shape, "float"), "argmax": (y_shape, "int32")},
+            lambda be, ws, x, y, argmax: be.maxpool_forward(x, y, argmax, ws, g),
+        ),
         "maxpool_forward_ties": Case(
-            {"x": (x_shape, "ties")}, {"y": (y_shape, "float"), "argmax": (y_shape, "int32")},
-            lambda be, ws, x, y, argmax: be.maxpool_forward(x, y, argmax, ws, g)),
+            {"x": (x_shape, "ties")},
+            {"y": (y_shape, "float"), "argmax": (y_shape, "int32")},
+            lambda be, ws, x, y, argmax: be.maxpool_forward(x, y, argmax, ws, g),
+        ),
         "maxpool_backward": Case(
-            {"dy": (y_shape, "float"), "argmax": (y_shape, "argmax")}, {"dx": (x_shape, "float")},
-            lambda be, ws, dy, argmax, dx: be.maxpool_backward(dy, argmax, dx, ws, g)),
-        "avgpool_forward": Case({"x": (x_shape, "float")}, {"y": (y_shape, "float")},
-                                lambda be, ws, x, y: be.avgpool_forward(x, y, g)),
-        "avgpool_backward": Case({"dy": (y_shape, "float")}, {"dx": (x_shape, "float")},
-                                 lambda be, ws, dy, dx: be.avgpool_backward(dy, dx, g)),
+            {"dy": (y_shape, "float"), "argmax": (y_shape, "argmax")},
+            {"dx": (x_shape, "float")},
+            lambda be, ws, dy, argmax, dx: be.maxpool_backward(dy, argmax, dx, ws, g),
+        ),
+        "avgpool_forward": Case(
+            {"x": (x_shape, "float")},
+            {"y": (y_shape, "float")},
+            lambda be, ws, x, y: be.avgpool_forward(x, y, g),
+        ),
+        "avgpool_backward": Case(
+            {"dy": (y_shape, "float")},
+            {"dx": (x_shape, "float")},
+            lambda be, ws, dy, dx: be.avgpool_backward(dy, dx, g),
+        ),
     }
 
 
@@ -100,13 +124,15 @@ def _maker(rng, kind: str, dtype, window_size: int):
         if kind == "float":
             return rng.standard_normal(shape).astype(dtype)
         if kind == "distinct":  # all values different: the argmax is unambiguous
-            return (rng.permutation(int(np.prod(shape))).reshape(shape) - 0.5 * np.prod(shape)
-                    ).astype(dtype) / 8
-        if kind == "ties":      # many exact ties: the first maximum must win on both backends
+            return (
+                rng.permutation(int(np.prod(shape))).reshape(shape) - 0.5 * np.prod(shape)
+            ).astype(dtype) / 8
+        if kind == "ties":  # many exact ties: the first maximum must win on both backends
             return rng.integers(-2, 3, shape).astype(dtype)
-        if kind == "argmax":    # any offset, including ones that point into the padding
+        if kind == "argmax":  # any offset, including ones that point into the padding
             return rng.integers(0, window_size, shape).astype(np.int32)
         raise ValueError(kind)
+
     return make
 
 
@@ -138,7 +164,7 @@ def test_numpy_and_cupy_agree(backends, kernel, dtype_name, geometry, layout):
     cpu_out, gpu_out = {}, {}
     for name, (shape, kind) in case.outputs.items():
         out_dtype = np.int32 if kind == "int32" else dtype
-        cpu_out[name] = np.full(shape, 7, dtype=out_dtype)     # garbage the kernels must overwrite
+        cpu_out[name] = np.full(shape, 7, dtype=out_dtype)  # garbage the kernels must overwrite
         gpu_out[name] = cupy.full(shape, -3, dtype=out_dtype)  # different garbage on purpose
 
     y_shape = (BATCH, g.channels, g.out_h, g.out_w)
@@ -152,8 +178,9 @@ def test_numpy_and_cupy_agree(backends, kernel, dtype_name, geometry, layout):
         if expected.dtype == np.int32:
             np.testing.assert_array_equal(actual, expected, err_msg=f"{kernel}: {name}")
         else:
-            np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype], atol=ATOL[dtype],
-                                       err_msg=f"{kernel}: {name}")
+            np.testing.assert_allclose(
+                actual, expected, rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=f"{kernel}: {name}"
+            )
     # inputs are read-only: views were copied, never written through
     for name in case.inputs:
         np.testing.assert_array_equal(gpu.to_host(gpu_in[name]), cpu_in[name])

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, exact resume, refusal of a different model, cross-device loads."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ import pytest
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
 from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from convnet_gpu.data import Dataset
-from convnet_gpu.layers import (BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool,
-                                MaxPool2D, ReLU, Residual)
+from convnet_gpu.layers import (
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool2D,
+    ReLU,
+    Residual,
+)
 from convnet_gpu.layers.base import walk
 from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
@@ -35,8 +46,17 @@ def tiny_net(backend=None, seed=1, width=4):
 def tiny_resnet(backend=None, seed=1):
     """State beyond parameters: BatchNorm running statistics and Dropout's step counter."""
     block = Residual([Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1), BatchNorm()])
-    layers = [Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), block, ReLU(), GlobalAvgPool(),
-              Dropout(0.3), Dense(3), Bias()]
+    layers = [
+        Conv2D(4, 3, pad=1),
+        BatchNorm(),
+        ReLU(),
+        block,
+        ReLU(),
+        GlobalAvgPool(),
+        Dropout(0.3),
+        Dense(3),
+        Bias(),
+    ]
     return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
 
 
@@ -44,9 +64,18 @@ def make_trainer(out_dir, backend=None, net_seed=1, build=tiny_net):
     net = build(backend, seed=net_seed)
     optimizer = SGD(0.05, momentum=0.9, weight_decay=1e-3).setup(net)
     augment = build is tiny_resnet  # the resnet case also checks jitter across a resume
-    config = TrainConfig(epochs=3, batch_size=16, seed=7, out_dir=str(out_dir), progress=False,
-                         jitter=1 if augment else 0, flip=augment)
-    return Trainer(net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"})
+    config = TrainConfig(
+        epochs=3,
+        batch_size=16,
+        seed=7,
+        out_dir=str(out_dir),
+        progress=False,
+        jitter=1 if augment else 0,
+        flip=augment,
+    )
+    return Trainer(
+        net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"}
+    )
 
 
 def stop_after(trainer, steps):
@@ -79,7 +108,9 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, bu
     resumed.fit()
     assert np.array_equal(resumed.net.params.data, straight.net.params.data)
     assert np.array_equal(resumed.optimizer.velocity, straight.optimizer.velocity)
-    assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in straight.history]
+    assert [r["test_accuracy"] for r in resumed.history] == [
+        r["test_accuracy"] for r in straight.history
+    ]
     assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
     for (path, layer), (_, twin) in zip(walk(resumed.net.layers), walk(straight.net.layers)):
         assert layer.state_scalars() == twin.state_scalars(), path
@@ -127,8 +158,15 @@ def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
 
 def test_a_checkpoint_fits_a_net_that_differs_only_in_weight_init(tmp_path):
     def net(init):
-        layers = [Conv2D(4, 3, pad=1, init=init), Bias(), ReLU(), MaxPool2D(2), Flatten(),
-                  Dense(3, init=init), Bias()]
+        layers = [
+            Conv2D(4, 3, pad=1, init=init),
+            Bias(),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(3, init=init),
+            Bias(),
+        ]
         return Net(layers, SoftmaxCrossEntropy(), seed=1).setup(16, (1, 8, 8))
 
     trained = net("he")
@@ -168,8 +206,11 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
         trainer.save_checkpoint()
     """)
     # fit() saves after every epoch: hang only on the final save, so block fsync after fit
-    script = script.replace("trainer.fit()  ", "trainer.config.out_dir = None; trainer.fit(); "
-                            "trainer.config.out_dir = " + repr(str(tmp_path)) + "  ")
+    script = script.replace(
+        "trainer.fit()  ",
+        "trainer.config.out_dir = None; trainer.fit(); "
+        "trainer.config.out_dir = " + repr(str(tmp_path)) + "  ",
+    )
     before = None
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -208,7 +249,9 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.gpu
 def test_a_gpu_checkpoint_loads_on_the_cpu(tmp_path, cuda_backend, cpu_backend):
     gpu_net = tiny_net(cuda_backend, seed=3)
-    save_checkpoint(tmp_path / "checkpoint.npz", gpu_net, SGD(0.1).setup(gpu_net), {"model": "tiny"})
+    save_checkpoint(
+        tmp_path / "checkpoint.npz", gpu_net, SGD(0.1).setup(gpu_net), {"model": "tiny"}
+    )
     meta, arrays = read_checkpoint(tmp_path)
     cpu_net = tiny_net(cpu_backend, seed=4)
     load_into(meta, arrays, cpu_net)

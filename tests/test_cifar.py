@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_mentioning
 
-from convnet_gpu.data import DataError, Dataset, load_cifar10, read_cifar_batch
-from convnet_gpu.data import cifar
+from convnet_gpu.data import DataError, Dataset, cifar, load_cifar10, read_cifar_batch
 from convnet_gpu.data import download as dl
 from convnet_gpu.data.cifar import CIFAR10_CLASSES, CIFAR10_FOLDER, safe_load_pickle
 
@@ -64,21 +63,32 @@ def sample_rows(count: int, seed: int) -> np.ndarray:
 
 
 def write_batch(path: Path, data, labels, *, py3: bool = False, extra: dict | None = None) -> Path:
-    batch = {b"batch_label": b"training batch 1 of 5", b"data": data, b"labels": labels,
-             b"filenames": [b"img_%d.png" % i for i in range(len(labels))]}
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"data": data,
+        b"labels": labels,
+        b"filenames": [b"img_%d.png" % i for i in range(len(labels))],
+    }
     batch.update(extra or {})
     path.write_bytes(pickle.dumps(batch, protocol=2) if py3 else py2_pickle(batch))
     return path
 
 
 def write_meta(directory: Path, names=CIFAR10_CLASSES, py3: bool = False) -> None:
-    meta = {b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in names],
-            b"num_vis": 3072}
-    (directory / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2) if py3 else py2_pickle(meta))
+    meta = {
+        b"num_cases_per_batch": 10000,
+        b"label_names": [n.encode() for n in names],
+        b"num_vis": 3072,
+    }
+    (directory / "batches.meta").write_bytes(
+        pickle.dumps(meta, protocol=2) if py3 else py2_pickle(meta)
+    )
 
 
-def write_cifar(directory: Path, py3: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Write a 20-image CIFAR-10 lookalike; return (train rows, train labels, test rows, test labels)."""
+def write_cifar(
+    directory: Path, py3: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Write a 20-image CIFAR-10 lookalike: (train rows, train labels, test rows, test labels)."""
     directory.mkdir(parents=True, exist_ok=True)
     rows, labels = [], []
     for index, size in enumerate(BATCH_SIZES, start=1):
@@ -93,8 +103,6 @@ def write_cifar(directory: Path, py3: bool = False) -> tuple[np.ndarray, np.ndar
     write_batch(directory / "test_batch", test, test_labels, py3=py3)
     write_meta(directory, py3=py3)
     return np.concatenate(rows), np.array(labels), test, np.array(test_labels)
-
-
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +122,11 @@ def cifar_dir(tmp_path) -> Path:
 
 def test_py2_pickle_uses_exactly_the_real_globals():
     data = py2_pickle({b"data": sample_rows(2, 0), b"labels": [1, 2]})
-    assert globals_in(data) == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    assert globals_in(data) == {
+        "numpy.core.multiarray _reconstruct",
+        "numpy ndarray",
+        "numpy dtype",
+    }
     ops = {op.name for op, _, _ in pickletools.genops(data)}
     assert "SHORT_BINSTRING" in ops or "BINSTRING" in ops
 
@@ -218,9 +230,12 @@ def test_fetch_dataset_extracts_a_real_layout_tarball_that_loads(tmp_path, monke
     )
     # The tarball is already in the cache with the right md5, so nothing is downloaded;
     # the unroutable URL proves it (any fetch would fail).
-    source = dl.DatasetSource("http://127.0.0.1:9/cifar-10-python.tar.gz",
-                              md5=hashlib.md5(tarball).hexdigest(),
-                              extract=CIFAR10_FOLDER, members=members)
+    source = dl.DatasetSource(
+        "http://127.0.0.1:9/cifar-10-python.tar.gz",
+        md5=hashlib.md5(tarball).hexdigest(),
+        extract=CIFAR10_FOLDER,
+        members=members,
+    )
     monkeypatch.setattr(dl, "SOURCES", {"cifar-10": [source]})
     cache = tmp_path / "root" / "cifar-10"
     cache.mkdir(parents=True)
@@ -321,8 +336,11 @@ def test_missing_file_names_it_and_the_fixes(cifar_dir, tmp_path):
     with pytest.raises(DataError) as error:
         load_cifar10()
     assert_one_line_mentioning(
-        error, "CIFAR-10 not found", str(tmp_path / "cache-root" / "cifar-10"),
-        "convnet-gpu download cifar-10", "--data-dir",
+        error,
+        "CIFAR-10 not found",
+        str(tmp_path / "cache-root" / "cifar-10"),
+        "convnet-gpu download cifar-10",
+        "--data-dir",
     )
 
 
@@ -346,7 +364,9 @@ class _Evals:
 def test_pickle_calling_os_system_is_refused(tmp_path, protocol):
     marker = tmp_path / "pwned"
     path = tmp_path / "data_batch_1"
-    path.write_bytes(pickle.dumps({b"data": _RunsCommand(marker), b"labels": [0]}, protocol=protocol))
+    path.write_bytes(
+        pickle.dumps({b"data": _RunsCommand(marker), b"labels": [0]}, protocol=protocol)
+    )
     with pytest.raises(DataError) as error:
         read_cifar_batch(path)
     assert_one_line_mentioning(error, str(path), "refusing global", "system")
@@ -386,8 +406,10 @@ def test_codecs_encode_is_only_allowed_for_latin1(tmp_path):
 
 def test_reconstruct_of_other_types_is_refused(tmp_path):
     # Hand-written pickle: numpy.core.multiarray._reconstruct(numpy.dtype, ...) must not run.
-    data = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\nq\x00cnumpy\ndtype\nq\x01"
-            b"K\x00\x85U\x01b\x87R.")
+    data = (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\nq\x00cnumpy\ndtype\nq\x01"
+        b"K\x00\x85U\x01b\x87R."
+    )
     path = tmp_path / "data_batch_1"
     path.write_bytes(data)
     with pytest.raises(DataError) as error:

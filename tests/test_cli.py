@@ -1,4 +1,5 @@
 """The CLI as a user meets it: one-line errors with exit 2, tables, run files."""
+
 from __future__ import annotations
 
 import gzip
@@ -39,15 +40,18 @@ def tiny_idx_dir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["train", "--epochs", "x"], "--epochs: expected a number"),
-    (["train", "--epochs", "0"], "--epochs: must be >= 1"),
-    (["train", "--lr", "-1"], "--lr: must be > 0"),
-    (["train", "--device", "tpu"], "unknown device 'tpu'"),
-    (["train", "--model", "nope"], "unknown model 'nope'"),
-    (["bench", "--device", "cpu,gpu7"], "unknown device 'gpu7'"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--epochs", "x"], "--epochs: expected a number"),
+        (["train", "--epochs", "0"], "--epochs: must be >= 1"),
+        (["train", "--lr", "-1"], "--lr: must be > 0"),
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (["train", "--model", "nope"], "unknown model 'nope'"),
+        (["bench", "--device", "cpu,gpu7"], "unknown device 'gpu7'"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_usage_errors_are_one_line_with_exit_2(capsys, argv, fragment):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
@@ -74,16 +78,36 @@ def test_missing_data_names_both_ways_to_get_it(capsys, tmp_path):
 
 def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
     out_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                             "--epochs", "2", "--batch-size", "32", "--lr", "0.01",
-                             "--out", str(out_dir), "--no-progress")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--out",
+        str(out_dir),
+        "--no-progress",
+    )
     assert code == 0, err
     assert out.count("epoch ") >= 2 and "test acc" in out
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
-        assert {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds",
-                "images_per_second"} <= record.keys()
+        assert {
+            "epoch",
+            "train_loss",
+            "test_loss",
+            "test_accuracy",
+            "seconds",
+            "images_per_second",
+        } <= record.keys()
         assert 0.0 <= record["test_accuracy"] <= 1.0 and record["images_per_second"] > 0
         assert np.isfinite(record["train_loss"])
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -94,14 +118,33 @@ def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]  # atomic writes cleaned up
 
 
-@pytest.mark.parametrize("flags, flips", [([], False), (["--jitter", "1"], True),
-                                          (["--jitter", "1", "--no-flip"], False),
-                                          (["--flip"], True)])
+@pytest.mark.parametrize(
+    "flags, flips",
+    [
+        ([], False),
+        (["--jitter", "1"], True),
+        (["--jitter", "1", "--no-flip"], False),
+        (["--flip"], True),
+    ],
+)
 def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flags, flips):
     def train(name, *extra):
-        code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                                 "--epochs", "1", "--batch-size", "32", "--no-progress",
-                                 "--out", str(tmp_path / name), *extra)
+        code, out, err = run_cli(
+            capsys,
+            "train",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(tiny_idx_dir),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(tmp_path / name),
+            *extra,
+        )
         assert code == 0, err
         assert ("flips" in out.splitlines()[0]) is (flips and name == "run")  # the header
         return json.loads((tmp_path / name / "metrics.jsonl").read_text())
@@ -117,8 +160,16 @@ def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flag
 
 
 def test_train_subset_too_large_is_a_usage_error(capsys, tiny_idx_dir):
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--train-subset", "1000")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--train-subset",
+        "1000",
+    )
     assert code == 2
     assert "1000" in err and len(err.strip().splitlines()) == 1
 
@@ -145,8 +196,20 @@ def test_gradcheck_exits_1_on_a_failure(capsys, monkeypatch):
 
 def test_bench_reports_cpu_and_skips_an_absent_gpu(capsys, tmp_path):
     json_path = tmp_path / "bench.json"
-    code, out, err = run_cli(capsys, "bench", "--device", "cpu,cuda", "--batch-size", "8",
-                             "--steps", "2", "--warmup", "1", "--json", str(json_path))
+    code, out, err = run_cli(
+        capsys,
+        "bench",
+        "--device",
+        "cpu,cuda",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        str(json_path),
+    )
     assert code == 0, err
     results = json.loads(json_path.read_text())
     cpu = [r for r in results if r["requested"] == "cpu"][0]
@@ -167,8 +230,10 @@ def test_cuda_without_cupy_names_the_install_command(capsys, monkeypatch, tiny_i
     monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # `import cupy` now fails
     code, _, err = run_cli(capsys, "train", "--device", "cuda", "--data-dir", str(tiny_idx_dir))
     assert code == 2
-    assert err.strip() == ('convnet-gpu train: error: --device cuda: CuPy is not installed; install '
-                           'CuPy with: pip install "convnet-gpu[cuda12]" (or [cuda13] for CUDA 13)')
+    assert err.strip() == (
+        "convnet-gpu train: error: --device cuda: CuPy is not installed; install "
+        'CuPy with: pip install "convnet-gpu[cuda12]" (or [cuda13] for CUDA 13)'
+    )
 
 
 def test_auto_without_cupy_says_it_uses_the_cpu(capsys, monkeypatch):
@@ -181,16 +246,26 @@ def test_auto_without_cupy_says_it_uses_the_cpu(capsys, monkeypatch):
     assert lines == ["device auto: using the CPU (CuPy is not installed)"]
 
 
-def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(capsys, monkeypatch, tiny_idx_dir,
-                                                                    tmp_path):
+def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(
+    capsys, monkeypatch, tiny_idx_dir, tmp_path
+):
     import os
     import signal
 
     from convnet_gpu import optim
     from convnet_gpu.checkpoint import read_checkpoint
 
-    common = ["--device", "cpu", "--data-dir", str(tiny_idx_dir), "--epochs", "2",
-              "--batch-size", "32", "--no-progress"]
+    common = [
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--no-progress",
+    ]
     code, _, err = run_cli(capsys, "train", *common, "--out", str(tmp_path / "straight"))
     assert code == 0, err
 
@@ -210,8 +285,17 @@ def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(capsys, monk
     assert meta["position"] == {"epoch": 2, "next_batch": 1, "step": 4, "stopped_early": False}
 
     monkeypatch.setattr(optim.SGD, "step", original_step)
-    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                             "--resume", str(tmp_path / "resumed"), "--no-progress")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--resume",
+        str(tmp_path / "resumed"),
+        "--no-progress",
+    )
     assert code == 0, err
     assert "resuming" in out
     _, straight = read_checkpoint(tmp_path / "straight")
@@ -221,18 +305,44 @@ def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(capsys, monk
 
 
 def test_eval_reports_accuracy_per_class_and_confusion(capsys, tiny_idx_dir, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    code, out, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path / "run"), "--device", "cpu",
-                             "--data-dir", str(tiny_idx_dir))
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+    )
     assert code == 0, err
     assert f"test accuracy {summary['test_accuracy']:.4f}" in out
     assert "per-class accuracy" in out and "confusion matrix" in out
-    confusion_rows = [line for line in out.splitlines() if line.rstrip().endswith(tuple("0123456789"))
-                      and line.startswith("  ") and len(line.split()) >= 12]
-    assert sum(int(v) for row in confusion_rows for v in row.split()[-11:-1]) == 40  # 40 test images
+    confusion_rows = [
+        line
+        for line in out.splitlines()
+        if line.rstrip().endswith(tuple("0123456789"))
+        and line.startswith("  ")
+        and len(line.split()) >= 12
+    ]
+    assert (
+        sum(int(v) for row in confusion_rows for v in row.split()[-11:-1]) == 40
+    )  # 40 test images
 
 
 def test_eval_of_a_missing_checkpoint_is_a_usage_error(capsys, tmp_path):
@@ -241,26 +351,62 @@ def test_eval_of_a_missing_checkpoint_is_a_usage_error(capsys, tmp_path):
 
 
 def test_overfit_command_reaches_100_percent(capsys, tiny_idx_dir):
-    code, out, _ = run_cli(capsys, "overfit", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--samples", "32", "--max-steps", "300")
+    code, out, _ = run_cli(
+        capsys,
+        "overfit",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--samples",
+        "32",
+        "--max-steps",
+        "300",
+    )
     assert code == 0 and "100% training accuracy on 32 images" in out
 
 
 def test_overfit_command_fails_loudly(capsys, tiny_idx_dir):
-    code, out, _ = run_cli(capsys, "overfit", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--samples", "32", "--max-steps", "2", "--lr", "1e-9")
+    code, out, _ = run_cli(
+        capsys,
+        "overfit",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--samples",
+        "32",
+        "--max-steps",
+        "2",
+        "--lr",
+        "1e-9",
+    )
     assert code == 1 and out.startswith("FAILED")
 
 
 def test_eval_writes_eval_json_and_plot_draws_the_run(capsys, tiny_idx_dir, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--epochs", "2", "--val-split", "0.25", "--out", str(run), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--epochs",
+        "2",
+        "--val-split",
+        "0.25",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert code == 0, err
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("val_accuracy" in record for record in records)
-    code, _, err = run_cli(capsys, "eval", "--checkpoint", str(run), "--device", "cpu",
-                           "--data-dir", str(tiny_idx_dir))
+    code, _, err = run_cli(
+        capsys, "eval", "--checkpoint", str(run), "--device", "cpu", "--data-dir", str(tiny_idx_dir)
+    )
     assert code == 0, err
     report = json.loads((run / "eval.json").read_text())
     assert sum(map(sum, report["confusion"])) == 40 and len(report["classes"]) == 10
@@ -278,8 +424,18 @@ def test_plot_of_a_missing_run_is_a_usage_error(capsys, tmp_path):
 
 def test_train_refuses_to_overwrite_a_saved_run(capsys, tiny_idx_dir, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--device", "cpu", "--data-dir", str(tiny_idx_dir), "--epochs", "1",
-            "--out", str(run), "--no-progress"]
+    args = [
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     assert run_cli(capsys, *args)[0] == 0
     saved = (run / "checkpoint.npz").read_bytes()
     code, _, err = run_cli(capsys, *args)
@@ -287,24 +443,39 @@ def test_train_refuses_to_overwrite_a_saved_run(capsys, tiny_idx_dir, tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == saved
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--momentum", "1.0"], "--momentum: must be in [0, 1)"),
-    (["--optimizer", "nesterov", "--momentum", "0"], "Nesterov momentum needs momentum > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--momentum", "1.0"], "--momentum: must be in [0, 1)"),
+        (["--optimizer", "nesterov", "--momentum", "0"], "Nesterov momentum needs momentum > 0"),
+    ],
+)
 def test_bad_optimizer_settings_are_one_line_errors(capsys, tiny_idx_dir, argv, fragment):
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir), *argv)
+    code, _, err = run_cli(
+        capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir), *argv
+    )
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
 
 
 def test_unwritable_out_is_a_one_line_error_before_training(capsys, tiny_idx_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                             "--out", str(blocker / "run"))
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--out",
+        str(blocker / "run"),
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "epoch" not in out
 
 
-def test_resume_refuses_other_settings_and_accepts_the_checkpoint_file(capsys, tiny_idx_dir, tmp_path):
+def test_resume_refuses_other_settings_and_accepts_the_checkpoint_file(
+    capsys, tiny_idx_dir, tmp_path
+):
     run = tmp_path / "run"
     base = ["--device", "cpu", "--data-dir", str(tiny_idx_dir), "--no-progress"]
     assert run_cli(capsys, "train", *base, "--epochs", "1", "--out", str(run))[0] == 0
@@ -317,15 +488,41 @@ def test_resume_refuses_other_settings_and_accepts_the_checkpoint_file(capsys, t
 def test_model_file_with_the_wrong_class_count_is_refused(capsys, tiny_idx_dir, tmp_path):
     model = tmp_path / "five.toml"
     model.write_text('[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 5\n')
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--model", str(model), "--out", str(tmp_path / "run"))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert code == 2 and "5 outputs but the dataset has 10 classes" in err
 
 
-def test_flat_batchnorm_with_a_last_batch_of_one_is_refused_up_front(capsys, tiny_idx_dir, tmp_path):
+def test_flat_batchnorm_with_a_last_batch_of_one_is_refused_up_front(
+    capsys, tiny_idx_dir, tmp_path
+):
     model = tmp_path / "bn.toml"
-    model.write_text('[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 10\n\n'
-                     '[[layers]]\ntype = "batchnorm"\n')
-    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_idx_dir),
-                           "--model", str(model), "--batch-size", "19", "--out", str(tmp_path / "r"))
+    model.write_text(
+        '[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 10\n\n'
+        '[[layers]]\ntype = "batchnorm"\n'
+    )
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--model",
+        str(model),
+        "--batch-size",
+        "19",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert code == 2 and "last training batch would hold 1 image" in err  # 96 = 5 * 19 + 1

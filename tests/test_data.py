@@ -41,8 +41,6 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False, dtype: str = "u1"
     return path
 
 
-
-
 def sample_images(count: int, seed: int = 0, size: int = 4) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, size, size), dtype=np.uint8)
 
@@ -273,14 +271,18 @@ def test_find_dataset_dir_falls_back_to_download_cache(tmp_path, isolated_downlo
     cached.mkdir(parents=True)
     for name in fm.IDX_FILE_NAMES:
         (cached / f"{name}.gz").write_bytes(b"")
-    found = find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(str(tmp_path / "no"),))
+    found = find_dataset_dir(
+        None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(str(tmp_path / "no"),)
+    )
     assert found == cached
     # A complete Debian folder still wins over the cache.
     debian = tmp_path / "debian"
     debian.mkdir()
     for name in fm.IDX_FILE_NAMES:
         (debian / name).write_bytes(b"")
-    assert find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(debian,)) == debian
+    assert (
+        find_dataset_dir(None, fm.IDX_FILE_NAMES, "Fashion-MNIST", default_dirs=(debian,)) == debian
+    )
 
 
 def test_incomplete_download_cache_is_reported(tmp_path, isolated_download_cache):

@@ -21,8 +21,8 @@ from helpers import assert_one_line_mentioning
 
 from convnet_gpu.data import DataError, DatasetSource, fetch_dataset
 from convnet_gpu.data import download as dl
-from convnet_gpu.data.download import download
 from convnet_gpu.data.cifar import CIFAR10_FILES
+from convnet_gpu.data.download import download
 from convnet_gpu.data.fashion_mnist import IDX_FILE_NAMES
 
 MAX_REQUESTS = 40  # the server answers 503 past this many requests
@@ -38,8 +38,6 @@ def md5(data: bytes) -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
 
 
 # ---------------------------------------------------------------- local server
@@ -125,7 +123,9 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     httpd.daemon_threads = True
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield state
@@ -173,8 +173,12 @@ def test_clean_download_verifies_checksum(server, tmp_path, algorithm):
     dest = tmp_path / "sub" / "f.bin"
     digest = {"sha256": sha256, "md5": md5}[algorithm](BODY)
     seen = []
-    result = get(server.url("/f.bin"), dest, progress=lambda done, total: seen.append((done, total)),
-                 **{algorithm: digest})
+    result = get(
+        server.url("/f.bin"),
+        dest,
+        progress=lambda done, total: seen.append((done, total)),
+        **{algorithm: digest},
+    )
     assert result == dest
     assert dest.read_bytes() == BODY
     assert not part_of(dest).exists()
@@ -213,8 +217,9 @@ def test_truncated_download_keeps_part_then_resumes_with_range(server, tmp_path)
     dest = tmp_path / "f.bin"
     with pytest.raises(DataError) as error:
         get(server.url("/f.bin"), dest, md5=md5(BODY))
-    assert_one_line_mentioning(error, server.url("/f.bin"), "truncated", "4321", str(len(BODY)),
-                               "rerun to resume")
+    assert_one_line_mentioning(
+        error, server.url("/f.bin"), "truncated", "4321", str(len(BODY)), "rerun to resume"
+    )
     assert not dest.exists()
     assert part_of(dest).read_bytes() == BODY[:4321]
 
@@ -332,7 +337,9 @@ def test_destination_never_visible_half_written(server, tmp_path):
         observed.append((dest.read_bytes(), part_of(dest).exists()))
 
     get(server.url("/f.bin"), dest, md5=md5(BODY), progress=progress)
-    assert observed and all(content == b"old complete version" and part for content, part in observed)
+    assert observed and all(
+        content == b"old complete version" and part for content, part in observed
+    )
     assert dest.read_bytes() == BODY
 
 
@@ -353,7 +360,9 @@ def test_fetch_dataset_downloads_then_skips_verified_files(server, tmp_path, mon
     monkeypatch.setattr(dl, "SOURCES", {"tiny": tiny_sources(server, files)})
     cache = tmp_path / "cache"
     seen = []
-    assert fetch_dataset("tiny", cache, progress=lambda name, done, total: seen.append(name)) == cache
+    assert (
+        fetch_dataset("tiny", cache, progress=lambda name, done, total: seen.append(name)) == cache
+    )
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == files
     assert set(seen) == {"a.gz", "b.gz"}
     assert len(server.requests) == 2
@@ -415,13 +424,16 @@ def make_tar(members: list[tuple[str, bytes | None, str]]) -> bytes:
 
 def archive_source(server, tar_bytes: bytes, members=()) -> DatasetSource:
     server.routes["/top.tar.gz"] = Route(tar_bytes)
-    return DatasetSource(server.url("/top.tar.gz"), md5=md5(tar_bytes), extract="top",
-                         members=tuple(members))
+    return DatasetSource(
+        server.url("/top.tar.gz"), md5=md5(tar_bytes), extract="top", members=tuple(members)
+    )
 
 
 def test_fetch_dataset_extracts_archive_safely(server, tmp_path, monkeypatch):
     contents = {"one": b"1" * 300, "two": b"22"}
-    tar_bytes = make_tar([("top", None, "dir")] + [(f"top/{n}", c, "file") for n, c in contents.items()])
+    tar_bytes = make_tar(
+        [("top", None, "dir")] + [(f"top/{n}", c, "file") for n, c in contents.items()]
+    )
     members = [(name, md5(content)) for name, content in contents.items()]
     monkeypatch.setattr(dl, "SOURCES", {"arc": [archive_source(server, tar_bytes, members)]})
     cache = tmp_path / "cache"
@@ -508,7 +520,9 @@ def test_download_command_failure_is_one_line_exit_2(server, tmp_path, monkeypat
     from convnet_gpu import cli
 
     server.routes["/gone.gz"] = Route(b"", status=404)
-    monkeypatch.setattr(dl, "SOURCES", {"mnist": [DatasetSource(server.url("/gone.gz"), md5="0" * 32)]})
+    monkeypatch.setattr(
+        dl, "SOURCES", {"mnist": [DatasetSource(server.url("/gone.gz"), md5="0" * 32)]}
+    )
     code = cli.main(["download", "mnist", "--cache-dir", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.gz" in err

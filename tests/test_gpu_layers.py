@@ -1,4 +1,4 @@
-"""NumPy vs CuPy on whole layers and nets: same seed, same fresh inputs -> same outputs and gradients.
+"""NumPy vs CuPy on whole layers and nets: same seed and inputs -> same outputs and gradients.
 
 Covers every gradcheck standard case and a full simple_cnn training step, in float64 and float32,
 with the host input given contiguous, as a transposed-then-transposed-back (Fortran-ordered) view,
@@ -8,6 +8,7 @@ counter-based mask on both backends (same seed, same step). The NumPy backend is
 Skipped (with the reason) without a GPU.
 (The raw window kernels are compared in test_backend_agreement.py.)
 """
+
 from __future__ import annotations
 
 import zlib
@@ -96,8 +97,9 @@ def assert_results_agree(expected, actual, dtype, context):
     assert expected.keys() == actual.keys()
     for key in expected:
         assert actual[key].shape == expected[key].shape, (context, key)
-        np.testing.assert_allclose(actual[key], expected[key], **TOLERANCE[dtype],
-                                   err_msg=f"{context}: {key}")
+        np.testing.assert_allclose(
+            actual[key], expected[key], **TOLERANCE[dtype], err_msg=f"{context}: {key}"
+        )
 
 
 def compare_case(cpu, gpu, name, dtype_name, layout):
@@ -130,8 +132,10 @@ def run_simple_cnn(backend, dtype, batches):
     for images, labels in batches:
         n = net.load_batch(images, labels)
         logits = net.forward(n, train=True)
-        record = {"logits": backend.to_host(logits).copy(),
-                  "loss": np.asarray(float(net.loss.loss))}
+        record = {
+            "logits": backend.to_host(logits).copy(),
+            "loss": np.asarray(float(net.loss.loss)),
+        }
         net.backward(n)
         record["d_params"] = backend.to_host(net.params.grad).copy()
         optimizer.step()
@@ -147,7 +151,7 @@ def simple_cnn_batches(dtype_name, layout):
     rng = np.random.default_rng(zlib.crc32(f"simple_cnn/{dtype_name}/{layout}".encode()))
     batches = []
     for step in range(CNN_STEPS):
-        n = CNN_BATCH if step == 0 else CNN_BATCH - 1   # the second is a smaller last batch
+        n = CNN_BATCH if step == 0 else CNN_BATCH - 1  # the second is a smaller last batch
         images = host_input(rng.standard_normal((n, 1, 28, 28)), layout)
         batches.append((images, rng.integers(0, 10, size=n).astype(np.int32)))
     return batches

@@ -1,4 +1,5 @@
-"""Numerical gradient checks: every standard case passes on every backend, and the checker can fail."""
+"""Numerical gradient checks: every standard case passes on every backend; the checker can fail."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,23 @@ def _check_case(name, backend, **overrides):
 
 def test_standard_cases_cover_every_layer():
     names = " ".join(CASES)
-    for layer in ("Conv2D", "Bias", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
-                  "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "BatchNorm", "Dropout", "Flatten",
-                  "SoftmaxCrossEntropy", "small net"):
+    for layer in (
+        "Conv2D",
+        "Bias",
+        "Dense",
+        "ReLU",
+        "LeakyReLU",
+        "Tanh",
+        "Sigmoid",
+        "MaxPool2D",
+        "AvgPool2D",
+        "GlobalAvgPool",
+        "BatchNorm",
+        "Dropout",
+        "Flatten",
+        "SoftmaxCrossEntropy",
+        "small net",
+    ):
         assert layer in names
     for layer in ("BatchNorm (conv", "BatchNorm (dense", "Dropout"):  # both modes are checked
         modes = {case_options(name)["train"] for name in CASES if name.startswith(layer)}

@@ -5,6 +5,7 @@ wrapper `cupy_backends.cuda.libs.nvrtc` loads it lazily on the first call. If th
 test preloads the pip copy from site-packages with ctypes and tries again; it skips (with the
 reason) only when the wrapper cannot be imported or no NVRTC library can be loaded at all.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,8 +29,11 @@ def _pip_nvrtc_libraries() -> list[Path]:
         for sub in ("nvidia/cuda_nvrtc/lib", "nvidia/cu13/lib", "nvidia/cu12/lib"):
             lib_dir = root / sub
             if lib_dir.is_dir():
-                found += sorted(p for p in lib_dir.glob("libnvrtc.so*")
-                                if "builtins" not in p.name and ".alt." not in p.name)
+                found += sorted(
+                    p
+                    for p in lib_dir.glob("libnvrtc.so*")
+                    if "builtins" not in p.name and ".alt." not in p.name
+                )
     return found
 
 
@@ -45,9 +49,11 @@ def _load_nvrtc():
     except Exception as first_error:
         candidates = _pip_nvrtc_libraries()
         if not candidates:
-            pytest.skip(f"the NVRTC shared library cannot be loaded ({first_error!r}) and no pip "
-                        f"copy was found under site-packages/nvidia/cuda_nvrtc/lib "
-                        f"(pip install nvidia-cuda-nvrtc-cu12)")
+            pytest.skip(
+                f"the NVRTC shared library cannot be loaded ({first_error!r}) and no pip "
+                f"copy was found under site-packages/nvidia/cuda_nvrtc/lib "
+                f"(pip install nvidia-cuda-nvrtc-cu12)"
+            )
         errors = []
         for path in candidates:
             try:
@@ -56,8 +62,10 @@ def _load_nvrtc():
                 return nvrtc
             except Exception as error:
                 errors.append(f"{path}: {error!r}")
-        pytest.skip(f"the NVRTC shared library cannot be loaded ({first_error!r}); preloading "
-                    f"failed too: {'; '.join(errors)}")
+        pytest.skip(
+            f"the NVRTC shared library cannot be loaded ({first_error!r}); preloading "
+            f"failed too: {'; '.join(errors)}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +109,10 @@ def test_kernel_sources_hold_no_python():
 
 
 def test_broken_source_fails_to_compile(nvrtc):
-    broken = ("template <typename T>\n"
-              "__global__ void broken_kernel(T* out) { out[0] = T(1) }\n")  # missing ';'
+    broken = (
+        "template <typename T>\n"
+        "__global__ void broken_kernel(T* out) { out[0] = T(1) }\n"
+    )  # missing ';'
     program, failure = _compile(nvrtc, broken, "broken.cu", ["broken_kernel<float>"])
     try:
         assert failure is not None, "a source with a syntax error compiled"

@@ -2,6 +2,7 @@
 
 Everything is float64 unless a test says otherwise, and every shape is tiny.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -9,8 +10,22 @@ import warnings
 import numpy as np
 import pytest
 
-from convnet_gpu import (SGD, AvgPool2D, Bias, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, Net,
-                         ReLU, Sigmoid, SoftmaxCrossEntropy, Tanh, get_backend)
+from convnet_gpu import (
+    SGD,
+    AvgPool2D,
+    Bias,
+    Conv2D,
+    Dense,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    Net,
+    ReLU,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+    get_backend,
+)
 
 CPU = get_backend("cpu")
 
@@ -229,7 +244,9 @@ def test_maxpool_forward_backward_match_naive_loop(geometry):
     dy = rng.standard_normal(y_ref.shape)
     _, y, dx = run_layers([MaxPool2D(k, stride, pad)], x, dy=dy)
     np.testing.assert_array_equal(y, y_ref)
-    np.testing.assert_allclose(dx, naive_maxpool_backward(shape, source, dy), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        dx, naive_maxpool_backward(shape, source, dy), rtol=1e-14, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("geometry", list(POOL_GEOMETRIES))
@@ -241,12 +258,13 @@ def test_avgpool_forward_backward_match_naive_loop(geometry):
     dy = rng.standard_normal(y_ref.shape)
     _, y, dx = run_layers([AvgPool2D(k, stride, pad)], x, dy=dy)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dx, naive_avgpool_backward(shape, dy, k, stride, pad),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        dx, naive_avgpool_backward(shape, dy, k, stride, pad), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_maxpool_with_all_negative_inputs_ignores_padding():
-    """Padding must not act as a zero: with all inputs < 0 the border windows still pick an input."""
+    """Padding is not a zero: with all inputs < 0 the border windows still pick an input."""
     x = -1.0 - distinct_values(np.random.default_rng(5), (1, 1, 4, 4)) ** 2
     _, y, _ = run_layers([MaxPool2D(3, 2, 1)], x)
     y_ref, _ = naive_maxpool(x, 3, 2, 1)
@@ -262,7 +280,9 @@ def _torch_run(fn, *arrays):
     return fn(*leaves), leaves
 
 
-@pytest.mark.parametrize("geometry", ["5x5_pad2", "3x3_stride2_pad1", "2x3_kernel_stride2_pad1_7x9"])
+@pytest.mark.parametrize(
+    "geometry", ["5x5_pad2", "3x3_stride2_pad1", "2x3_kernel_stride2_pad1_7x9"]
+)
 def test_conv2d_agrees_with_torch(geometry):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -275,35 +295,48 @@ def test_conv2d_agrees_with_torch(geometry):
     np.testing.assert_allclose(conv.grads["weight"], tw.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k,stride,pad,shape", [(2, 2, 0, (2, 3, 6, 6)), (3, 2, 1, (2, 2, 7, 7)),
-                                                (3, 1, 1, (1, 2, 5, 6))])
+@pytest.mark.parametrize(
+    "k,stride,pad,shape",
+    [(2, 2, 0, (2, 3, 6, 6)), (3, 2, 1, (2, 2, 7, 7)), (3, 1, 1, (1, 2, 5, 6))],
+)
 def test_pooling_agrees_with_torch(k, stride, pad, shape):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     rng = np.random.default_rng(7)
     x = distinct_values(rng, shape)
-    for layer, fn in ((MaxPool2D(k, stride, pad), lambda a: F.max_pool2d(a, k, stride, pad)),
-                      (AvgPool2D(k, stride, pad),
-                       lambda a: F.avg_pool2d(a, k, stride, pad, count_include_pad=True))):
+    for layer, fn in (
+        (MaxPool2D(k, stride, pad), lambda a: F.max_pool2d(a, k, stride, pad)),
+        (
+            AvgPool2D(k, stride, pad),
+            lambda a: F.avg_pool2d(a, k, stride, pad, count_include_pad=True),
+        ),
+    ):
         out, (tx,) = _torch_run(fn, x)
         dy = rng.standard_normal(tuple(out.shape))
         out.backward(torch.from_numpy(dy))
         _, y, dx = run_layers([layer], x, dy=dy)
-        np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-12, atol=1e-14,
-                                   err_msg=layer.describe())
-        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-14,
-                                   err_msg=layer.describe())
+        np.testing.assert_allclose(
+            y, out.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=layer.describe()
+        )
+        np.testing.assert_allclose(
+            dx, tx.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=layer.describe()
+        )
 
 
 def test_dense_bias_agrees_with_torch():
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     rng = np.random.default_rng(8)
-    x, weight, bias = rng.standard_normal((5, 7)), rng.standard_normal((7, 4)), rng.standard_normal(4)
+    x, weight, bias = (
+        rng.standard_normal((5, 7)),
+        rng.standard_normal((7, 4)),
+        rng.standard_normal(4),
+    )
     dy = rng.standard_normal((5, 4))
     dense, bias_layer = Dense(4), Bias()
-    _, y, dx = run_layers([dense, bias_layer], x, dy=dy,
-                          params={0: {"weight": weight}, 1: {"bias": bias}})
+    _, y, dx = run_layers(
+        [dense, bias_layer], x, dy=dy, params={0: {"weight": weight}, 1: {"bias": bias}}
+    )
     # ours: y = x @ W (W is (in, out)); torch's linear takes (out, in)
     out, (tx, tw_t, tb) = _torch_run(lambda a, w, b: F.linear(a, w, b), x, weight.T.copy(), bias)
     out.backward(torch.from_numpy(dy))
@@ -319,10 +352,12 @@ def test_conv_bias_agrees_with_torch():
     x, weight, dy, conv, stride, pad = _conv_problem("3x3_pad1_nonsquare_7x9", seed=9)
     bias = np.random.default_rng(9).standard_normal(weight.shape[0])
     bias_layer = Bias()
-    _, y, dx = run_layers([conv, bias_layer], x, dy=dy,
-                          params={0: {"weight": weight}, 1: {"bias": bias}})
-    out, (tx, tw, tb) = _torch_run(lambda a, w, b: F.conv2d(a, w, b, stride=stride, padding=pad),
-                                   x, weight, bias)
+    _, y, dx = run_layers(
+        [conv, bias_layer], x, dy=dy, params={0: {"weight": weight}, 1: {"bias": bias}}
+    )
+    out, (tx, tw, tb) = _torch_run(
+        lambda a, w, b: F.conv2d(a, w, b, stride=stride, padding=pad), x, weight, bias
+    )
     out.backward(torch.from_numpy(dy))
     np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
@@ -368,9 +403,15 @@ def test_small_net_with_loss_agrees_with_torch():
     net.forward(n)
     net.backward(n)
 
-    cw, cb, dw, db = (torch.tensor(a, requires_grad=True) for a in (
-        layers[0].params["weight"].copy(), layers[1].params["bias"].copy(),
-        layers[5].params["weight"].T.copy(), layers[6].params["bias"].copy()))
+    cw, cb, dw, db = (
+        torch.tensor(a, requires_grad=True)
+        for a in (
+            layers[0].params["weight"].copy(),
+            layers[1].params["bias"].copy(),
+            layers[5].params["weight"].T.copy(),
+            layers[6].params["bias"].copy(),
+        )
+    )
     tx = torch.tensor(x, requires_grad=True)
     h = F.max_pool2d(F.relu(F.conv2d(tx, cw, cb, padding=1)), 2)
     out = F.cross_entropy(F.linear(h.flatten(1), dw, db), torch.from_numpy(labels.astype(np.int64)))
@@ -406,7 +447,7 @@ def test_activation_backward_matches_formula(name):
     make, formula = ACTIVATIONS[name]
     rng = np.random.default_rng(12)
     x = 0.2 + 2 * rng.random((2, 3, 4))
-    x *= np.where(rng.random(x.shape) < 0.5, -1, 1)   # away from the kink at 0
+    x *= np.where(rng.random(x.shape) < 0.5, -1, 1)  # away from the kink at 0
     dy = rng.standard_normal(x.shape)
     _, _, dx = run_layers([make()], x, dy=dy)
     h = 1e-6
@@ -427,8 +468,11 @@ def test_sigmoid_saturates_exactly_without_warnings(dtype):
     assert dx[0, 0] == 0.0 and dx[0, 1] == 0.0
 
 
-@pytest.mark.parametrize("make", [ReLU, lambda: LeakyReLU(0.2), Tanh, Sigmoid],
-                         ids=["ReLU", "LeakyReLU", "Tanh", "Sigmoid"])
+@pytest.mark.parametrize(
+    "make",
+    [ReLU, lambda: LeakyReLU(0.2), Tanh, Sigmoid],
+    ids=["ReLU", "LeakyReLU", "Tanh", "Sigmoid"],
+)
 def test_activations_are_finite_on_huge_inputs(make):
     x = np.array([[1e300, -1e300, 1000.0, -1000.0]])
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -456,8 +500,8 @@ def _reference_loss(logits, labels):
 def test_softmax_cross_entropy_huge_logits(dtype):
     rng = np.random.default_rng(13)
     logits = rng.uniform(-1e4, 1e4, size=(6, 5))
-    logits[0] = [1e4, -1e4, 0.0, 1e4 - 1.0, 5e3]          # near-tie at the top
-    logits[1] = [-1e4, -1e4, -1e4, -1e4, -1e4]             # all equal: log(5)
+    logits[0] = [1e4, -1e4, 0.0, 1e4 - 1.0, 5e3]  # near-tie at the top
+    logits[1] = [-1e4, -1e4, -1e4, -1e4, -1e4]  # all equal: log(5)
     labels = np.array([1, 2, 0, 3, 4, 1])
     logits = logits.astype(dtype)
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -468,7 +512,7 @@ def test_softmax_cross_entropy_huge_logits(dtype):
     assert value == pytest.approx(expected, rel=1e-6 if dtype == np.float32 else 1e-12)
     assert np.all(np.isfinite(d_logits))
     np.testing.assert_allclose(d_logits.sum(axis=1), 0.0, atol=1e-6)
-    _, tied_row, d_tied = _loss_on(logits[1:2], labels[1:2], dtype=dtype)   # all logits equal
+    _, tied_row, d_tied = _loss_on(logits[1:2], labels[1:2], dtype=dtype)  # all logits equal
     assert tied_row == pytest.approx(np.log(5.0), rel=1e-6)
     np.testing.assert_allclose(d_tied, np.eye(5)[labels[1:2]] * -1 + 0.2, rtol=1e-6, atol=1e-7)
 
@@ -497,20 +541,37 @@ def test_softmax_cross_entropy_uses_only_first_n_rows():
 def test_count_correct_counts_argmax_hits():
     loss = SoftmaxCrossEntropy()
     loss.setup(CPU, (4,), 8, np.float64)
-    logits = np.array([[5, 1, 0, 0], [0, 9, 1, 2], [0, 0, 0, 3], [1, 2, 3, 0],
-                       [7, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float64)
-    argmax = logits.argmax(axis=1)                         # [0, 1, 3, 2, 0, 2]
+    logits = np.array(
+        [[5, 1, 0, 0], [0, 9, 1, 2], [0, 0, 0, 3], [1, 2, 3, 0], [7, 0, 0, 0], [0, 0, 1, 0]],
+        dtype=np.float64,
+    )
+    argmax = logits.argmax(axis=1)  # [0, 1, 3, 2, 0, 2]
     labels = np.array([0, 1, 2, 2, 3, 2], dtype=np.int32)  # hits at rows 0, 1, 3, 5
     assert int(loss.count_correct(logits, labels)) == int(np.sum(argmax == labels)) == 4
     assert int(loss.count_correct(logits[:2], labels[:2])) == 2
-    assert int(loss.count_correct(logits, (labels + 1) % 4)) == int(np.sum(argmax == (labels + 1) % 4))
+    assert int(loss.count_correct(logits, (labels + 1) % 4)) == int(
+        np.sum(argmax == (labels + 1) % 4)
+    )
 
 
 # ---- a smaller last batch (the views path) -----------------------------------------------------
 def _small_conv_net():
-    return [Conv2D(3, 3, pad=1), Bias(), ReLU(), MaxPool2D(2),
-            Conv2D(4, 3, stride=2, pad=1), Bias(), Tanh(), AvgPool2D(2),
-            Flatten(), Dense(6), Bias(), LeakyReLU(0.1), Dense(5), Bias()]
+    return [
+        Conv2D(3, 3, pad=1),
+        Bias(),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(4, 3, stride=2, pad=1),
+        Bias(),
+        Tanh(),
+        AvgPool2D(2),
+        Flatten(),
+        Dense(6),
+        Bias(),
+        LeakyReLU(0.1),
+        Dense(5),
+        Bias(),
+    ]
 
 
 def test_smaller_last_batch_matches_a_net_of_that_batch_size():
@@ -523,8 +584,9 @@ def test_smaller_last_batch_matches_a_net_of_that_batch_size():
     np.testing.assert_array_equal(big.params.data, exact.params.data)
 
     # a full batch of other data first, so stale rows 5..7 hold something
-    n = big.load_batch(rng.standard_normal((8,) + input_shape),
-                       rng.integers(0, 5, size=8).astype(np.int32))
+    n = big.load_batch(
+        rng.standard_normal((8,) + input_shape), rng.integers(0, 5, size=8).astype(np.int32)
+    )
     big.forward(n)
     big.backward(n)
 
@@ -537,8 +599,15 @@ def test_smaller_last_batch_matches_a_net_of_that_batch_size():
         out = net.forward(n).copy()
         assert out.shape == (5, 5)
         net.backward(n)
-        results.append((out, float(net.loss.loss), net.params.grad.copy(),
-                        net.blobs[0].grad[:5].copy(), int(net.count_correct(n))))
+        results.append(
+            (
+                out,
+                float(net.loss.loss),
+                net.params.grad.copy(),
+                net.blobs[0].grad[:5].copy(),
+                int(net.count_correct(n)),
+            )
+        )
     (out_b, loss_b, grad_b, dx_b, hits_b), (out_e, loss_e, grad_e, dx_e, hits_e) = results
     np.testing.assert_allclose(out_b, out_e, rtol=1e-12, atol=1e-15)
     assert loss_b == pytest.approx(loss_e, rel=1e-12)
@@ -563,7 +632,7 @@ def test_parameter_views_share_the_flat_buffer():
     assert layers[4].params["bias"][-1] == expected_size - 1
     net.params.grad.fill(2.5)
     assert np.all(layers[3].grads["weight"] == 2.5)
-    layers[3].params["weight"][...] = -1.0        # and the other way round
+    layers[3].params["weight"][...] = -1.0  # and the other way round
     assert np.count_nonzero(net.params.data == -1.0) == 50 * 3
 
 
@@ -589,7 +658,9 @@ def test_setup_initialises_weights_he_and_biases_zero():
     weight = layers[1].params["weight"]
     assert np.all(layers[2].params["bias"] == 0)
     assert weight.std() == pytest.approx(np.sqrt(2.0 / 100), rel=0.05)
-    again = Net([Flatten(), Dense(400), Bias()], None, CPU, dtype=np.float64, seed=1).setup(2, (1, 10, 10))
+    again = Net([Flatten(), Dense(400), Bias()], None, CPU, dtype=np.float64, seed=1).setup(
+        2, (1, 10, 10)
+    )
     np.testing.assert_array_equal(again.params.data, net.params.data)
 
 
@@ -602,11 +673,16 @@ def test_uniform_init_draws_within_one_over_sqrt_fan_in():
         assert weight.std() == pytest.approx(bound / np.sqrt(3), rel=0.05)
 
 
-@pytest.mark.parametrize("shape", [(3, 1, 5, 4), (3, 5, 5), (5, 1, 5, 5), (0, 1, 5, 5)],
-                         ids=["wrong_width", "missing_channel_axis", "too_many_rows", "no_rows"])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 1, 5, 4), (3, 5, 5), (5, 1, 5, 5), (0, 1, 5, 5)],
+    ids=["wrong_width", "missing_channel_axis", "too_many_rows", "no_rows"],
+)
 def test_load_batch_with_wrong_shape_raises(shape):
     net = Net([Conv2D(2, 3, pad=1)], None, CPU, dtype=np.float64).setup(4, (1, 5, 5))
-    with pytest.raises(ValueError, match=r"does not fit this net \(at most 4 rows of \(1, 5, 5\)\)"):
+    with pytest.raises(
+        ValueError, match=r"does not fit this net \(at most 4 rows of \(1, 5, 5\)\)"
+    ):
         net.load_batch(np.zeros(shape))
 
 
@@ -622,7 +698,7 @@ def test_load_batch_copies_into_the_input_blob():
     assert net.load_batch(host) == 2
     np.testing.assert_array_equal(net.blobs[0].data[:2], host)
     host[0, 0] = 99.0
-    assert net.blobs[0].data[0, 0] == 0.0   # a copy, not a view of the host array
+    assert net.blobs[0].data[0, 0] == 0.0  # a copy, not a view of the host array
 
 
 def test_dense_without_flatten_raises():
@@ -666,7 +742,7 @@ def test_sgd_momentum_weight_decay_matches_pytorch_formula():
         w = w - lr * v
         np.testing.assert_allclose(net.params.data, w, rtol=1e-14, atol=1e-15)
         np.testing.assert_allclose(opt.velocity, v, rtol=1e-14, atol=1e-15)
-    assert net.params.data is data_buffer                  # updated in place
+    assert net.params.data is data_buffer  # updated in place
     np.testing.assert_allclose(layers[0].params["weight"].ravel(), w[:12], rtol=1e-14)
 
 
@@ -679,7 +755,9 @@ def test_sgd_without_momentum():
     g = np.random.default_rng(18).standard_normal(w.shape)
     net.params.grad[:] = g
     opt.step()
-    np.testing.assert_allclose(net.params.data, w - lr * (g + wd * mask * w), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        net.params.data, w - lr * (g + wd * mask * w), rtol=1e-14, atol=1e-15
+    )
     np.testing.assert_array_equal(opt.velocity, 0.0)
 
 
@@ -696,8 +774,16 @@ def test_weight_decay_does_not_touch_biases(momentum):
     assert np.all(np.sign(layers[0].params["weight"]) == np.sign(weight_before))
 
 
-@pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0),
-                                    dict(momentum=-0.1), dict(weight_decay=-1e-4)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=0.0),
+        dict(lr=-1.0),
+        dict(momentum=1.0),
+        dict(momentum=-0.1),
+        dict(weight_decay=-1e-4),
+    ],
+)
 def test_sgd_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         SGD(**kwargs)
@@ -718,8 +804,9 @@ def test_label_smoothing_matches_torch(smoothing):
     d_logits = np.empty_like(logits)
     loss_layer.backward(d_logits)
     z = torch.tensor(logits, requires_grad=True)
-    expected = torch.nn.functional.cross_entropy(z, torch.tensor(labels).long(),
-                                                 label_smoothing=smoothing)
+    expected = torch.nn.functional.cross_entropy(
+        z, torch.tensor(labels).long(), label_smoothing=smoothing
+    )
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-12)
     np.testing.assert_allclose(d_logits, z.grad.numpy(), rtol=1e-10, atol=1e-15)

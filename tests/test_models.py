@@ -1,4 +1,5 @@
 """Named models and TOML model files: shapes, residual blocks, and errors that name the key."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,14 +11,23 @@ from convnet_gpu.layers.base import walk
 from convnet_gpu.models import ModelFileError, build_model, load_model_file
 
 
-@pytest.mark.parametrize("name, shape", [("simple-cnn", (1, 28, 28)), ("simple-cnn-bn", (1, 28, 28)),
-                                         ("mini-resnet", (1, 28, 28)), ("mini-resnet", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("simple-cnn", (1, 28, 28)),
+        ("simple-cnn-bn", (1, 28, 28)),
+        ("mini-resnet", (1, 28, 28)),
+        ("mini-resnet", (3, 32, 32)),
+    ],
+)
 def test_named_models_build_and_run(name, shape):
     net = Net(build_model(name), SoftmaxCrossEntropy(), seed=0).setup(4, shape)
     assert net.output_shape == (10,)
     rng = np.random.default_rng(0)
-    n = net.load_batch(rng.standard_normal((3,) + shape).astype(np.float32),
-                       rng.integers(0, 10, 3).astype(np.int32))
+    n = net.load_batch(
+        rng.standard_normal((3,) + shape).astype(np.float32),
+        rng.integers(0, 10, 3).astype(np.int32),
+    )
     net.forward(n)
     net.backward(n)
     assert np.isfinite(float(net.loss.loss)) and np.any(net.params.grad != 0)
@@ -26,14 +36,22 @@ def test_named_models_build_and_run(name, shape):
 @pytest.mark.parametrize("name", ["simple-cnn", "simple-cnn-bn", "mini-resnet"])
 def test_torch_peer_computes_the_same_function(name):
     """The benchmark's PyTorch peer is the same net: given our weights, the same logits."""
-    torch = pytest.importorskip("torch", reason="PyTorch (an optional benchmark peer) is not installed")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch (an optional benchmark peer) is not installed"
+    )
     from convnet_gpu.models import MODELS
     from convnet_gpu.torch_models import TORCH_MODELS
 
     assert set(TORCH_MODELS) == set(MODELS)
-    net = Net(build_model(name), SoftmaxCrossEntropy(), dtype=np.float64, seed=3).setup(4, (1, 28, 28))
-    ours = [array for _, layer in walk(net.layers) if not list(layer.children())
-            for array in layer.params.values()]
+    net = Net(build_model(name), SoftmaxCrossEntropy(), dtype=np.float64, seed=3).setup(
+        4, (1, 28, 28)
+    )
+    ours = [
+        array
+        for _, layer in walk(net.layers)
+        if not list(layer.children())
+        for array in layer.params.values()
+    ]
     peer = TORCH_MODELS[name]().double().eval()
     theirs = list(peer.parameters())
     assert [a.size for a in ours] == [p.numel() for p in theirs]
@@ -55,7 +73,10 @@ def test_mini_resnet_is_net_b():
     strides = [block.body.layers[0].stride for block in blocks]
     assert widths == [32, 64, 128] and strides == [1, 2, 2]
     assert blocks[0].shortcut.layers == []  # identity where the shape is kept
-    assert isinstance(blocks[1].shortcut.layers[0], Conv2D) and blocks[1].shortcut.layers[0].stride == 2
+    assert (
+        isinstance(blocks[1].shortcut.layers[0], Conv2D)
+        and blocks[1].shortcut.layers[0].stride == 2
+    )
     net = Net(layers, SoftmaxCrossEntropy()).setup(2, (1, 28, 28))
     # BatchNorm parameters are not decayed; conv weights are
     bn = blocks[0].body.layers[1]
@@ -108,26 +129,55 @@ def test_model_file_builds_a_residual_net(tmp_path):
     path.write_text(MODEL_FILE)
     layers = build_model(str(path))
     assert [type(layer).__name__ for layer in layers] == [
-        "Conv2D", "BatchNorm", "ReLU", "Residual", "Residual", "GlobalAvgPool", "Dropout", "Dense", "Bias"]
+        "Conv2D",
+        "BatchNorm",
+        "ReLU",
+        "Residual",
+        "Residual",
+        "GlobalAvgPool",
+        "Dropout",
+        "Dense",
+        "Bias",
+    ]
     assert layers[4].shortcut.layers[0].stride == 2 and layers[6].p == 0.25
     net = Net(layers, SoftmaxCrossEntropy()).setup(2, (1, 12, 12))
     assert net.output_shape == (10,)
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('[[layers]]\ntype = "conv"\nout = 8\nkernel = \n', "not valid TOML"),
-    ('[[layers]]\ntype = "convolution"\n', "layers[0].type: unknown layer type 'convolution'"),
-    ('[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv"\nout = 8\n', "layers[1].kernel: missing"),
-    ('[[layers]]\ntype = "conv"\nout = "8"\nkernel = 3\n', "layers[0].out: expected an integer"),
-    ('[[layers]]\ntype = "dense"\nout = 3\nbias = true\n', "layers[0].bias: unknown key for a dense layer"),
-    ('[[layers]]\ntype = "residual"\nshortcut = []\n', "layers[0].body: a residual block needs a body"),
-    ('[[layers]]\ntype = "dropout"\np = 1.5\n', "layers[0]: Dropout probability must be in [0, 1)"),
-    ('[[layers]]\ntype = "dense"\nout = 3\ninit = 1\n', "layers[0].init: expected a string"),
-    ('[[layers]]\ntype = "conv"\nout = 3\nkernel = 3\ninit = "xavier"\n',
-     "layers[0].init: unknown weight init 'xavier'; use one of: he, uniform"),
-    ('title = "x"\n', "unknown top-level key 'title'"),
-    ('', "no [[layers]] tables"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[[layers]]\ntype = "conv"\nout = 8\nkernel = \n', "not valid TOML"),
+        ('[[layers]]\ntype = "convolution"\n', "layers[0].type: unknown layer type 'convolution'"),
+        (
+            '[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv"\nout = 8\n',
+            "layers[1].kernel: missing",
+        ),
+        (
+            '[[layers]]\ntype = "conv"\nout = "8"\nkernel = 3\n',
+            "layers[0].out: expected an integer",
+        ),
+        (
+            '[[layers]]\ntype = "dense"\nout = 3\nbias = true\n',
+            "layers[0].bias: unknown key for a dense layer",
+        ),
+        (
+            '[[layers]]\ntype = "residual"\nshortcut = []\n',
+            "layers[0].body: a residual block needs a body",
+        ),
+        (
+            '[[layers]]\ntype = "dropout"\np = 1.5\n',
+            "layers[0]: Dropout probability must be in [0, 1)",
+        ),
+        ('[[layers]]\ntype = "dense"\nout = 3\ninit = 1\n', "layers[0].init: expected a string"),
+        (
+            '[[layers]]\ntype = "conv"\nout = 3\nkernel = 3\ninit = "xavier"\n',
+            "layers[0].init: unknown weight init 'xavier'; use one of: he, uniform",
+        ),
+        ('title = "x"\n', "unknown top-level key 'title'"),
+        ("", "no [[layers]] tables"),
+    ],
+)
 def test_bad_model_files_name_the_key_at_fault(tmp_path, text, fragment):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -139,7 +189,9 @@ def test_bad_model_files_name_the_key_at_fault(tmp_path, text, fragment):
 
 def test_a_model_file_layer_that_does_not_fit_the_input_is_named(tmp_path):
     path = tmp_path / "big-kernel.toml"
-    path.write_text('[[layers]]\ntype = "residual"\nbody = [{type = "conv", out = 4, kernel = 9}]\n')
+    path.write_text(
+        '[[layers]]\ntype = "residual"\nbody = [{type = "conv", out = 4, kernel = 9}]\n'
+    )
     layers = load_model_file(path)  # valid as a file: the kernel only fails against a 5x5 input
     with pytest.raises(ValueError, match=r"layer 0 \(Residual.*does not fit a 5x5 input"):
         Net(layers).setup(1, (1, 5, 5))
@@ -167,7 +219,9 @@ def test_the_example_model_file_builds():
 
     path = Path(__file__).resolve().parents[1] / "examples" / "small-resnet.toml"
     net = Net(build_model(str(path)), SoftmaxCrossEntropy()).setup(2, (1, 28, 28))
-    assert net.output_shape == (10,) and sum(isinstance(l, Residual) for l in net.layers) == 2
+    assert (
+        net.output_shape == (10,) and sum(isinstance(layer, Residual) for layer in net.layers) == 2
+    )
 
 
 def test_the_simple_cnn_recipe_file_is_simple_cnn_bn_without_dropout():
@@ -177,5 +231,6 @@ def test_the_simple_cnn_recipe_file_is_simple_cnn_bn_without_dropout():
     from_file = [layer.describe() for layer in build_model(str(path))]
     built_in = [layer.describe() for layer in build_model("simple-cnn-bn")]
     assert [d.replace(", init=uniform", "") for d in from_file] == [
-        d for d in built_in if not d.startswith("Dropout")]
+        d for d in built_in if not d.startswith("Dropout")
+    ]
     assert sum("init=uniform" in d for d in from_file) == 4  # both convolutions, both dense

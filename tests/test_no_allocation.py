@@ -5,6 +5,7 @@ NumPy: tracemalloc (NumPy reports its data buffers to it) shows neither growth n
 One simple_cnn activation blob at batch 16 is 16*32*28*28*4 bytes = 1.6 MB, so any per-step
 array allocation of a blob trips the 256 KiB peak budget.
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -78,8 +79,10 @@ def _peak_by_operation(net, optimizer, images, labels, min_bytes=4096) -> str:
     try:
         measure("net.load_batch", lambda: net.load_batch(images, labels))
         for i, (layer, bottom, top) in enumerate(zip(net.layers, net.blobs, net.blobs[1:])):
-            measure(f"forward  layer {i} {layer.describe()}",
-                    lambda: layer.forward(bottom.data[:n], top.data[:n], True))
+            measure(
+                f"forward  layer {i} {layer.describe()}",
+                lambda: layer.forward(bottom.data[:n], top.data[:n], True),
+            )
         output = net.blobs[-1].data[:n]
         measure("loss.forward", lambda: net.loss.forward(output, net.labels[:n]))
         measure("loss.backward", lambda: net.loss.backward(net.blobs[-1].grad[:n]))
@@ -88,8 +91,10 @@ def _peak_by_operation(net, optimizer, images, labels, min_bytes=4096) -> str:
             x, dx = bottom.rows(n)
             if dx is None and not layer.params:
                 continue
-            measure(f"backward layer {i} {layer.describe()}",
-                    lambda: layer.backward(x, top.data[:n], top.grad[:n], dx))
+            measure(
+                f"backward layer {i} {layer.describe()}",
+                lambda: layer.backward(x, top.data[:n], top.grad[:n], dx),
+            )
         measure("optimizer.step", optimizer.step)
         measure("net.count_correct", lambda: net.count_correct(n))
     finally:
@@ -121,14 +126,18 @@ def test_numpy_step_allocates_nothing(cpu_backend):
         tracemalloc.stop()
 
     growth, peak_over_start = end_current - start_current, peak - start_current
-    report = (f"tracemalloc over {MEASURED_STEPS} steps: start {start_current} B, end {end_current} B "
-              f"(growth {growth} B, limit {GROWTH_LIMIT}), peak {peak} B (peak over start "
-              f"{peak_over_start} B, limit {PEAK_LIMIT}); one activation blob is {blob_bytes} B.\n"
-              f"  top differences by line:\n  {_top_allocations(start_snapshot, end_snapshot)}")
+    report = (
+        f"tracemalloc over {MEASURED_STEPS} steps: start {start_current} B, end {end_current} B "
+        f"(growth {growth} B, limit {GROWTH_LIMIT}), peak {peak} B (peak over start "
+        f"{peak_over_start} B, limit {PEAK_LIMIT}); one activation blob is {blob_bytes} B.\n"
+        f"  top differences by line:\n  {_top_allocations(start_snapshot, end_snapshot)}"
+    )
     print(report)
     if growth > GROWTH_LIMIT or peak_over_start > PEAK_LIMIT:
-        report += ("\n  operations that allocate (one more step, op by op):\n  "
-                   + _peak_by_operation(net, optimizer, *batches[-1]))
+        report += (
+            "\n  operations that allocate (one more step, op by op):\n  "
+            + _peak_by_operation(net, optimizer, *batches[-1])
+        )
     assert growth <= GROWTH_LIMIT, report
     assert peak_over_start <= PEAK_LIMIT, report
     # the steps really trained: parameters moved, the loss is finite, hits were counted
@@ -155,7 +164,8 @@ def test_cupy_step_keeps_pool_usage_flat(cuda_backend):
         cuda_backend.synchronize()
         used.append(pool.used_bytes())
     assert used == [used_after_first] * MEASURED_STEPS, (
-        f"cupy pool used bytes after the first step {used_after_first}, then per step {used}")
+        f"cupy pool used bytes after the first step {used_after_first}, then per step {used}"
+    )
     assert cuda_backend.memory_in_use() == used_after_first
     assert not np.array_equal(cuda_backend.to_host(net.params.data), params_before)
     assert np.isfinite(float(net.loss.loss))

@@ -4,6 +4,7 @@ Oracles: torch.nn.functional.batch_norm (float64, train and eval, running statis
 means, a scalar Python reference of the hash (backends/base.py counter_hash), and the CUDA
 source's hash compiled for the host with g++. Skipped here: NumPy vs CuPy bit equality (gpu).
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -13,10 +14,21 @@ import numpy as np
 import pytest
 from helpers import run_host_harness
 
-from convnet_gpu import (SGD, BatchNorm, Bias, Conv2D, Dense, Dropout, GlobalAvgPool, Net, ReLU,
-                         SoftmaxCrossEntropy, get_backend)
-from convnet_gpu.backends.base import UNIFORM_SCALE, counter_hash
+from convnet_gpu import (
+    SGD,
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    GlobalAvgPool,
+    Net,
+    ReLU,
+    SoftmaxCrossEntropy,
+    get_backend,
+)
 from convnet_gpu.backends import kernels
+from convnet_gpu.backends.base import UNIFORM_SCALE, counter_hash
 from convnet_gpu.gradcheck import check
 from convnet_gpu.layers import Layer
 
@@ -68,8 +80,9 @@ def test_batchnorm_agrees_with_torch(kind, train):
 
     tx, tgamma, tbeta = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
     t_mean, t_var = torch.tensor(running_mean), torch.tensor(running_var)
-    out = torch.nn.functional.batch_norm(tx, t_mean, t_var, tgamma, tbeta, training=train,
-                                         momentum=0.2, eps=1e-4)
+    out = torch.nn.functional.batch_norm(
+        tx, t_mean, t_var, tgamma, tbeta, training=train, momentum=0.2, eps=1e-4
+    )
     out.backward(torch.from_numpy(dy))
     np.testing.assert_allclose(y, out.detach().numpy(), **EXACT)
     np.testing.assert_allclose(dx, tx.grad.numpy(), **EXACT)
@@ -90,10 +103,13 @@ def test_batchnorm_running_stats_follow_torch_over_steps(kind):
     net = _net([bn], batch, shape[1:])
     np.testing.assert_array_equal(bn.buffers["running_mean"], np.zeros(channels))
     np.testing.assert_array_equal(bn.buffers["running_var"], np.ones(channels))
-    t_mean, t_var = torch.zeros(channels, dtype=torch.float64), torch.ones(channels, dtype=torch.float64)
+    t_mean, t_var = (
+        torch.zeros(channels, dtype=torch.float64),
+        torch.ones(channels, dtype=torch.float64),
+    )
     rng = np.random.default_rng(4)
     for step in range(5):
-        n = batch - 1 if step == 4 else batch   # a smaller last batch divides by its own count
+        n = batch - 1 if step == 4 else batch  # a smaller last batch divides by its own count
         x = rng.standard_normal((n,) + shape[1:]) * (1 + step) + step
         net.load_batch(x)
         net.forward(n, train=True)
@@ -106,14 +122,14 @@ def test_batchnorm_running_stats_follow_torch_over_steps(kind):
 def test_batchnorm_buffers_are_state_not_parameters():
     bn, dense = BatchNorm(), Dense(3)
     net = Net([Dense(4), bn, dense], None, CPU, dtype=np.float64).setup(2, (5,))
-    assert net.parameter_count() == 5 * 4 + 2 * 4 + 4 * 3     # gamma and beta only
+    assert net.parameter_count() == 5 * 4 + 2 * 4 + 4 * 3  # gamma and beta only
     assert set(bn.buffers) == {"running_mean", "running_var"}
     assert set(bn.params) == {"gamma", "beta"}
     np.testing.assert_array_equal(bn.params["gamma"], 1.0)
     np.testing.assert_array_equal(bn.params["beta"], 0.0)
     mask = net.params.decay_mask
-    assert mask.sum() == 5 * 4 + 4 * 3                         # no weight decay on gamma, beta
-    assert dense.buffers == {} and Layer().buffers == {}       # every layer has (empty) buffers
+    assert mask.sum() == 5 * 4 + 4 * 3  # no weight decay on gamma, beta
+    assert dense.buffers == {} and Layer().buffers == {}  # every layer has (empty) buffers
 
 
 def test_batchnorm_refuses_what_it_cannot_do():
@@ -137,7 +153,8 @@ def test_batchnorm_backward_without_input_gradient_still_gives_parameter_gradien
     net.blobs[-1].grad[:n] = dy
     net.backward(n)
     x_hat = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(
-        x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+        x.var(axis=(0, 2, 3), keepdims=True) + 1e-5
+    )
     np.testing.assert_allclose(bn.grads["gamma"], (dy * x_hat).sum(axis=(0, 2, 3)), **EXACT)
     np.testing.assert_allclose(bn.grads["beta"], dy.sum(axis=(0, 2, 3)), **EXACT)
 
@@ -182,7 +199,7 @@ def _dropout_net(p=0.3, seed=0, batch=100, features=1000, dtype=np.float64):
 
 
 def test_dropout_keeps_one_minus_p_and_scales_by_its_inverse():
-    layer, net = _dropout_net(p=0.3)                   # 1e5 elements
+    layer, net = _dropout_net(p=0.3)  # 1e5 elements
     x = np.random.default_rng(6).uniform(1.0, 2.0, (100, 1000))
     dy = np.random.default_rng(7).standard_normal((100, 1000))
     y, dx = _forward_backward(net, x, dy, train=True)
@@ -219,11 +236,11 @@ def test_dropout_masks_depend_on_seed_and_step_only():
     again = _masks(*_dropout_net(p=0.5, seed=11, batch=8, features=64), steps=3)
     other_seed = _masks(*_dropout_net(p=0.5, seed=12, batch=8, features=64), steps=1)
     for mask, same in zip(first, again):
-        np.testing.assert_array_equal(mask, same)               # same seed and step: same mask
-    assert not np.array_equal(first[0], first[1])               # next step: another mask
+        np.testing.assert_array_equal(mask, same)  # same seed and step: same mask
+    assert not np.array_equal(first[0], first[1])  # next step: another mask
     assert not np.array_equal(first[1], first[2])
-    assert not np.array_equal(first[0], other_seed[0])          # another seed: another mask
-    assert np.mean(first[0] != first[1]) > 0.3                  # and not a near copy
+    assert not np.array_equal(first[0], other_seed[0])  # another seed: another mask
+    assert np.mean(first[0] != first[1]) > 0.3  # and not a near copy
 
 
 def test_dropout_frozen_step_repeats_its_mask_and_small_batches_use_the_first_rows():
@@ -233,7 +250,7 @@ def test_dropout_frozen_step_repeats_its_mask_and_small_batches_use_the_first_ro
     np.testing.assert_array_equal(a, b)
     assert layer.step == 0
     (small,) = _masks(layer, net, steps=1, n=3)
-    np.testing.assert_array_equal(small, a[:3])   # element index = row * features + feature
+    np.testing.assert_array_equal(small, a[:3])  # element index = row * features + feature
 
 
 def test_dropout_refuses_bad_arguments():
@@ -244,17 +261,17 @@ def test_dropout_refuses_bad_arguments():
         Dropout(0.5, seed=-1)
 
 
-# ---- uniform(): the counter-based hash -------------------------------------------------------------
+# ---- uniform(): the counter-based hash ------------------------------------------------------
 def test_uniform_is_in_unit_interval_uniform_and_uncorrelated():
     u = np.empty(100_000)
     CPU.uniform(u, seed=0, counter=0, workspace=CPU.uniform_workspace(u.shape))
     assert u.min() >= 0.0 and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 0.01
     assert abs(u.var() - 1.0 / 12.0) < 0.002
-    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01                 # neighbouring elements
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01  # neighbouring elements
     v = np.empty(100_000)
     CPU.uniform(v, seed=0, counter=1)
-    assert abs(np.corrcoef(u, v)[0, 1]) < 0.01                          # consecutive counters
+    assert abs(np.corrcoef(u, v)[0, 1]) < 0.01  # consecutive counters
     np.testing.assert_array_equal(u / UNIFORM_SCALE, np.round(u / UNIFORM_SCALE))  # k * 2**-24
     counts, _ = np.histogram(u, bins=10, range=(0.0, 1.0))
     assert np.all(np.abs(counts - 10_000) < 500)
@@ -263,7 +280,7 @@ def test_uniform_is_in_unit_interval_uniform_and_uncorrelated():
 @pytest.mark.parametrize("seed,counter", [(0, 0), (1, 0), (0, 1), (2**32 - 1, 123456), (42, 2**31)])
 def test_uniform_matches_the_scalar_reference_in_both_float_types(seed, counter):
     u64, u32 = np.empty((3, 17)), np.empty((3, 17), np.float32)
-    workspace = CPU.uniform_workspace((4, 17))           # bigger than needed: a prefix is used
+    workspace = CPU.uniform_workspace((4, 17))  # bigger than needed: a prefix is used
     CPU.uniform(u64, seed, counter, workspace)
     CPU.uniform(u32, seed, counter, workspace)
     expected = [(counter_hash(seed, counter, i) >> 8) * UNIFORM_SCALE for i in range(3 * 17)]
@@ -309,8 +326,8 @@ def test_cuda_hash_compiled_for_the_host_matches_numpy(tmp_path):
         CPU.uniform(u, seed, counter)
         expected.append(u)
     expected = np.concatenate(expected)
-    np.testing.assert_array_equal(values[:, 0], expected)   # double
-    np.testing.assert_array_equal(values[:, 1], expected)   # float
+    np.testing.assert_array_equal(values[:, 0], expected)  # double
+    np.testing.assert_array_equal(values[:, 1], expected)  # float
 
 
 @pytest.mark.gpu
@@ -322,7 +339,7 @@ def test_uniform_is_bit_identical_on_numpy_and_cupy(cuda_backend, shape, dtype):
     for seed, counter in ((0, 0), (5, 1), (2**32 - 1, 2**32 - 1)):
         expected = np.full(shape, 7.0, dtype)
         CPU.uniform(expected, seed, counter, CPU.uniform_workspace(shape))
-        actual = cupy.full(shape, -3.0, dtype)   # garbage the kernel must overwrite
+        actual = cupy.full(shape, -3.0, dtype)  # garbage the kernel must overwrite
         cuda_backend.uniform(actual, seed, counter, cuda_backend.uniform_workspace(shape))
         cuda_backend.synchronize()
         np.testing.assert_array_equal(cuda_backend.to_host(actual), expected)
@@ -355,24 +372,42 @@ def test_global_avg_pool_needs_planes():
         Net([GlobalAvgPool()], None, CPU).setup(2, (5,))
 
 
-# ---- a net with all three steps without allocating --------------------------------------------------
+# ---- a net with all three steps without allocating ------------------------------------------
 def _norm_dropout_training(backend):
     """(net, optimizer, layers, step(images, labels), host batches with a smaller n=9 mixed in)."""
-    layers = [Conv2D(16, 3, pad=1), BatchNorm(), ReLU(), Dropout(0.2, seed=1),
-              Conv2D(32, 3, stride=2, pad=1), BatchNorm(), ReLU(), GlobalAvgPool(),
-              Dense(5000), BatchNorm(), ReLU(), Dropout(0.5, seed=2), Dense(10), Bias()]
+    layers = [
+        Conv2D(16, 3, pad=1),
+        BatchNorm(),
+        ReLU(),
+        Dropout(0.2, seed=1),
+        Conv2D(32, 3, stride=2, pad=1),
+        BatchNorm(),
+        ReLU(),
+        GlobalAvgPool(),
+        Dense(5000),
+        BatchNorm(),
+        ReLU(),
+        Dropout(0.5, seed=2),
+        Dense(10),
+        Bias(),
+    ]
     net = Net(layers, SoftmaxCrossEntropy(), backend, dtype=np.float32).setup(16, (1, 28, 28))
     optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
     rng = np.random.default_rng(10)
-    batches = [(rng.standard_normal((n, 1, 28, 28)).astype(np.float32),
-                rng.integers(0, 10, n).astype(np.int32)) for n in (16, 16, 9, 16, 16, 9)]
+    batches = [
+        (
+            rng.standard_normal((n, 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, n).astype(np.int32),
+        )
+        for n in (16, 16, 9, 16, 16, 9)
+    ]
 
     def step(images, labels):
         n = net.load_batch(images, labels)
         net.forward(n, train=True)
         net.backward(n)
         optimizer.step()
-        net.forward(n, train=False)                    # an evaluation forward in between
+        net.forward(n, train=False)  # an evaluation forward in between
 
     return net, layers, step, batches
 
@@ -382,7 +417,7 @@ def test_net_with_batchnorm_dropout_and_global_pool_allocates_nothing_per_step()
     peak_limit = 256 * 1024
     for i in (1, 3, 5, 7, 9, 11):  # a copy of what BatchNorm, Dropout, GlobalAvgPool read trips it
         assert net.blobs[i].data.nbytes > peak_limit, (i, net.blobs[i])
-    step(*batches[0])                                   # warm-up
+    step(*batches[0])  # warm-up
     running_before = layers[1].buffers["running_mean"].copy()
     params_before = net.params.data.copy()
     tracemalloc.start()

@@ -1,4 +1,5 @@
 """Guarded exp/log (clip + warn once), stable softmax and log-sum-exp."""
+
 from __future__ import annotations
 
 import warnings
@@ -7,15 +8,21 @@ import numpy as np
 import pytest
 
 from convnet_gpu import numerics
-from convnet_gpu.numerics import (ClippedWarning, checked_exp, checked_log, exp_limits, logsumexp,
-                                  softmax)
+from convnet_gpu.numerics import (
+    ClippedWarning,
+    checked_exp,
+    checked_log,
+    exp_limits,
+    logsumexp,
+    softmax,
+)
 
 EDGE_INPUTS = [1000.0, -1000.0, 0.0, -1.0, np.nan]
 
 
 @pytest.fixture(autouse=True)
 def reset_warned():
-    """checked_exp/checked_log warn once per process: start and end every test with a clean slate."""
+    """checked_exp/checked_log warn once per process: each test starts and ends clean."""
     saved = set(numerics._warned)
     numerics._warned.clear()
     yield
@@ -29,8 +36,11 @@ def _clipped_warnings(fn, *args, **kwargs):
         warnings.simplefilter("always")
         result = fn(*args, **kwargs)
     clipped = [str(w.message) for w in caught if issubclass(w.category, ClippedWarning)]
-    others = [f"{w.category.__name__}: {w.message}" for w in caught
-              if not issubclass(w.category, ClippedWarning)]
+    others = [
+        f"{w.category.__name__}: {w.message}"
+        for w in caught
+        if not issubclass(w.category, ClippedWarning)
+    ]
     return result, clipped, others
 
 
@@ -41,8 +51,9 @@ def test_checked_exp_in_range_is_exp_without_warning(dtype):
     result, clipped, others = _clipped_warnings(checked_exp, x)
     assert clipped == [] and others == []
     assert result.dtype == dtype
-    np.testing.assert_allclose(result, np.exp(x.astype(np.float64)),
-                               rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        result, np.exp(x.astype(np.float64)), rtol=1e-6 if dtype == np.float32 else 1e-15
+    )
     np.testing.assert_array_equal(x, np.linspace(-20, 20, 41).astype(dtype))  # input untouched
 
 
@@ -51,7 +62,7 @@ def test_checked_exp_clips_and_warns_exactly_once():
     first, clipped_first, _ = _clipped_warnings(checked_exp, x)
     second, clipped_second, _ = _clipped_warnings(checked_exp, x.copy())
     assert len(clipped_first) == 1 and "checked_exp" in clipped_first[0]
-    assert clipped_second == []                       # once per process, not once per call
+    assert clipped_second == []  # once per process, not once per call
     for result in (first, second):
         assert np.all(np.isfinite(result))
         assert result[0] == pytest.approx(np.finfo(np.float64).max, rel=1e-12)
@@ -120,8 +131,9 @@ def test_checked_log_in_range_is_log_without_warning(dtype):
     x = np.array([1e-30, 0.5, 1.0, 3.0, 1e30], dtype=dtype)
     result, clipped, others = _clipped_warnings(checked_log, x)
     assert clipped == [] and others == []
-    np.testing.assert_allclose(result, np.log(x.astype(np.float64)),
-                               rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        result, np.log(x.astype(np.float64)), rtol=1e-6 if dtype == np.float32 else 1e-15
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -154,10 +166,10 @@ def _softmax_reference(logits):
 def test_softmax_rows_sum_to_one_and_match_reference_on_huge_logits(dtype):
     rng = np.random.default_rng(0)
     logits = rng.uniform(-1e4, 1e4, size=(5, 7))
-    logits[0] = 1e4                                    # all equal: uniform
+    logits[0] = 1e4  # all equal: uniform
     logits[1, :] = -1e4
-    logits[1, 3] = 1e4                                 # one-hot
-    logits[2, :2] = [9999.5, 10000.0]                  # close at the top
+    logits[1, 3] = 1e4  # one-hot
+    logits[2, :2] = [9999.5, 10000.0]  # close at the top
     logits = logits.astype(dtype)
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
         warnings.simplefilter("error")
@@ -186,8 +198,9 @@ def test_logsumexp_matches_naive_on_moderate_inputs():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_logsumexp_is_finite_on_huge_inputs(dtype):
-    x = np.array([[1e4, 1e4, 1e4], [1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e30, 1e30, -1e30]],
-                 dtype=dtype)
+    x = np.array(
+        [[1e4, 1e4, 1e4], [1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e30, 1e30, -1e30]], dtype=dtype
+    )
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
         warnings.simplefilter("error")
         result = logsumexp(x)

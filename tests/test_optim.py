@@ -4,6 +4,7 @@ The optimizers are checked against torch.optim on a tiny float64 net (Flatten ->
 softmax cross-entropy): same initial weights, same batches, several steps with a changing lr,
 parameters equal within 1e-10. Our Dense weight is (in, out); torch's Linear weight is (out, in).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,16 +15,27 @@ import pytest
 
 from convnet_gpu import Net, SoftmaxCrossEntropy
 from convnet_gpu.layers import Bias, Dense, Flatten
-from convnet_gpu.optim import (OPTIMIZERS, SCHEDULES, SGD, Adam, AdamW, ClipScratch, PlateauRule,
-                               build_optimizer, clip_grad_norm, scheduled_lr)
+from convnet_gpu.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    SGD,
+    Adam,
+    AdamW,
+    ClipScratch,
+    PlateauRule,
+    build_optimizer,
+    clip_grad_norm,
+    scheduled_lr,
+)
 
 BATCH, INPUT_SHAPE, CLASSES = 5, (2, 3), 4
 LR_FACTORS = (1.0, 2.0, 0.5, 1.5, 1.0, 0.25)  # the lr changes between steps, as a schedule would
 
 
 def tiny_net(backend=None, seed=0, dtype=np.float64):
-    net = Net([Flatten(), Dense(CLASSES), Bias()], SoftmaxCrossEntropy(), backend, dtype=dtype,
-              seed=seed).setup(BATCH, INPUT_SHAPE)
+    net = Net(
+        [Flatten(), Dense(CLASSES), Bias()], SoftmaxCrossEntropy(), backend, dtype=dtype, seed=seed
+    ).setup(BATCH, INPUT_SHAPE)
     # biases start non-zero, so decaying them by mistake would show
     bias = np.random.default_rng(seed + 100).standard_normal(CLASSES).astype(dtype)
     net.backend.copy_from_host(bias, net.layers[2].params["bias"])
@@ -32,8 +44,13 @@ def tiny_net(backend=None, seed=0, dtype=np.float64):
 
 def batches(count, seed=1):
     rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((BATCH,) + INPUT_SHAPE), rng.integers(0, CLASSES, BATCH).astype(np.int32))
-            for _ in range(count)]
+    return [
+        (
+            rng.standard_normal((BATCH,) + INPUT_SHAPE),
+            rng.integers(0, CLASSES, BATCH).astype(np.int32),
+        )
+        for _ in range(count)
+    ]
 
 
 def weight_and_bias(net):
@@ -42,21 +59,34 @@ def weight_and_bias(net):
 
 # ---- against torch.optim --------------------------------------------------------------------
 CASES = {
-    "sgd": (lambda: SGD(0.1, momentum=0.0, weight_decay=0.01),
-            lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.0)),
-    "sgd-momentum": (lambda: SGD(0.1, momentum=0.9, weight_decay=0.01),
-                     lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9)),
-    "nesterov": (lambda: SGD(0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
-                 lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)),
-    "adam": (lambda: Adam(0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
-             lambda torch, groups: torch.optim.Adam(groups, lr=0.01, betas=(0.8, 0.99), eps=1e-8)),
-    "adamw": (lambda: AdamW(0.01, weight_decay=0.1),
-              lambda torch, groups: torch.optim.AdamW(groups, lr=0.01)),
-    "adam-clipped": (lambda: Adam(0.01, weight_decay=0.01, max_grad_norm=0.3),
-                     lambda torch, groups: torch.optim.Adam(groups, lr=0.01)),
-    "nesterov-clipped": (lambda: SGD(0.1, momentum=0.9, nesterov=True, max_grad_norm=0.3),
-                         lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9,
-                                                               nesterov=True)),
+    "sgd": (
+        lambda: SGD(0.1, momentum=0.0, weight_decay=0.01),
+        lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.0),
+    ),
+    "sgd-momentum": (
+        lambda: SGD(0.1, momentum=0.9, weight_decay=0.01),
+        lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9),
+    ),
+    "nesterov": (
+        lambda: SGD(0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+        lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True),
+    ),
+    "adam": (
+        lambda: Adam(0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
+        lambda torch, groups: torch.optim.Adam(groups, lr=0.01, betas=(0.8, 0.99), eps=1e-8),
+    ),
+    "adamw": (
+        lambda: AdamW(0.01, weight_decay=0.1),
+        lambda torch, groups: torch.optim.AdamW(groups, lr=0.01),
+    ),
+    "adam-clipped": (
+        lambda: Adam(0.01, weight_decay=0.01, max_grad_norm=0.3),
+        lambda torch, groups: torch.optim.Adam(groups, lr=0.01),
+    ),
+    "nesterov-clipped": (
+        lambda: SGD(0.1, momentum=0.9, nesterov=True, max_grad_norm=0.3),
+        lambda torch, groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True),
+    ),
 }
 
 
@@ -68,10 +98,15 @@ def test_optimizer_matches_torch_over_several_steps(case):
     ours = make_ours().setup(net)
     weight, bias = weight_and_bias(net)
     weight_start = weight.copy()
-    t_weight = torch.tensor(weight.T.copy(), requires_grad=True)   # (out, in)
+    t_weight = torch.tensor(weight.T.copy(), requires_grad=True)  # (out, in)
     t_bias = torch.tensor(bias.copy(), requires_grad=True)
-    theirs = make_torch(torch, [{"params": [t_weight], "weight_decay": ours.weight_decay},
-                                {"params": [t_bias], "weight_decay": 0.0}])
+    theirs = make_torch(
+        torch,
+        [
+            {"params": [t_weight], "weight_decay": ours.weight_decay},
+            {"params": [t_bias], "weight_decay": 0.0},
+        ],
+    )
     base_lr = ours.lr
     for factor, (images, labels) in zip(LR_FACTORS, batches(len(LR_FACTORS))):
         n = net.load_batch(images, labels)
@@ -120,7 +155,7 @@ def _clip_case(grad_values, max_norm):
     net = tiny_net()
     params = net.params
     params.grad.fill(0.0)
-    params.grad[:len(grad_values)] = grad_values
+    params.grad[: len(grad_values)] = grad_values
     scratch = ClipScratch.allocate(net.backend, params)
     return params, scratch, clip_grad_norm(params, max_norm, scratch)
 
@@ -183,8 +218,9 @@ def test_reset_state_zeroes_the_same_arrays_and_restarts_the_counter(name):
         weight = weight_and_bias(net)[0]
         before = weight.copy()
         optimizer.step()  # same gradient as the last step
-        np.testing.assert_allclose(np.abs(weight - before)[np.abs(net.layers[1].grads["weight"]) > 1e-3],
-                                   0.01, rtol=0.02)
+        np.testing.assert_allclose(
+            np.abs(weight - before)[np.abs(net.layers[1].grads["weight"]) > 1e-3], 0.01, rtol=0.02
+        )
 
 
 def test_state_arrays_and_scalars_restore_a_run_exactly():
@@ -253,11 +289,11 @@ def test_cosine_schedule_goes_from_base_to_zero():
 
 def test_cosine_with_linear_warmup():
     lr = lambda step: scheduled_lr("cosine", 0.1, step, 110, warmup_steps=10)
-    assert lr(0) == pytest.approx(0.01)      # 0.1 * 1/10
-    assert lr(4) == pytest.approx(0.05)      # 0.1 * 5/10
-    assert lr(9) == pytest.approx(0.1)       # end of warm-up
-    assert lr(10) == pytest.approx(0.1)      # cosine starts at base
-    assert lr(60) == pytest.approx(0.05)     # half of the 100 remaining steps
+    assert lr(0) == pytest.approx(0.01)  # 0.1 * 1/10
+    assert lr(4) == pytest.approx(0.05)  # 0.1 * 5/10
+    assert lr(9) == pytest.approx(0.1)  # end of warm-up
+    assert lr(10) == pytest.approx(0.1)  # cosine starts at base
+    assert lr(60) == pytest.approx(0.05)  # half of the 100 remaining steps
     assert lr(110) == pytest.approx(0.0, abs=1e-15)
     assert scheduled_lr("constant", 0.2, 1, 50, warmup_steps=4) == pytest.approx(0.1)
 
@@ -265,11 +301,15 @@ def test_cosine_with_linear_warmup():
 def test_step_schedule():
     lr = lambda step, **kw: scheduled_lr("step", 0.1, step, 100, **kw)
     assert [lr(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    assert [lr(s, milestones=(0.3,), gamma=0.5) for s in (29, 30, 99)] == pytest.approx([0.1, 0.05, 0.05])
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    assert [lr(s, milestones=(0.3,), gamma=0.5) for s in (29, 30, 99)] == pytest.approx(
+        [0.1, 0.05, 0.05]
+    )
     warm = lambda step: scheduled_lr("step", 0.1, step, 120, warmup_steps=20)
     assert [warm(s) for s in (0, 19, 69, 70, 94, 95)] == pytest.approx(
-        [0.005, 0.1, 0.1, 0.01, 0.01, 0.001])
+        [0.005, 0.1, 0.1, 0.01, 0.01, 0.001]
+    )
 
 
 def test_onecycle_hand_computed():
@@ -294,22 +334,33 @@ def test_onecycle_hand_computed():
         scheduled_lr("onecycle", 1.0, 0, 100, anneal_strategy="cubic")
 
 
-@pytest.mark.parametrize("total_steps, pct_start, anneal_strategy",
-                         [(100, 0.3, "cos"), (37, 0.25, "cos"), (5, 0.3, "cos"), (50, 0.3, "linear")])
+@pytest.mark.parametrize(
+    "total_steps, pct_start, anneal_strategy",
+    [(100, 0.3, "cos"), (37, 0.25, "cos"), (5, 0.3, "cos"), (50, 0.3, "linear")],
+)
 def test_onecycle_matches_torch(total_steps, pct_start, anneal_strategy):
     torch = pytest.importorskip("torch")
     param = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=0.5)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.5, total_steps=total_steps, pct_start=pct_start,
-        anneal_strategy=anneal_strategy, cycle_momentum=False)
+        optimizer,
+        max_lr=0.5,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy=anneal_strategy,
+        cycle_momentum=False,
+    )
     theirs = []
     for _ in range(total_steps):
         theirs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    ours = [scheduled_lr("onecycle", 0.5, step, total_steps, warmup=pct_start,
-                         anneal_strategy=anneal_strategy) for step in range(total_steps)]
+    ours = [
+        scheduled_lr(
+            "onecycle", 0.5, step, total_steps, warmup=pct_start, anneal_strategy=anneal_strategy
+        )
+        for step in range(total_steps)
+    ]
     assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
 
 
@@ -326,8 +377,16 @@ def test_plateau_rule_decisions():
     rule = PlateauRule()
     accuracies = [0.50, 0.60, 0.60, 0.55, 0.70, 0.65, 0.64, 0.71]
     actions = [rule.observe(accuracy) for accuracy in accuracies]
-    assert actions == ["new_best", "new_best", "keep_going", "restore_best_and_halve",
-                       "new_best", "restore_best_and_halve", "restore_best_and_halve", "new_best"]
+    assert actions == [
+        "new_best",
+        "new_best",
+        "keep_going",
+        "restore_best_and_halve",
+        "new_best",
+        "restore_best_and_halve",
+        "restore_best_and_halve",
+        "new_best",
+    ]
     assert rule.best == 0.71 and rule.regressions == 3 and rule.lr_scale == 0.125
 
 
@@ -363,8 +422,9 @@ ALLOCATION_CASES = {
 
 @pytest.mark.parametrize("case", list(ALLOCATION_CASES))
 def test_optimizer_step_allocates_no_array(case, cpu_backend):
-    net = Net([Flatten(), Dense(1024), Bias()], SoftmaxCrossEntropy(), cpu_backend,
-              dtype=np.float32).setup(2, (1, 32, 32))
+    net = Net(
+        [Flatten(), Dense(1024), Bias()], SoftmaxCrossEntropy(), cpu_backend, dtype=np.float32
+    ).setup(2, (1, 32, 32))
     assert net.params.data.nbytes > 4 * 2**20  # several MiB: one stray temporary would show
     optimizer = ALLOCATION_CASES[case]().setup(net)
     grad = np.random.default_rng(0).standard_normal(net.params.size).astype(np.float32)
@@ -396,8 +456,9 @@ def test_cuda_optimizer_agrees_with_numpy_and_keeps_the_pool_flat(name, cuda_bac
     import cupy
 
     nets = [tiny_net(be, dtype=np.float32) for be in (cpu_backend, cuda_backend)]
-    optimizers = [build_optimizer(name, 0.01, weight_decay=0.01, max_grad_norm=0.5).setup(net)
-                  for net in nets]
+    optimizers = [
+        build_optimizer(name, 0.01, weight_decay=0.01, max_grad_norm=0.5).setup(net) for net in nets
+    ]
     pool = cupy.get_default_memory_pool()
     used = []
     for images, labels in batches(6):
@@ -409,7 +470,8 @@ def test_cuda_optimizer_agrees_with_numpy_and_keeps_the_pool_flat(name, cuda_bac
         cuda_backend.synchronize()
         used.append(pool.used_bytes())
     assert used[1:] == [used[1]] * (len(used) - 1)
-    np.testing.assert_allclose(cuda_backend.to_host(nets[1].params.data), nets[0].params.data,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        cuda_backend.to_host(nets[1].params.data), nets[0].params.data, rtol=1e-4, atol=1e-5
+    )
     assert float(optimizers[1].grad_norm) == pytest.approx(float(optimizers[0].grad_norm), rel=1e-4)
     assert math.isfinite(float(optimizers[1].grad_norm))

@@ -3,6 +3,7 @@
 Input checks run before matplotlib is imported, so the error tests (and the missing-matplotlib
 test) run everywhere; the tests that render PNGs skip when matplotlib is not installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,43 @@ from convnet_gpu.plot import PlotError, PlotUnavailable, plot_run
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 METRICS = [
-    {"epoch": 1, "train_loss": 1.43, "train_accuracy": 0.61, "test_loss": 0.65,
-     "test_accuracy": 0.76, "seconds": 10.5, "images_per_second": 284.0},
-    {"epoch": 2, "train_loss": 0.50, "train_accuracy": 0.81, "test_loss": 0.51,
-     "test_accuracy": 0.81, "seconds": 9.3, "images_per_second": 322.0},
-    {"epoch": 3, "train_loss": 0.38, "train_accuracy": 0.86, "test_loss": 0.48,
-     "test_accuracy": 0.82, "seconds": 9.1, "images_per_second": 330.0},
+    {
+        "epoch": 1,
+        "train_loss": 1.43,
+        "train_accuracy": 0.61,
+        "test_loss": 0.65,
+        "test_accuracy": 0.76,
+        "seconds": 10.5,
+        "images_per_second": 284.0,
+    },
+    {
+        "epoch": 2,
+        "train_loss": 0.50,
+        "train_accuracy": 0.81,
+        "test_loss": 0.51,
+        "test_accuracy": 0.81,
+        "seconds": 9.3,
+        "images_per_second": 322.0,
+    },
+    {
+        "epoch": 3,
+        "train_loss": 0.38,
+        "train_accuracy": 0.86,
+        "test_loss": 0.48,
+        "test_accuracy": 0.82,
+        "seconds": 9.1,
+        "images_per_second": 330.0,
+    },
 ]
 CONFUSION = [[50, 3, 7], [4, 40, 6], [2, 8, 30]]
-EVAL = {"accuracy": 120 / 150, "loss": 0.55, "per_class_accuracy": [50 / 60, 40 / 50, 30 / 40],
-        "confusion": CONFUSION, "images": 150, "classes": ["cat", "dog", "T-shirt/top"]}
+EVAL = {
+    "accuracy": 120 / 150,
+    "loss": 0.55,
+    "per_class_accuracy": [50 / 60, 40 / 50, 30 / 40],
+    "confusion": CONFUSION,
+    "images": 150,
+    "classes": ["cat", "dog", "T-shirt/top"],
+}
 
 
 @pytest.fixture
@@ -39,8 +67,9 @@ def write_run(folder, metrics=METRICS, eval_report=EVAL, summary=True):
     if eval_report is not None:
         (folder / "eval.json").write_text(json.dumps(eval_report))
     if summary:
-        (folder / "summary.json").write_text(json.dumps({"model": "simple-cnn",
-                                                         "dataset": "fashion-mnist"}))
+        (folder / "summary.json").write_text(
+            json.dumps({"model": "simple-cnn", "dataset": "fashion-mnist"})
+        )
     return folder
 
 
@@ -90,8 +119,15 @@ def test_single_epoch_run_and_no_summary(matplotlib, tmp_path):
 
 
 def test_val_and_lr_columns_are_plotted_when_present(matplotlib, tmp_path):
-    metrics = [{**r, "val_loss": r["test_loss"] + 0.01, "val_accuracy": r["test_accuracy"] - 0.01,
-                "lr": 0.02 / r["epoch"]} for r in METRICS]
+    metrics = [
+        {
+            **r,
+            "val_loss": r["test_loss"] + 0.01,
+            "val_accuracy": r["test_accuracy"] - 0.01,
+            "lr": 0.02 / r["epoch"],
+        }
+        for r in METRICS
+    ]
     run = write_run(tmp_path / "run", metrics=metrics)
     written = plot_run(run)
     assert [p.name for p in written] == ["loss.png", "accuracy.png", "lr.png", "confusion.png"]
@@ -100,9 +136,11 @@ def test_val_and_lr_columns_are_plotted_when_present(matplotlib, tmp_path):
 
 def test_partial_columns_nulls_and_nan_still_plot(matplotlib, tmp_path):
     """Older records without test metrics, a null and a NaN (diverged) value leave gaps."""
-    metrics = [{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3},
-               {"epoch": 2, "train_loss": None, "train_accuracy": 0.5, "test_loss": float("nan")},
-               {"epoch": 3, "train_loss": 1.0, "train_accuracy": 0.6, "test_accuracy": 0.55}]
+    metrics = [
+        {"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3},
+        {"epoch": 2, "train_loss": None, "train_accuracy": 0.5, "test_loss": float("nan")},
+        {"epoch": 3, "train_loss": 1.0, "train_accuracy": 0.6, "test_accuracy": 0.55},
+    ]
     run = write_run(tmp_path / "run", metrics=metrics, eval_report=None)
     assert [p.name for p in plot_run(run)] == ["loss.png", "accuracy.png"]
 
@@ -145,11 +183,15 @@ def test_empty_metrics_names_the_file(tmp_path, text):
     assert str(run / "metrics.jsonl") in str(info.value)
 
 
-@pytest.mark.parametrize("bad_line, expected", [
-    ("{not json", "line 2: not JSON lines"),
-    ('[1, 2, 3]', "line 2: expected a JSON object, got list"),
-    ('{"epoch": "two", "train_loss": 1.0}', "line 2: epoch 'two' is not a number"),
-], ids=["not-json", "not-an-object", "bad-epoch"])
+@pytest.mark.parametrize(
+    "bad_line, expected",
+    [
+        ("{not json", "line 2: not JSON lines"),
+        ("[1, 2, 3]", "line 2: expected a JSON object, got list"),
+        ('{"epoch": "two", "train_loss": 1.0}', "line 2: epoch 'two' is not a number"),
+    ],
+    ids=["not-json", "not-an-object", "bad-epoch"],
+)
 def test_bad_metrics_line_names_file_and_line(tmp_path, bad_line, expected):
     run = tmp_path / "run"
     run.mkdir()
@@ -168,13 +210,17 @@ def test_metrics_without_loss_or_accuracy(tmp_path):
     assert str(run / "metrics.jsonl") in str(info.value)
 
 
-@pytest.mark.parametrize("report, expected", [
-    ("{oops", "not JSON"),
-    ({"confusion": [[1, 2], [3]]}, "not a square matrix"),
-    ({"confusion": []}, "not a square matrix"),
-    ({"confusion": [[1, "x"], [3, 4]]}, "not a square matrix"),
-    ({"confusion": CONFUSION, "classes": ["a", "b"]}, "should list 3 names"),
-], ids=["not-json", "ragged", "empty", "non-number", "class-count"])
+@pytest.mark.parametrize(
+    "report, expected",
+    [
+        ("{oops", "not JSON"),
+        ({"confusion": [[1, 2], [3]]}, "not a square matrix"),
+        ({"confusion": []}, "not a square matrix"),
+        ({"confusion": [[1, "x"], [3, 4]]}, "not a square matrix"),
+        ({"confusion": CONFUSION, "classes": ["a", "b"]}, "should list 3 names"),
+    ],
+    ids=["not-json", "ragged", "empty", "non-number", "class-count"],
+)
 def test_bad_eval_json_names_the_file(tmp_path, report, expected):
     run = write_run(tmp_path / "run", eval_report=None)
     text = report if isinstance(report, str) else json.dumps(report)
@@ -186,7 +232,9 @@ def test_bad_eval_json_names_the_file(tmp_path, report, expected):
 
 # ---- matplotlib missing -------------------------------------------------------------------------
 def test_plot_unavailable_without_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "matplotlib", None
+    )  # `import matplotlib` now raises ImportError
     run = write_run(tmp_path / "run")
     with pytest.raises(PlotUnavailable) as info:
         plot_run(run)
@@ -200,7 +248,12 @@ def test_importing_the_module_does_not_import_matplotlib():
 
     import convnet_gpu
 
-    code = ("import sys; sys.modules['matplotlib'] = None; import convnet_gpu.plot as p; "
-            "assert p.plot_run and 'matplotlib.figure' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   cwd=Path(convnet_gpu.__file__).resolve().parents[1])
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; import convnet_gpu.plot as p; "
+        "assert p.plot_run and 'matplotlib.figure' not in sys.modules"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=Path(convnet_gpu.__file__).resolve().parents[1],
+    )

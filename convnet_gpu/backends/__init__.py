@@ -1,4 +1,5 @@
 """Pick a backend by device name. CuPy is imported here, lazily, and nowhere else."""
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,10 @@ def cuda_problem(index: int = 0) -> str | None:
     if count == 0:
         return "no NVIDIA GPU is visible to CuPy (no device or no driver); use --device cpu"
     if index >= count:
-        return f"cuda:{index} does not exist: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})"
+        return (
+            f"cuda:{index} does not exist: this machine has {count} GPU(s) "
+            f"(cuda:0..cuda:{count - 1})"
+        )
     return None
 
 
@@ -70,5 +74,13 @@ def _cupy_backend(index: int) -> Backend:
     return CupyBackend(index)
 
 
-__all__ = ["Backend", "WindowGeometry", "NumpyBackend", "DeviceUnavailable", "get_backend",
-           "parse_device", "cuda_problem", "CUDA_INSTALL_HINT"]
+__all__ = [
+    "Backend",
+    "WindowGeometry",
+    "NumpyBackend",
+    "DeviceUnavailable",
+    "get_backend",
+    "parse_device",
+    "cuda_problem",
+    "CUDA_INSTALL_HINT",
+]

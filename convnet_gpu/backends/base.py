@@ -5,6 +5,7 @@ implementation differs per device. Everything else in a layer is plain `xp` code
 The two implementations live side by side in numpy_backend.py and cupy_backend.py under the
 same method names.
 """
+
 from __future__ import annotations
 
 import operator
@@ -20,13 +21,15 @@ import numpy as np
 # ("fmix32") of Austin Appleby's MurmurHash3, a bijection on uint32; all arithmetic is mod 2**32:
 #     key  = fmix32(fmix32(seed ^ 0x9E3779B9) ^ counter)       one key per (seed, counter) stream
 #     bits = fmix32(fmix32(index ^ key) + key)                  two keyed rounds per element
-#     u    = (bits >> 8) * 2**-24                               24 bits: exact in float32 and float64
+#     u    = (bits >> 8) * 2**-24                         24 bits: exact in float32 and float64
 # The same formula is written three times: counter_hash() below (the scalar reference the tests
 # use), the NumPy backend (uint32 ufuncs) and kernels/counter_hash.cuh (CUDA, used by random.cu
 # and jitter.cu).
-UINT32_RANGE = 2 ** 32
-RANDOM_KEY_OFFSET = 0x9E3779B9   # 2**32 / golden ratio: keeps seed 0 away from fmix32's fixed point 0
-UNIFORM_SCALE = 2.0 ** -24       # uniforms are (24-bit integer) * 2**-24, in [0, 1)
+UINT32_RANGE = 2**32
+RANDOM_KEY_OFFSET = (
+    0x9E3779B9  # 2**32 / golden ratio: keeps seed 0 away from fmix32's fixed point 0
+)
+UNIFORM_SCALE = 2.0**-24  # uniforms are (24-bit integer) * 2**-24, in [0, 1)
 
 
 def fmix32(h: int) -> int:
@@ -41,8 +44,9 @@ def fmix32(h: int) -> int:
 def check_seed_and_counter(seed: int, counter: int) -> None:
     for label, value in (("seed", seed), ("counter", counter)):
         if not 0 <= int(value) < UINT32_RANGE or int(value) != value:
-            raise ValueError(f"the random-number {label} must be an integer in [0, 2**32), "
-                             f"got {value!r}")
+            raise ValueError(
+                f"the random-number {label} must be an integer in [0, 2**32), got {value!r}"
+            )
 
 
 def random_stream_key(seed: int, counter: int) -> int:
@@ -69,15 +73,16 @@ def counter_hash(seed: int, counter: int, index: int) -> int:
 JITTER_DRAWS_PER_IMAGE = 3
 
 
-def jitter_draws(seed: int, counter: int, image: int, pad: int,
-                 flip: bool) -> tuple[int, int, bool]:
+def jitter_draws(
+    seed: int, counter: int, image: int, pad: int, flip: bool
+) -> tuple[int, int, bool]:
     """(dy, dx, flipped) of image `image` in stream (seed, counter): the scalar reference."""
     first = JITTER_DRAWS_PER_IMAGE * image
     choices = 2 * pad + 1
     u_y, u_x, u_flip = (counter_hash(seed, counter, first + k) >> 8 for k in range(3))
     dy = ((u_y * choices) >> 24) - pad
     dx = ((u_x * choices) >> 24) - pad
-    return dy, dx, bool(flip) and u_flip >= 2 ** 23
+    return dy, dx, bool(flip) and u_flip >= 2**23
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ class WindowGeometry:
             raise ValueError(
                 f"a {self.kernel_h}x{self.kernel_w} window with stride {self.stride} and padding "
                 f"{self.pad} does not fit a {self.height}x{self.width} input; use a smaller kernel "
-                f"or more padding")
+                f"or more padding"
+            )
 
     @property
     def out_h(self) -> int:
@@ -117,7 +123,7 @@ class WindowGeometry:
         return batch * self.out_h * self.out_w
 
     def valid_range(self, offset: int, in_size: int, out_size: int) -> tuple[int, int]:
-        """Output positions [lo, hi) whose input row/col `o*stride + offset - pad` is inside the image."""
+        """Output positions [lo, hi) whose input `o*stride + offset - pad` is inside the image."""
         lo = max(0, -(-(self.pad - offset) // self.stride))  # ceil((pad - offset) / stride)
         hi = min(out_size, (in_size - 1 + self.pad - offset) // self.stride + 1)
         return lo, max(lo, hi)
@@ -172,7 +178,7 @@ class Backend:
         return None
 
     def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
-        """y = max over each window; argmax (int32) = window offset kh*KW+kw of the first maximum."""
+        """y = max over each window; argmax (int32) = offset kh*KW+kw of the first maximum."""
         raise NotImplementedError
 
     def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
@@ -222,18 +228,22 @@ class Backend:
 
     def _check_jitter_args(self, x, out, pad: int, seed: int, counter: int) -> None:
         check_seed_and_counter(seed, counter)
-        if not 0 <= operator.index(pad) < 2 ** 31:  # operator.index: a TypeError for 2.0
+        if not 0 <= operator.index(pad) < 2**31:  # operator.index: a TypeError for 2.0
             raise ValueError(f"jitter pad must be an integer in [0, 2**31), got {pad!r}")
         if x.ndim != 4:
             raise ValueError(f"jitter() takes an (n, C, H, W) batch, got shape {tuple(x.shape)}")
         if tuple(out.shape) != tuple(x.shape):
             raise ValueError(f"jitter out has shape {tuple(out.shape)}, x has {tuple(x.shape)}")
         if x.dtype.kind != "f" or out.dtype != x.dtype:
-            raise TypeError(f"jitter() moves floats between arrays of one dtype, got x "
-                            f"{x.dtype} and out {out.dtype}")
+            raise TypeError(
+                f"jitter() moves floats between arrays of one dtype, got x "
+                f"{x.dtype} and out {out.dtype}"
+            )
         if self.xp.may_share_memory(x, out):
-            raise ValueError("jitter out must not overlap x (pixels move): write into a "
-                             "scratch batch and copy back")
+            raise ValueError(
+                "jitter out must not overlap x (pixels move): write into a "
+                "scratch batch and copy back"
+            )
         check_jitter_batch_size(x.shape[0])
 
     def describe(self) -> str:
@@ -243,5 +253,6 @@ class Backend:
 def check_jitter_batch_size(batch_size: int) -> None:
     """The draws of the last image must have 32-bit indices (3 * batch_size <= 2**32)."""
     if JITTER_DRAWS_PER_IMAGE * batch_size > UINT32_RANGE:
-        raise ValueError(f"jitter() indexes its draws with 32 bits; a batch of {batch_size} "
-                         f"images is too many")
+        raise ValueError(
+            f"jitter() indexes its draws with 32 bits; a batch of {batch_size} images is too many"
+        )

@@ -6,6 +6,7 @@ op is one launch of a grid-stride kernel on the current stream: no allocation (u
 is a non-contiguous view, which is copied), no host sync, so a step built from these ops can be
 captured as a CUDA graph. Semantics match numpy_backend.py exactly (same summation order).
 """
+
 from __future__ import annotations
 
 import threading
@@ -14,8 +15,13 @@ from functools import lru_cache
 import cupy
 import numpy as np
 
-from .base import (UINT32_RANGE, Backend, WindowGeometry, check_jitter_batch_size,
-                   check_seed_and_counter)
+from .base import (
+    UINT32_RANGE,
+    Backend,
+    WindowGeometry,
+    check_jitter_batch_size,
+    check_seed_and_counter,
+)
 from .kernels import KERNEL_SOURCES, read_source, source_of
 
 _THREADS_PER_BLOCK = 256
@@ -24,16 +30,19 @@ _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _ARGMAX_DTYPE = np.dtype(np.int32)
 
 _compile_lock = threading.Lock()
-_modules: dict[tuple[int, str], cupy.RawModule] = {}      # (device id, .cu file) -> module
-_functions: dict[tuple[int, str], cupy.RawKernel] = {}    # (device id, name expression) -> kernel
+_modules: dict[tuple[int, str], cupy.RawModule] = {}  # (device id, .cu file) -> module
+_functions: dict[tuple[int, str], cupy.RawKernel] = {}  # (device id, name expression) -> kernel
 
 
 def _module(device_id: int, file_name: str) -> cupy.RawModule:
     key = (device_id, file_name)
     module = _modules.get(key)
     if module is None:
-        module = cupy.RawModule(code=read_source(file_name), options=("--std=c++17",),
-                                name_expressions=list(KERNEL_SOURCES[file_name]))
+        module = cupy.RawModule(
+            code=read_source(file_name),
+            options=("--std=c++17",),
+            name_expressions=list(KERNEL_SOURCES[file_name]),
+        )
         _modules[key] = module
     return module
 
@@ -54,8 +63,18 @@ def _function(device_id: int, name_expression: str) -> cupy.RawKernel:
 @lru_cache(maxsize=512)
 def _geometry_args(n: int, geom: WindowGeometry) -> tuple:
     """The trailing scalar arguments every window kernel takes, as the exact C types (long long)."""
-    values = (n, geom.channels, geom.height, geom.width, geom.kernel_h, geom.kernel_w,
-              geom.stride, geom.pad, geom.out_h, geom.out_w)
+    values = (
+        n,
+        geom.channels,
+        geom.height,
+        geom.width,
+        geom.kernel_h,
+        geom.kernel_w,
+        geom.stride,
+        geom.pad,
+        geom.out_h,
+        geom.out_w,
+    )
     return tuple(np.int64(v) for v in values)
 
 
@@ -67,11 +86,14 @@ class CupyBackend(Backend):
         if not cupy.cuda.is_available():
             raise RuntimeError(
                 "the CUDA backend was asked for, but CuPy finds no usable NVIDIA GPU "
-                "(cupy.cuda.is_available() is False); use the 'cpu' backend instead")
+                "(cupy.cuda.is_available() is False); use the 'cpu' backend instead"
+            )
         device_count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device_id < device_count:
-            raise ValueError(f"no CUDA device {device_id}: this machine has {device_count} "
-                             f"(valid ids 0..{device_count - 1})")
+            raise ValueError(
+                f"no CUDA device {device_id}: this machine has {device_count} "
+                f"(valid ids 0..{device_count - 1})"
+            )
         cupy.cuda.Device(device_id).use()
         self.xp = cupy
         self.device_id = device_id
@@ -83,8 +105,10 @@ class CupyBackend(Backend):
 
     def copy_from_host(self, host_array, out):
         if not isinstance(out, cupy.ndarray):
-            raise TypeError(f"copy_from_host writes into a cupy.ndarray on {self.device}, "
-                            f"got {type(out).__name__}")
+            raise TypeError(
+                f"copy_from_host writes into a cupy.ndarray on {self.device}, "
+                f"got {type(out).__name__}"
+            )
         if isinstance(host_array, cupy.ndarray):
             cupy.copyto(out, host_array, casting="same_kind")
             return
@@ -93,8 +117,10 @@ class CupyBackend(Backend):
         host = np.asarray(host_array)
         if host.dtype != out.dtype:
             if not np.can_cast(host.dtype, out.dtype, casting="same_kind"):
-                raise TypeError(f"cannot copy {host.dtype} host data into a {out.dtype} device "
-                                f"array under the 'same_kind' casting rule")
+                raise TypeError(
+                    f"cannot copy {host.dtype} host data into a {out.dtype} device "
+                    f"array under the 'same_kind' casting rule"
+                )
             host = host.astype(out.dtype)
         if host.shape != out.shape:
             host = np.broadcast_to(host, out.shape)
@@ -144,8 +170,9 @@ class CupyBackend(Backend):
         out_shape = (n, geom.channels, geom.out_h, geom.out_w)
         self._output(y, "y", out_shape, dtype)
         self._output(argmax, "argmax", out_shape, _ARGMAX_DTYPE)
-        self._launch("maxpool_forward_kernel", dtype, y.size,
-                     (x, y, argmax) + _geometry_args(n, geom))
+        self._launch(
+            "maxpool_forward_kernel", dtype, y.size, (x, y, argmax) + _geometry_args(n, geom)
+        )
 
     def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
         n = dy.shape[0]
@@ -154,8 +181,9 @@ class CupyBackend(Backend):
         dy = self._input(dy, "dy", out_shape, dtype)
         argmax = self._input(argmax, "argmax", out_shape, _ARGMAX_DTYPE)
         self._output(dx, "dx", (n, geom.channels, geom.height, geom.width), dtype)
-        self._launch("maxpool_backward_kernel", dtype, dx.size,
-                     (dy, argmax, dx) + _geometry_args(n, geom))
+        self._launch(
+            "maxpool_backward_kernel", dtype, dx.size, (dy, argmax, dx) + _geometry_args(n, geom)
+        )
 
     def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         n = x.shape[0]
@@ -181,8 +209,12 @@ class CupyBackend(Backend):
         check_seed_and_counter(seed, counter)
         if out.size >= UINT32_RANGE:
             raise ValueError(f"uniform() indexes elements with 32 bits; {out.size} is too many")
-        self._launch("uniform_kernel", dtype, out.size,
-                     (out, np.int64(out.size), np.uint32(seed), np.uint32(counter)))
+        self._launch(
+            "uniform_kernel",
+            dtype,
+            out.size,
+            (out, np.int64(out.size), np.uint32(seed), np.uint32(counter)),
+        )
 
     # ---- data augmentation ------------------------------------------------------------------
     def jitter_workspace(self, batch_size: int):
@@ -196,9 +228,23 @@ class CupyBackend(Backend):
         n, channels, height, width = x.shape
         x = self._input(x, "x", x.shape, dtype)
         self._output(out, "out", x.shape, dtype)
-        self._launch("jitter_kernel", dtype, out.size,
-                     (x, out, np.int64(n), np.int64(channels), np.int64(height), np.int64(width),
-                      np.int64(pad), np.int32(bool(flip)), np.uint32(seed), np.uint32(counter)))
+        self._launch(
+            "jitter_kernel",
+            dtype,
+            out.size,
+            (
+                x,
+                out,
+                np.int64(n),
+                np.int64(channels),
+                np.int64(height),
+                np.int64(width),
+                np.int64(pad),
+                np.int32(bool(flip)),
+                np.uint32(seed),
+                np.uint32(counter),
+            ),
+        )
 
     # ---- helpers ---------------------------------------------------------------------------
     def _launch(self, kernel_name: str, dtype, total: int, args: tuple) -> None:
@@ -211,18 +257,22 @@ class CupyBackend(Backend):
     def _float_dtype(self, array, name: str):
         self._check_device_array(array, name)
         if array.dtype not in _CUDA_TYPE:
-            raise TypeError(f"{name} has dtype {array.dtype}; the CUDA kernels support "
-                            f"float32 and float64")
+            raise TypeError(
+                f"{name} has dtype {array.dtype}; the CUDA kernels support float32 and float64"
+            )
         return array.dtype
 
     def _check_device_array(self, array, name: str) -> None:
         if not isinstance(array, cupy.ndarray):
-            raise TypeError(f"{name} must be a cupy.ndarray on {self.device}, got "
-                            f"{type(array).__name__}; host data enters through asarray() or "
-                            f"copy_from_host()")
+            raise TypeError(
+                f"{name} must be a cupy.ndarray on {self.device}, got "
+                f"{type(array).__name__}; host data enters through asarray() or "
+                f"copy_from_host()"
+            )
         if array.device.id != self.device_id:
-            raise ValueError(f"{name} lives on cuda:{array.device.id}, but this backend runs "
-                             f"on {self.device}")
+            raise ValueError(
+                f"{name} lives on cuda:{array.device.id}, but this backend runs on {self.device}"
+            )
 
     def _check_array(self, array, name: str, shape: tuple, dtype) -> None:
         self._check_device_array(array, name)
@@ -240,5 +290,7 @@ class CupyBackend(Backend):
         """Outputs are written in place, so they must already be C-contiguous."""
         self._check_array(array, name, shape, dtype)
         if not array.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous: the CUDA kernels write it in place "
-                             f"(got strides {array.strides} for shape {array.shape})")
+            raise ValueError(
+                f"{name} must be C-contiguous: the CUDA kernels write it in place "
+                f"(got strides {array.strides} for shape {array.shape})"
+            )

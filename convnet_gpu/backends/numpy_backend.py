@@ -4,6 +4,7 @@ Every kernel loops over the KH*KW window offsets and moves one strided slab per 
 single NumPy call, so the Python overhead is KH*KW calls, not one per pixel. No kernel allocates
 an array: results go to `out=` views of buffers allocated in setup.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import (JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, Backend, WindowGeometry,
-                   check_jitter_batch_size, random_stream_key)
+from .base import (
+    JITTER_DRAWS_PER_IMAGE,
+    UINT32_RANGE,
+    UNIFORM_SCALE,
+    Backend,
+    WindowGeometry,
+    check_jitter_batch_size,
+    random_stream_key,
+)
 
 
 def _window_slabs(geom: WindowGeometry):
@@ -29,8 +37,10 @@ def _window_slabs(geom: WindowGeometry):
                 in_sl = out_sl = None
             else:
                 h0, w0 = oh0 * s + kh - geom.pad, ow0 * s + kw - geom.pad
-                in_sl = (slice(h0, h0 + (oh1 - oh0 - 1) * s + 1, s),
-                         slice(w0, w0 + (ow1 - ow0 - 1) * s + 1, s))
+                in_sl = (
+                    slice(h0, h0 + (oh1 - oh0 - 1) * s + 1, s),
+                    slice(w0, w0 + (ow1 - ow0 - 1) * s + 1, s),
+                )
                 out_sl = (slice(oh0, oh1), slice(ow0, ow1))
             yield kh * geom.kernel_w + kw, kh, kw, in_sl, out_sl
 
@@ -38,10 +48,10 @@ def _window_slabs(geom: WindowGeometry):
 class JitterWorkspace(NamedTuple):
     """What NumpyBackend.jitter() writes per call, allocated once for batches of up to B images."""
 
-    index: np.ndarray    # (B, 3) uint32: the draw indices 3i + k
-    bits: np.ndarray     # (B, 3) uint32: the hash state, then the 24-bit draws
+    index: np.ndarray  # (B, 3) uint32: the draw indices 3i + k
+    bits: np.ndarray  # (B, 3) uint32: the hash state, then the 24-bit draws
     scratch: np.ndarray  # (B, 3) uint32: fmix32's shift scratch
-    shifts: np.ndarray   # (B, 2) int64: (dy, dx) per image
+    shifts: np.ndarray  # (B, 2) int64: (dy, dx) per image
     flipped: np.ndarray  # (B,) uint32: 1 where the image is mirrored
 
 
@@ -112,8 +122,11 @@ class NumpyBackend(Backend):
             np.maximum(best, src, out=best)
             # Offsets come in increasing k, so "k where new, else keep" is max(argmax, k * new).
             np.multiply(is_new_max, k, out=is_new_max)
-            np.maximum(argmax[:, :, out_sl[0], out_sl[1]], is_new_max,
-                       out=argmax[:, :, out_sl[0], out_sl[1]])
+            np.maximum(
+                argmax[:, :, out_sl[0], out_sl[1]],
+                is_new_max,
+                out=argmax[:, :, out_sl[0], out_sl[1]],
+            )
 
     def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
         n = dy.shape[0]
@@ -158,8 +171,14 @@ class NumpyBackend(Backend):
         # (element indices 0..size-1, the hash state, a shift scratch), all uint32.
         size = int(np.prod(shape))
         if size >= UINT32_RANGE:
-            raise ValueError(f"uniform() indexes elements with 32 bits; {size} elements is too many")
-        return np.arange(size, dtype=np.uint32), np.empty(size, np.uint32), np.empty(size, np.uint32)
+            raise ValueError(
+                f"uniform() indexes elements with 32 bits; {size} elements is too many"
+            )
+        return (
+            np.arange(size, dtype=np.uint32),
+            np.empty(size, np.uint32),
+            np.empty(size, np.uint32),
+        )
 
     def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
         if out.dtype.kind != "f":
@@ -168,11 +187,12 @@ class NumpyBackend(Backend):
             workspace = self.uniform_workspace(out.shape)
         size = out.size
         if size > workspace[0].size:
-            raise ValueError(f"the uniform workspace holds {workspace[0].size} elements, "
-                             f"out has {size}")
+            raise ValueError(
+                f"the uniform workspace holds {workspace[0].size} elements, out has {size}"
+            )
         index, bits, scratch = workspace[0][:size], workspace[1][:size], workspace[2][:size]
         _counter_hash(index, random_stream_key(seed, counter), bits, scratch)
-        np.right_shift(bits, 8, out=bits)    # the top 24 bits
+        np.right_shift(bits, 8, out=bits)  # the top 24 bits
         np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
         np.multiply(out, UNIFORM_SCALE, out=out)
 
@@ -181,8 +201,13 @@ class NumpyBackend(Backend):
         check_jitter_batch_size(batch_size)
         draws = (batch_size, JITTER_DRAWS_PER_IMAGE)
         index = np.arange(batch_size * JITTER_DRAWS_PER_IMAGE, dtype=np.uint32).reshape(draws)
-        return JitterWorkspace(index, np.empty(draws, np.uint32), np.empty(draws, np.uint32),
-                               np.empty((batch_size, 2), np.int64), np.empty(batch_size, np.uint32))
+        return JitterWorkspace(
+            index,
+            np.empty(draws, np.uint32),
+            np.empty(draws, np.uint32),
+            np.empty((batch_size, 2), np.int64),
+            np.empty(batch_size, np.uint32),
+        )
 
     def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
         self._check_jitter_args(x, out, pad, seed, counter)
@@ -190,8 +215,9 @@ class NumpyBackend(Backend):
         if workspace is None:
             workspace = self.jitter_workspace(n)
         if n > len(workspace.index):
-            raise ValueError(f"the jitter workspace holds draws for {len(workspace.index)} "
-                             f"images, x has {n}")
+            raise ValueError(
+                f"the jitter workspace holds draws for {len(workspace.index)} images, x has {n}"
+            )
         shifts, flipped = _jitter_draws(n, pad, flip, random_stream_key(seed, counter), workspace)
         if pad:
             out.fill(0)  # the border the shift uncovers; the copies below write the rest
@@ -204,14 +230,14 @@ class NumpyBackend(Backend):
 
 
 def _jitter_draws(n: int, pad: int, flip: bool, key: int, workspace: JitterWorkspace):
-    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of base.py's layout (workspace views)."""
+    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of base.py's layout (views)."""
     index, bits, scratch = workspace.index[:n], workspace.bits[:n], workspace.scratch[:n]
     shifts, flipped = workspace.shifts[:n], workspace.flipped[:n]
     _counter_hash(index, key, bits, scratch)
-    np.right_shift(bits, 8, out=bits)                # u: the top 24 bits of each draw
-    np.copyto(shifts, bits[:, :2])                   # int64: u * (2*pad + 1) < 2**55 fits
+    np.right_shift(bits, 8, out=bits)  # u: the top 24 bits of each draw
+    np.copyto(shifts, bits[:, :2])  # int64: u * (2*pad + 1) < 2**55 fits
     np.multiply(shifts, 2 * pad + 1, out=shifts)
-    np.right_shift(shifts, 24, out=shifts)           # floor(u * (2*pad + 1) / 2**24) in [0, 2*pad]
+    np.right_shift(shifts, 24, out=shifts)  # floor(u * (2*pad + 1) / 2**24) in [0, 2*pad]
     np.subtract(shifts, pad, out=shifts)
     if flip:
         np.right_shift(bits[:, 2], 23, out=flipped)  # the top bit of u: u >= 2**23
@@ -232,7 +258,7 @@ def _counter_hash(index, key: int, bits, scratch) -> None:
     """bits = fmix32(fmix32(index ^ key) + key), base.py's counter_hash on uint32 arrays."""
     np.bitwise_xor(index, key, out=bits)
     _fmix32(bits, scratch)
-    np.add(bits, key, out=bits)          # uint32: wraps mod 2**32
+    np.add(bits, key, out=bits)  # uint32: wraps mod 2**32
     _fmix32(bits, scratch)
 
 
@@ -248,18 +274,22 @@ def _fmix32(h, scratch) -> None:
 
 def _windows_tile_exactly(geom: WindowGeometry) -> bool:
     """Windows side by side with no gap, overlap or padding (the common 2x2 stride-2 pool)."""
-    return (geom.pad == 0 and geom.stride == geom.kernel_h == geom.kernel_w
-            and geom.height == geom.out_h * geom.stride and geom.width == geom.out_w * geom.stride)
+    return (
+        geom.pad == 0
+        and geom.stride == geom.kernel_h == geom.kernel_w
+        and geom.height == geom.out_h * geom.stride
+        and geom.width == geom.out_w * geom.stride
+    )
 
 
 def _zero_outside(slab, out_sl, geom: WindowGeometry) -> None:
     """Zero the border of a (C, n, OH, OW) slab that falls outside out_sl (the padding reads)."""
     rows, cols = out_sl
     if rows.start > 0:
-        slab[:, :, :rows.start].fill(0)
+        slab[:, :, : rows.start].fill(0)
     if rows.stop < geom.out_h:
-        slab[:, :, rows.stop:].fill(0)
+        slab[:, :, rows.stop :].fill(0)
     if cols.start > 0:
-        slab[:, :, rows, :cols.start].fill(0)
+        slab[:, :, rows, : cols.start].fill(0)
     if cols.stop < geom.out_w:
-        slab[:, :, rows, cols.stop:].fill(0)
+        slab[:, :, rows, cols.stop :].fill(0)

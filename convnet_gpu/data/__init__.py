@@ -2,6 +2,7 @@
 
 from .batching import MinibatchLoader, iterate_minibatches
 from .cifar import CIFAR10_CLASSES, find_cifar10_dir, load_cifar10, read_cifar_batch
+
 # `download` (the function) is not re-exported: `convnet_gpu.data.download` stays the module.
 from .download import SOURCES, DatasetSource, dataset_cache_dir, fetch_dataset
 from .errors import DataError

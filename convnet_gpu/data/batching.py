@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -68,7 +68,9 @@ class MinibatchLoader:
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
 
-    def epoch(self, rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(
+        self, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield every sample once: in order if `rng` is None, else shuffled by `rng`.
 
         The permutation is drawn once per call. The last, smaller batch is
@@ -76,7 +78,9 @@ class MinibatchLoader:
         """
         yield from self.batches(_epoch_order(self.num_samples, rng is not None, rng))
 
-    def batches(self, order: np.ndarray, first_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(
+        self, order: np.ndarray, first_batch: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the batches of a given sample order, starting at batch `first_batch`
         (how a resumed run picks up in the middle of an epoch)."""
         for start in range(first_batch * self.batch_size, len(order), self.batch_size):

@@ -16,8 +16,9 @@ import io
 import math
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,16 @@ CIFAR10_DOWNLOAD_NAME = "cifar-10"
 # package ships CIFAR-10, so there is no system folder by default.
 CIFAR10_DEFAULT_DIRS: tuple[str, ...] = ()
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CHANNELS, HEIGHT, WIDTH = 3, 32, 32
 ROW_BYTES = CHANNELS * HEIGHT * WIDTH
@@ -191,10 +200,14 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
         loaded = SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
         return _finish(loaded)
     except pickle.UnpicklingError as exc:
-        raise DataError(f"{path}: not a valid CIFAR-10 pickle: {' '.join(str(exc).split())}") from None
+        raise DataError(
+            f"{path}: not a valid CIFAR-10 pickle: {' '.join(str(exc).split())}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted input
         problem = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{path}: not a valid CIFAR-10 pickle ({type(exc).__name__}: {problem})") from None
+        raise DataError(
+            f"{path}: not a valid CIFAR-10 pickle ({type(exc).__name__}: {problem})"
+        ) from None
 
 
 # ---------------------------------------------------------------- batches
@@ -210,7 +223,9 @@ def _require_dict(path: Path, loaded: Any, keys: Sequence[bytes]) -> dict:
     return loaded
 
 
-def read_cifar_batch(path: str | os.PathLike, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(
+    path: str | os.PathLike, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch: (uint8 images (N, 3, 32, 32), int32 labels (N,))."""
     path = Path(path)
     batch = _require_dict(path, safe_load_pickle(path), (b"data", b"labels"))
@@ -329,7 +344,9 @@ def channel_mean_std(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float
     return tuple(m for m, _ in stats), tuple(s for _, s in stats)
 
 
-def normalize_channels(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalize_channels(
+    images: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
     """uint8 (N, C, H, W) -> float32 (N, C, H, W) with (x / 255 - mean[c]) / std[c]."""
     shape = (1, len(mean), 1, 1)
     out = images.astype(np.float32)
@@ -339,7 +356,9 @@ def normalize_channels(images: np.ndarray, mean: Sequence[float], std: Sequence[
     return out
 
 
-def load_cifar10(data_dir: str | os.PathLike | None = None, train_subset: int | None = None) -> Dataset:
+def load_cifar10(
+    data_dir: str | os.PathLike | None = None, train_subset: int | None = None
+) -> Dataset:
     """Load CIFAR-10 (python version) normalized per channel with training stats.
 
     Images are float32 (N, 3, 32, 32); labels int32; `mean`/`std` are 3-tuples

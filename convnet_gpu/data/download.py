@@ -22,9 +22,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .errors import DataError
 
@@ -242,13 +242,21 @@ def _hash_existing(digest, path: Path, length: int) -> None:
             remaining -= len(block)
 
 
-def _stream(response, part: Path, offset: int, total: int | None, digest, url: str,
-            chunk_size: int, progress: ProgressCallback | None) -> int:
+def _stream(
+    response,
+    part: Path,
+    offset: int,
+    total: int | None,
+    digest,
+    url: str,
+    chunk_size: int,
+    progress: ProgressCallback | None,
+) -> int:
     """Append the body to `part` from `offset`; return the bytes now in `part`."""
     done = offset
     failure: BaseException | None = None
     try:
-        out = open(part, "r+b" if offset else "wb")
+        out = open(part, "r+b" if offset else "wb")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
         raise DataError(f"{part}: cannot write download: {exc.strerror or exc}") from None
     with out:
@@ -336,8 +344,11 @@ def download(
             resume = _resume_start(response) if response.status == HTTP_PARTIAL else None
             if resume is not None and resume[0] == offset:
                 _hash_existing(digest, part, offset)
-                total = resume[1] if resume[1] is not None else (
-                    offset + length if length is not None else None)
+                total = (
+                    resume[1]
+                    if resume[1] is not None
+                    else (offset + length if length is not None else None)
+                )
             elif response.status == HTTP_PARTIAL:  # a range we did not ask for
                 if attempt == 0:
                     part.unlink(missing_ok=True)
@@ -394,7 +405,9 @@ def _safe_extract(archive: Path, top: str, destination: Path) -> Path:
             for member in members:
                 reason = _unsafe_member_reason(member, top)
                 if reason is not None:
-                    raise DataError(f"{archive}: refusing to extract member {member.name!r}: {reason}")
+                    raise DataError(
+                        f"{archive}: refusing to extract member {member.name!r}: {reason}"
+                    )
             staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=destination))
             try:
                 for member in members:
@@ -427,9 +440,7 @@ def _extracted_intact(directory: Path, members: Sequence[tuple[str, str | None]]
         return False
     if not members:  # nothing to verify against: an extracted folder counts as done
         return True
-    return all(
-        _matches(directory / name, ("md5", md5) if md5 else None) for name, md5 in members
-    )
+    return all(_matches(directory / name, ("md5", md5) if md5 else None) for name, md5 in members)
 
 
 # ---------------------------------------------------------------- fetch
@@ -440,7 +451,7 @@ def fetch_dataset(
     cache_dir: str | os.PathLike | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    progress: Callable[[str, int, "int | None"], None] | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> Path:
     """Download every file of `SOURCES[name]` into `cache_dir` and return that folder.
 
@@ -466,8 +477,14 @@ def fetch_dataset(
             report = None
             if progress is not None:
                 report = lambda done, total, file=source.filename: progress(file, done, total)
-            download(source.url, dest, sha256=source.sha256, md5=source.md5,
-                     timeout=timeout, progress=report)
+            download(
+                source.url,
+                dest,
+                sha256=source.sha256,
+                md5=source.md5,
+                timeout=timeout,
+                progress=report,
+            )
         if source.extract:
             final = _safe_extract(dest, source.extract, directory)
             if source.members and not _extracted_intact(final, source.members):

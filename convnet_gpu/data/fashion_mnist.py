@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -185,12 +185,12 @@ def _check_train_subset(train_subset: int | None, available: int) -> int:
 
 def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
     if labels.size and int(labels.max()) >= num_classes:
-        raise DataError(
-            f"{path}: label {int(labels.max())} out of range for {num_classes} classes"
-        )
+        raise DataError(f"{path}: label {int(labels.max())} out of range for {num_classes} classes")
 
 
-def _check_image_sizes(train_path: Path, train: np.ndarray, test_path: Path, test: np.ndarray) -> None:
+def _check_image_sizes(
+    train_path: Path, train: np.ndarray, test_path: Path, test: np.ndarray
+) -> None:
     if train.shape[1:] != test.shape[1:]:
         raise DataError(
             f"image size mismatch: {train_path} has {train.shape[1]}x{train.shape[2]} images "
@@ -252,7 +252,9 @@ def load_fashion_mnist(
     )
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, train_subset: int | None = None) -> Dataset:
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, train_subset: int | None = None
+) -> Dataset:
     """Load MNIST digits from `data_dir` or MNIST_DEFAULT_DIRS."""
     return load_idx_dataset(
         "MNIST",

@@ -1,4 +1,5 @@
 """Element-wise non-linearities. Each backward uses what its forward kept (x or y)."""
+
 from __future__ import annotations
 
 from .base import Layer
@@ -10,7 +11,7 @@ class ReLU(Layer):
 
     def backward(self, x, y, dy, dx):
         xp = self.backend.xp
-        xp.greater(y, 0, out=dx)            # 1 where the unit was on, 0 elsewhere
+        xp.greater(y, 0, out=dx)  # 1 where the unit was on, 0 elsewhere
         xp.multiply(dx, dy, out=dx)
 
 
@@ -24,13 +25,13 @@ class LeakyReLU(Layer):
     def forward(self, x, y, train):
         xp = self.backend.xp
         xp.multiply(x, self.slope, out=y)
-        xp.maximum(x, y, out=y)             # max(x, a*x) is x for x > 0, a*x otherwise
+        xp.maximum(x, y, out=y)  # max(x, a*x) is x for x > 0, a*x otherwise
 
     def backward(self, x, y, dy, dx):
         xp = self.backend.xp
-        xp.greater(x, 0, out=dx)            # 1 or 0 ...
+        xp.greater(x, 0, out=dx)  # 1 or 0 ...
         xp.multiply(dx, 1.0 - self.slope, out=dx)
-        xp.add(dx, self.slope, out=dx)      # ... -> 1 or slope
+        xp.add(dx, self.slope, out=dx)  # ... -> 1 or slope
         xp.multiply(dx, dy, out=dx)
 
     def describe(self):
@@ -44,7 +45,7 @@ class Tanh(Layer):
     def backward(self, x, y, dy, dx):
         xp = self.backend.xp
         xp.multiply(y, y, out=dx)
-        xp.subtract(1.0, dx, out=dx)        # 1 - tanh^2
+        xp.subtract(1.0, dx, out=dx)  # 1 - tanh^2
         xp.multiply(dx, dy, out=dx)
 
 
@@ -60,5 +61,5 @@ class Sigmoid(Layer):
     def backward(self, x, y, dy, dx):
         xp = self.backend.xp
         xp.subtract(1.0, y, out=dx)
-        xp.multiply(dx, y, out=dx)          # y (1 - y)
+        xp.multiply(dx, y, out=dx)  # y (1 - y)
         xp.multiply(dx, dy, out=dx)

@@ -1,4 +1,5 @@
 """The Layer contract: shapes, parameters, workspaces, forward and backward side by side."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +11,9 @@ class ParamSpec:
 
     name: str
     shape: tuple
-    init: str = "he"          # one of WEIGHT_INITS, "zeros" or "ones"
+    init: str = "he"  # one of WEIGHT_INITS, "zeros" or "ones"
     fan_in: int = 1
-    decay: bool = True        # weight decay applies (weights yes; biases and norms no)
+    decay: bool = True  # weight decay applies (weights yes; biases and norms no)
 
 
 # How Conv2D and Dense draw their weights (fan_in = inputs per output value):
@@ -46,8 +47,8 @@ class Layer:
     """
 
     def __init__(self):
-        self.params: dict = {}   # name -> array view into the Net's flat parameter buffer
-        self.grads: dict = {}    # name -> array view into the Net's flat gradient buffer
+        self.params: dict = {}  # name -> array view into the Net's flat parameter buffer
+        self.grads: dict = {}  # name -> array view into the Net's flat gradient buffer
         self.buffers: dict = {}  # name -> array the layer owns and updates (not learnable)
         self.backend = None
 
@@ -70,7 +71,7 @@ class Layer:
     def backward(self, x, y, dy, dx) -> None:
         raise NotImplementedError
 
-    def children(self) -> list[tuple[str, "Layer"]]:
+    def children(self) -> list[tuple[str, Layer]]:
         """(name, layer) of the layers inside this one (a residual block's branches); none here."""
         return []
 

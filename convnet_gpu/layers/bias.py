@@ -1,4 +1,5 @@
 """Bias: one learnable offset per channel (4-D inputs) or per feature (2-D inputs)."""
+
 from __future__ import annotations
 
 from .base import Layer, ParamSpec

@@ -1,4 +1,5 @@
 """Conv2D by lowering: im2col, one GEMM, and the adjoint GEMMs + col2im for backward."""
+
 from __future__ import annotations
 
 from ..backends.base import WindowGeometry
@@ -12,8 +13,9 @@ def _pair(value) -> tuple[int, int]:
 class Conv2D(Layer):
     """Cross-correlation of (n, C, H, W) with weight (F, C, KH, KW); no bias (see Bias)."""
 
-    def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0,
-                 init: str = "he"):
+    def __init__(
+        self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0, init: str = "he"
+    ):
         super().__init__()
         if out_channels < 1 or stride < 1 or pad < 0:
             raise ValueError("Conv2D needs out_channels >= 1, stride >= 1 and pad >= 0")
@@ -58,23 +60,29 @@ class Conv2D(Layer):
         col, out_t = self._views(n)
         be.im2col(x, col, self.geom)
         weight_2d = self.params["weight"].reshape(self.out_channels, -1)
-        be.matmul(weight_2d, col, out_t)                        # (F, CKK) @ (CKK, n*L)
-        xp.copyto(y.reshape(n, self.out_channels, spatial),     # (F, n, L) -> (n, F, L)
-                  out_t.reshape(self.out_channels, n, spatial).transpose(1, 0, 2))
+        be.matmul(weight_2d, col, out_t)  # (F, CKK) @ (CKK, n*L)
+        xp.copyto(
+            y.reshape(n, self.out_channels, spatial),  # (F, n, L) -> (n, F, L)
+            out_t.reshape(self.out_channels, n, spatial).transpose(1, 0, 2),
+        )
 
     def backward(self, x, y, dy, dx):
         be, xp = self.backend, self.backend.xp
         n, spatial = x.shape[0], self.geom.out_h * self.geom.out_w
         col, dy_t = self._views(n)
-        xp.copyto(dy_t.reshape(self.out_channels, n, spatial),
-                  dy.reshape(n, self.out_channels, spatial).transpose(1, 0, 2))
+        xp.copyto(
+            dy_t.reshape(self.out_channels, n, spatial),
+            dy.reshape(n, self.out_channels, spatial).transpose(1, 0, 2),
+        )
         d_weight_2d = self.grads["weight"].reshape(self.out_channels, -1)
-        be.matmul(dy_t, col.T, d_weight_2d)                     # (F, n*L) @ (n*L, CKK)
+        be.matmul(dy_t, col.T, d_weight_2d)  # (F, n*L) @ (n*L, CKK)
         if dx is not None:
             weight_2d = self.params["weight"].reshape(self.out_channels, -1)
-            be.matmul(weight_2d.T, dy_t, col)                   # d_col overwrites col
+            be.matmul(weight_2d.T, dy_t, col)  # d_col overwrites col
             be.col2im(col, dx, self.geom)
 
     def describe(self):
-        return (f"Conv2D({self.out_channels}, {self.kernel_h}x{self.kernel_w}, "
-                f"stride={self.stride}, pad={self.pad}{init_note(self.init)})")
+        return (
+            f"Conv2D({self.out_channels}, {self.kernel_h}x{self.kernel_w}, "
+            f"stride={self.stride}, pad={self.pad}{init_note(self.init)})"
+        )

@@ -1,4 +1,5 @@
 """Inverted dropout with a counter-based mask: y = x * mask / (1 - p) in training, y = x in eval."""
+
 from __future__ import annotations
 
 from ..backends.base import check_seed_and_counter
@@ -26,9 +27,9 @@ class Dropout(Layer):
         if seed is not None:
             check_seed_and_counter(seed, 0)
         self.p = float(p)
-        self.seed = seed       # None: the Net gives each Dropout its own seed, from its own
-        self.step = 0          # the counter of the next training forward's mask
-        self.frozen = False    # True: training forwards reuse the mask of `step`
+        self.seed = seed  # None: the Net gives each Dropout its own seed, from its own
+        self.step = 0  # the counter of the next training forward's mask
+        self.frozen = False  # True: training forwards reuse the mask of `step`
         self.trained_last = False
 
     def setup(self, backend, input_shape, batch_size, dtype):
@@ -45,9 +46,9 @@ class Dropout(Layer):
         if not train:
             xp.copyto(y, x)
             return
-        mask = self.mask[:x.shape[0]]
+        mask = self.mask[: x.shape[0]]
         be.uniform(mask, self.seed, self.step, self.workspace)
-        xp.greater_equal(mask, self.p, out=mask)      # keep with probability 1 - p
+        xp.greater_equal(mask, self.p, out=mask)  # keep with probability 1 - p
         xp.multiply(mask, 1.0 / (1.0 - self.p), out=mask)
         xp.multiply(x, mask, out=y)
         if not self.frozen:
@@ -58,7 +59,7 @@ class Dropout(Layer):
             return
         xp = self.backend.xp
         if self.trained_last:
-            xp.multiply(dy, self.mask[:x.shape[0]], out=dx)
+            xp.multiply(dy, self.mask[: x.shape[0]], out=dx)
         else:
             xp.copyto(dx, dy)
 

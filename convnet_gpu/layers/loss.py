@@ -1,11 +1,12 @@
 """Softmax cross-entropy on logits, with the row max subtracted (log-sum-exp) for stability."""
+
 from __future__ import annotations
 
 from ..numerics import softmax_into
 
 
 class SoftmaxCrossEntropy:
-    """loss = mean_i [ log sum_k exp(z_ik) - sum_k t_ik z_ik ];  d loss / d z = (softmax(z) - t) / n.
+    """loss = mean_i [ log sum_k exp(z_ik) - sum_k t_ik z_ik ];  d loss / d z = (softmax(z) - t) / n
 
     The target t is the one-hot label, or with label smoothing e: (1 - e) * onehot + e / K.
     Everything, including the target matrix and the loss scalar, lives in buffers allocated in
@@ -21,7 +22,9 @@ class SoftmaxCrossEntropy:
 
     def setup(self, backend, input_shape, batch_size, dtype):
         if len(input_shape) != 1:
-            raise ValueError(f"SoftmaxCrossEntropy expects flat (classes,) logits, got {input_shape}")
+            raise ValueError(
+                f"SoftmaxCrossEntropy expects flat (classes,) logits, got {input_shape}"
+            )
         self.backend = backend
         classes = input_shape[0]
         xp = backend.xp
@@ -51,7 +54,7 @@ class SoftmaxCrossEntropy:
         softmax_into(xp, logits, probs, self.row_max[:n], row_sum)
         # per-sample loss = row_max + log(row_sum) - sum_k t_k z_k  (row_sum >= 1: the log is safe)
         xp.multiply(logits, target, out=self.scratch[:n])
-        xp.sum(self.scratch[:n], axis=1, out=per_sample)              # sum_k t_k z_k
+        xp.sum(self.scratch[:n], axis=1, out=per_sample)  # sum_k t_k z_k
         xp.subtract(self.row_max[:n, 0], per_sample, out=per_sample)
         xp.log(row_sum, out=row_sum)
         xp.add(per_sample, row_sum[:, 0], out=per_sample)
@@ -66,7 +69,7 @@ class SoftmaxCrossEntropy:
         xp.multiply(d_logits, 1.0 / n, out=d_logits)
 
     def count_correct(self, logits, labels):
-        """Writes and returns self.correct (0-d int64 device array): rows whose argmax is the label."""
+        """Writes and returns self.correct (0-d int64 device array): rows whose argmax is right."""
         xp = self.backend.xp
         n = logits.shape[0]
         xp.argmax(logits, axis=1, out=self.predicted[:n])

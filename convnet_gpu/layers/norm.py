@@ -1,4 +1,5 @@
 """Batch normalization over channels of (C, H, W) inputs or features of (F,) inputs."""
+
 from __future__ import annotations
 
 from .base import Layer, ParamSpec
@@ -23,12 +24,16 @@ class BatchNorm(Layer):
     def param_specs(self, input_shape):
         self._check_shape(input_shape)
         channels = (input_shape[0],)
-        return [ParamSpec("gamma", channels, "ones", decay=False),
-                ParamSpec("beta", channels, "zeros", decay=False)]
+        return [
+            ParamSpec("gamma", channels, "ones", decay=False),
+            ParamSpec("beta", channels, "zeros", decay=False),
+        ]
 
     def _check_shape(self, input_shape):
         if len(input_shape) not in (1, 3):
-            raise ValueError(f"BatchNorm expects (C, H, W) or (features,) inputs, got {input_shape}")
+            raise ValueError(
+                f"BatchNorm expects (C, H, W) or (features,) inputs, got {input_shape}"
+            )
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
@@ -37,14 +42,18 @@ class BatchNorm(Layer):
         # Per-channel arrays broadcast as (C, 1, 1) over (n, C, H, W), or (F,) over (n, F).
         self.broadcast_shape = (channels,) + (1,) * (len(input_shape) - 1)
         self.sum_axes = (0,) + tuple(range(2, len(input_shape) + 1))
-        self.buffers = {"running_mean": backend.zeros((channels,), dtype),
-                        "running_var": backend.empty((channels,), dtype)}
+        self.buffers = {
+            "running_mean": backend.zeros((channels,), dtype),
+            "running_var": backend.empty((channels,), dtype),
+        }
         self.buffers["running_var"].fill(1.0)
-        self.x_hat = backend.empty((batch_size,) + tuple(input_shape), dtype)    # kept for backward
-        self.scratch = backend.empty((batch_size,) + tuple(input_shape), dtype)  # squares, dy * x_hat
+        self.x_hat = backend.empty((batch_size,) + tuple(input_shape), dtype)  # kept for backward
+        self.scratch = backend.empty(
+            (batch_size,) + tuple(input_shape), dtype
+        )  # squares, dy * x_hat
         self.mean = backend.empty((channels,), dtype)
         self.var = backend.empty((channels,), dtype)
-        self.inv_std = backend.empty((channels,), dtype)                         # kept for backward
+        self.inv_std = backend.empty((channels,), dtype)  # kept for backward
         self.stat_scratch = backend.empty((channels,), dtype)
 
     def _per_channel(self, array):
@@ -57,15 +66,17 @@ class BatchNorm(Layer):
         if train:
             count = x.size // self.mean.size  # values per channel: n (* H * W)
             if count < 2:
-                raise ValueError("BatchNorm in training needs more than one value per channel "
-                                 "(a batch of 1 without spatial dimensions has no variance)")
+                raise ValueError(
+                    "BatchNorm in training needs more than one value per channel "
+                    "(a batch of 1 without spatial dimensions has no variance)"
+                )
             xp.sum(x, axis=self.sum_axes, out=self.mean)
             xp.multiply(self.mean, 1.0 / count, out=self.mean)
-            xp.subtract(x, self._per_channel(self.mean), out=x_hat)             # x - mean
+            xp.subtract(x, self._per_channel(self.mean), out=x_hat)  # x - mean
             squares = self.scratch[:n]
             xp.multiply(x_hat, x_hat, out=squares)
             xp.sum(squares, axis=self.sum_axes, out=self.var)
-            xp.multiply(self.var, 1.0 / count, out=self.var)                   # biased variance
+            xp.multiply(self.var, 1.0 / count, out=self.var)  # biased variance
             self._update_running(self.mean, self.var, count)
             variance = self.var
         else:
@@ -82,8 +93,9 @@ class BatchNorm(Layer):
         """running += momentum * (batch statistic - running), with the unbiased variance."""
         xp, step = self.backend.xp, self.stat_scratch
         for running, batch_value, correction in (
-                (self.buffers["running_mean"], mean, 1.0),
-                (self.buffers["running_var"], biased_var, count / (count - 1.0))):
+            (self.buffers["running_mean"], mean, 1.0),
+            (self.buffers["running_var"], biased_var, count / (count - 1.0)),
+        ):
             xp.multiply(batch_value, correction * self.momentum, out=step)
             xp.multiply(running, 1.0 - self.momentum, out=running)
             xp.add(running, step, out=running)
@@ -97,7 +109,7 @@ class BatchNorm(Layer):
         if dx is None:
             return
         scale = self.stat_scratch
-        xp.multiply(self.params["gamma"], self.inv_std, out=scale)             # gamma / std
+        xp.multiply(self.params["gamma"], self.inv_std, out=scale)  # gamma / std
         if not self.trained_last:  # the statistics are constants: dx = dy * gamma / std
             xp.multiply(dy, self._per_channel(scale), out=dx)
             return

@@ -1,4 +1,5 @@
 """Max and average pooling over KxK windows (the window kernels live in the backends)."""
+
 from __future__ import annotations
 
 from ..backends.base import WindowGeometry
@@ -12,7 +13,9 @@ class _Pool2D(Layer):
         self.stride = stride or kernel_size
         self.pad = pad
         if kernel_size < 1 or self.stride < 1 or not 0 <= pad <= kernel_size // 2:
-            raise ValueError("pooling needs kernel_size >= 1, stride >= 1 and 0 <= pad <= kernel_size // 2")
+            raise ValueError(
+                "pooling needs kernel_size >= 1, stride >= 1 and 0 <= pad <= kernel_size // 2"
+            )
         self.geom = None
 
     def _geometry(self, input_shape) -> WindowGeometry:
@@ -38,7 +41,7 @@ class MaxPool2D(_Pool2D):
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
         out_shape = (batch_size,) + self.output_shape(input_shape)
-        self.argmax = backend.empty(out_shape, "int32")   # window offset of each maximum
+        self.argmax = backend.empty(out_shape, "int32")  # window offset of each maximum
         self.workspace = backend.pool_workspace(out_shape, dtype)
 
     def forward(self, x, y, train):

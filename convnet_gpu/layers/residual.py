@@ -5,6 +5,7 @@ views into the Net's flat buffer like any other layer's (named "body.<i>.<name>"
 "shortcut.<i>.<name>"). An empty shortcut is the identity. Backward sends dy down both
 branches and adds their input gradients: the fan-out's sum.
 """
+
 from __future__ import annotations
 
 from ..chain import Chain
@@ -22,31 +23,43 @@ class Residual(Layer):
         return (("body", self.body), ("shortcut", self.shortcut))
 
     def children(self):
-        return [(f"{branch}.{i}", layer) for branch, chain in self._branches()
-                for i, layer in enumerate(chain.layers)]
+        return [
+            (f"{branch}.{i}", layer)
+            for branch, chain in self._branches()
+            for i, layer in enumerate(chain.layers)
+        ]
 
     def output_shape(self, input_shape):
         body_out = self.body.plan(input_shape)[-1]
         shortcut_out = self.shortcut.plan(input_shape)[-1]
         if body_out != shortcut_out:
-            raise ValueError(f"Residual: the body gives {body_out} but the shortcut gives "
-                             f"{shortcut_out}; add a strided 1x1 Conv2D (and BatchNorm) to the "
-                             f"shortcut so the two can be added")
+            raise ValueError(
+                f"Residual: the body gives {body_out} but the shortcut gives "
+                f"{shortcut_out}; add a strided 1x1 Conv2D (and BatchNorm) to the "
+                f"shortcut so the two can be added"
+            )
         return body_out
 
     def param_specs(self, input_shape):
         self.output_shape(input_shape)  # plans both branches
-        return [ParamSpec(f"{branch}.{i}.{spec.name}", spec.shape, spec.init, spec.fan_in, spec.decay)
-                for branch, chain in self._branches()
-                for i, specs in enumerate(chain.param_specs()) for spec in specs]
+        return [
+            ParamSpec(f"{branch}.{i}.{spec.name}", spec.shape, spec.init, spec.fan_in, spec.decay)
+            for branch, chain in self._branches()
+            for i, specs in enumerate(chain.param_specs())
+            for spec in specs
+        ]
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
         for branch, chain in self._branches():
             for i, layer in enumerate(chain.layers):  # hand each sublayer its parameter views
                 prefix = f"{branch}.{i}."
-                layer.params = {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
-                layer.grads = {k[len(prefix):]: v for k, v in self.grads.items() if k.startswith(prefix)}
+                layer.params = {
+                    k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)
+                }
+                layer.grads = {
+                    k[len(prefix) :]: v for k, v in self.grads.items() if k.startswith(prefix)
+                }
             chain.setup(backend, batch_size, dtype)
         # the shortcut's input gradient, before it is added to the body's
         self.d_shortcut = backend.empty((batch_size,) + tuple(input_shape), dtype)
@@ -63,7 +76,7 @@ class Residual(Layer):
             if dx is not None:
                 xp.add(dx, dy, out=dx)
             return
-        d_shortcut = self.d_shortcut[:x.shape[0]] if dx is not None else None
+        d_shortcut = self.d_shortcut[: x.shape[0]] if dx is not None else None
         self.shortcut.backward(x, d_shortcut, top_grad=dy)
         if dx is not None:
             xp.add(dx, d_shortcut, out=dx)

@@ -1,4 +1,5 @@
 """Flatten: (n, C, H, W) -> (n, C*H*W)."""
+
 from __future__ import annotations
 
 from .base import Layer

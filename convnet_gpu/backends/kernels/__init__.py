@@ -7,6 +7,7 @@ machine. The index helpers the kernels share live in window.cuh, which read_sour
 front of each .cu file, followed by counter_hash.cuh, the random-number hash (NVRTC compiles
 one string and has no include path). This module must not import cupy.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,10 @@ def read_source(file_name: str) -> str:
     """
     if file_name not in KERNEL_SOURCES:
         raise KeyError(f"unknown kernel source {file_name!r}; known: {sorted(KERNEL_SOURCES)}")
-    parts = [f'#line 1 "{name}"\n' + (_DIR / name).read_text(encoding="utf-8")
-             for name in (SHARED_HEADER, HASH_HEADER, file_name)]
+    parts = [
+        f'#line 1 "{name}"\n' + (_DIR / name).read_text(encoding="utf-8")
+        for name in (SHARED_HEADER, HASH_HEADER, file_name)
+    ]
     return "\n".join(parts)
 
 
