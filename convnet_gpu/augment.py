@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 
-from .backends.base import check_seed_and_counter, fmix32
+from .backends.counter_rng import check_seed_and_counter, fmix32
 
 # Jitter hashes its seed with this salt before drawing, so that Jitter(seed=s) and a Dropout
 # layer seeded with the same s do not read one random stream (a mask correlated with the shifts).

@@ -1,8 +1,9 @@
 """Image jitter (Backend.jitter and convnet_gpu.augment.Jitter): random shift + left-right mirror.
 
-Checked against a naive per-pixel Python loop that takes its draws from base.py's scalar
+Checked against a naive per-pixel Python loop that takes its draws from counter_rng.py's scalar
 reference hash (jitter_draws), on every backend; the CUDA kernel's per-pixel code is also built
-for the host with g++ and compared with NumPy. Skipped here: NumPy vs CuPy bit equality (gpu).
+for the host with g++ and compared with NumPy. NumPy vs CuPy bit equality goes through
+helpers.assert_backends_agree (skipped without a GPU).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_host_harness
+from helpers import assert_backends_agree, output_buffer, run_host_harness
 
 from convnet_gpu.augment import Jitter
 from convnet_gpu.backends import get_backend, kernels
-from convnet_gpu.backends.base import jitter_draws
+from convnet_gpu.backends.counter_rng import counter_hash, jitter_draws
 from convnet_gpu.backends.kernels import KERNEL_SOURCES
 
 CPU = get_backend("cpu")
@@ -64,8 +65,6 @@ def test_jitter_matches_naive_reference(backend, pad, flip, dtype):
 
 
 def test_reference_draws_follow_the_documented_layout():
-    from convnet_gpu.backends.base import counter_hash
-
     for image in (0, 1, 5, 1000):
         u = [counter_hash(9, 4, 3 * image + k) >> 8 for k in range(3)]
         assert jitter_draws(9, 4, image, 2, True) == (
@@ -251,7 +250,7 @@ def test_jitter_class_refuses_misuse():
 
 # ---- the CUDA kernel: compiled for the host here, on the GPU where there is one ------------------
 def test_kernel_is_listed_for_compilation():
-    # tests/test_kernels_compile.py compiles every KERNEL_SOURCES entry with NVRTC.
+    # tests/test_backends_kernels.py compiles every KERNEL_SOURCES entry with NVRTC.
     assert KERNEL_SOURCES["jitter.cu"] == ["jitter_kernel<float>", "jitter_kernel<double>"]
 
 
@@ -312,31 +311,38 @@ def test_cuda_jitter_code_compiled_for_the_host_matches_numpy(tmp_path):
     np.testing.assert_array_equal(values[:, 1], expected)  # float
 
 
+JITTER_SETTINGS = [(0, False), (0, True), (2, True), (4, False), (9, True)]  # (pad, flip)
+STREAMS = [(0, 0), (5, 1), (2**32 - 1, 2**32 - 1)]  # (seed, counter)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 3, 32, 32), (3000, 1, 28, 28)])
-def test_jitter_is_bit_identical_on_numpy_and_cupy(cuda_backend, shape, dtype):
-    x = _random_batch(shape, dtype)
-    for pad, flip in ((0, False), (0, True), (2, True), (4, False), (9, True)):
-        for seed, counter in ((0, 0), (5, 1), (2**32 - 1, 2**32 - 1)):
-            np.testing.assert_array_equal(
-                _jitter(cuda_backend, x, pad, flip, seed, counter),
-                _jitter(CPU, x, pad, flip, seed, counter),
-            )
+def test_jitter_is_bit_identical_on_numpy_and_cupy(shape, dtype):
+    def jitter_every_way(backend, x):
+        jittered = {}
+        for pad, flip in JITTER_SETTINGS:
+            for seed, counter in STREAMS:
+                out = output_buffer(backend, shape, dtype)
+                backend.jitter(x, out, pad, flip, seed, counter, backend.jitter_workspace(len(x)))
+                jittered[f"pad {pad} flip {flip} seed {seed} counter {counter}"] = out
+        return jittered
+
+    assert_backends_agree(jitter_every_way, _random_batch(shape, dtype), tolerance="exact")
 
 
 @pytest.mark.gpu
-def test_jitter_apply_on_cupy_matches_numpy_and_allocates_nothing(cuda_backend):
+def test_jitter_apply_on_cupy_matches_numpy_and_allocates_nothing():
+    def apply_five_steps(backend, x):
+        batch = x.copy()  # apply() jitters in place; the input stays as it was
+        jitter = Jitter(pad=4, seed=2).setup(backend, 16, (3, 32, 32), np.float32)
+        jitter.apply(batch, 0)  # warm-up: compiles the kernel
+        used = backend.memory_in_use()
+        for step in range(1, 6):
+            jitter.apply(batch[:9] if step == 3 else batch, step)
+        backend.synchronize()
+        assert backend.memory_in_use() == used  # CuPy's pool; NumPy is checked by tracemalloc
+        return batch
+
     x = _random_batch((16, 3, 32, 32), np.float32)
-    on_gpu = Jitter(pad=4, seed=2).setup(cuda_backend, 16, (3, 32, 32), np.float32)
-    on_cpu = Jitter(pad=4, seed=2).setup(CPU, 16, (3, 32, 32), np.float32)
-    device_batch, host_batch = cuda_backend.asarray(x), x.copy()
-    on_gpu.apply(device_batch, 0)  # warm-up: compiles the kernel
-    on_cpu.apply(host_batch, 0)
-    used = cuda_backend.memory_in_use()
-    for step in range(1, 6):
-        on_gpu.apply(device_batch[:9] if step == 3 else device_batch, step)
-        on_cpu.apply(host_batch[:9] if step == 3 else host_batch, step)
-    cuda_backend.synchronize()
-    assert cuda_backend.memory_in_use() == used
-    np.testing.assert_array_equal(cuda_backend.to_host(device_batch), host_batch)
+    assert_backends_agree(apply_five_steps, x, tolerance="exact")

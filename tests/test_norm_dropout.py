@@ -1,8 +1,9 @@
 """BatchNorm, Dropout, GlobalAvgPool and the counter-based uniform() they rest on.
 
 Oracles: torch.nn.functional.batch_norm (float64, train and eval, running statistics), numpy
-means, a scalar Python reference of the hash (backends/base.py counter_hash), and the CUDA
-source's hash compiled for the host with g++. Skipped here: NumPy vs CuPy bit equality (gpu).
+means, a scalar Python reference of the hash (backends/counter_rng.py counter_hash), and the CUDA
+source's hash compiled for the host with g++. NumPy vs CuPy bit equality goes through
+helpers.assert_backends_agree (skipped without a GPU).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_host_harness
+from helpers import assert_backends_agree, output_buffer, run_host_harness
 
 from convnet_gpu import (
     SGD,
@@ -28,7 +29,7 @@ from convnet_gpu import (
     get_backend,
 )
 from convnet_gpu.backends import kernels
-from convnet_gpu.backends.base import UNIFORM_SCALE, counter_hash
+from convnet_gpu.backends.counter_rng import UNIFORM_SCALE, counter_hash
 from convnet_gpu.gradcheck import check
 from convnet_gpu.layers import Layer
 
@@ -164,7 +165,7 @@ class BatchNormWithoutStatisticsGradient(BatchNorm):
     """Backward treats the batch statistics as constants (the eval formula) in training too."""
 
     def backward(self, x, y, dy, dx):
-        self.trained_last = False
+        self.used_batch_statistics = False
         super().backward(x, y, dy, dx)
 
 
@@ -333,16 +334,16 @@ def test_cuda_hash_compiled_for_the_host_matches_numpy(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1,), (1000,), (3, 7, 11, 13), (2, 65536 * 5 + 3)])
-def test_uniform_is_bit_identical_on_numpy_and_cupy(cuda_backend, shape, dtype):
-    import cupy
+def test_uniform_is_bit_identical_on_numpy_and_cupy(shape, dtype):
+    def draw_three_streams(backend):
+        drawn = {}
+        for seed, counter in ((0, 0), (5, 1), (2**32 - 1, 2**32 - 1)):
+            out = output_buffer(backend, shape, dtype)
+            backend.uniform(out, seed, counter, backend.uniform_workspace(shape))
+            drawn[f"seed {seed} counter {counter}"] = out
+        return drawn
 
-    for seed, counter in ((0, 0), (5, 1), (2**32 - 1, 2**32 - 1)):
-        expected = np.full(shape, 7.0, dtype)
-        CPU.uniform(expected, seed, counter, CPU.uniform_workspace(shape))
-        actual = cupy.full(shape, -3.0, dtype)  # garbage the kernel must overwrite
-        cuda_backend.uniform(actual, seed, counter, cuda_backend.uniform_workspace(shape))
-        cuda_backend.synchronize()
-        np.testing.assert_array_equal(cuda_backend.to_host(actual), expected)
+    assert_backends_agree(draw_three_streams, tolerance="exact")
 
 
 @pytest.mark.gpu

@@ -1,47 +1,22 @@
-"""Pick a backend by device name. CuPy is imported here, lazily, and nowhere else."""
+"""Pick a backend by device name. CuPy is imported lazily, only once a CUDA device is asked for.
+
+Modules: base.py (the Backend interface and the argument checks every backend shares),
+numpy_backend.py and cupy_backend.py (the kernels), geometry.py (WindowGeometry), counter_rng.py
+(the counter-based random numbers), device.py (device names, the CUDA availability check).
+"""
 
 from __future__ import annotations
 
-import re
-
-from .base import Backend, WindowGeometry
+from .base import Backend
+from .device import (
+    CUDA_INSTALL_HINT,
+    DeviceUnavailable,
+    cuda_problem,
+    parse_device,
+    require_cuda,
+)
+from .geometry import WindowGeometry
 from .numpy_backend import NumpyBackend
-
-CUDA_INSTALL_HINT = 'install CuPy with: pip install "convnet-gpu[cuda12]" (or [cuda13] for CUDA 13)'
-
-
-class DeviceUnavailable(RuntimeError):
-    """The requested device cannot be used here; the message says what is missing."""
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """'cpu' | 'auto' | 'cuda' | 'cuda:N' -> (kind, index)."""
-    match = re.fullmatch(r"(cpu|auto|cuda)(?::(\d+))?", device.strip().lower())
-    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    return match.group(1), int(match.group(2) or 0)
-
-
-def cuda_problem(index: int = 0) -> str | None:
-    """Why CUDA device `index` cannot be used, or None when it can."""
-    try:
-        import cupy
-    except ImportError:
-        return f"CuPy is not installed; {CUDA_INSTALL_HINT}"
-    except Exception as exc:  # a broken CuPy install raises more than ImportError
-        return f"CuPy failed to import ({exc.__class__.__name__}: {exc}); {CUDA_INSTALL_HINT}"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception:
-        count = 0
-    if count == 0:
-        return "no NVIDIA GPU is visible to CuPy (no device or no driver); use --device cpu"
-    if index >= count:
-        return (
-            f"cuda:{index} does not exist: this machine has {count} GPU(s) "
-            f"(cuda:0..cuda:{count - 1})"
-        )
-    return None
 
 
 def get_backend(device: str = "auto", announce=None) -> Backend:
@@ -53,19 +28,18 @@ def get_backend(device: str = "auto", announce=None) -> Backend:
     kind, index = parse_device(device)
     if kind == "cpu":
         return NumpyBackend()
+    if kind == "cuda":
+        require_cuda(index, device)  # before importing cupy_backend: CuPy itself may be missing
+        return _cupy_backend(index)
     problem = cuda_problem(index)
-    if kind == "auto":
-        if problem is None:
-            backend = _cupy_backend(index)
-            if announce:
-                announce(f"device auto: using {backend.describe()}")
-            return backend
+    if problem is not None:
         if announce:
             announce(f"device auto: using the CPU ({problem.split(';')[0]})")
         return NumpyBackend()
-    if problem is not None:
-        raise DeviceUnavailable(f"--device {device}: {problem}")
-    return _cupy_backend(index)
+    backend = _cupy_backend(index)
+    if announce:
+        announce(f"device auto: using {backend.describe()}")
+    return backend
 
 
 def _cupy_backend(index: int) -> Backend:
@@ -82,5 +56,6 @@ __all__ = [
     "get_backend",
     "parse_device",
     "cuda_problem",
+    "require_cuda",
     "CUDA_INSTALL_HINT",
 ]

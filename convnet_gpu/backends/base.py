@@ -2,137 +2,57 @@
 
 A backend owns an array module (`xp`: numpy or cupy) and the handful of hot kernels whose best
 implementation differs per device. Everything else in a layer is plain `xp` code with `out=`.
-The two implementations live side by side in numpy_backend.py and cupy_backend.py under the
-same method names.
+
+Each kernel is a template method: the public method (im2col, maxpool_forward, uniform, ...)
+checks every argument here, once, with one wording for every backend, then calls the backend's
+implementation of the same name with a leading underscore (_im2col, ...), which may assume valid
+arguments. A wrong shape is a ValueError, a wrong dtype a TypeError, both one line that names the
+op and the argument:
+    im2col: col has shape (27, 96), expected (27, 192)
+    maxpool_backward: argmax has dtype float32, expected int32
+Three hooks hold what only some devices check or need (the NumPy backend keeps the defaults):
+    _check_device(op, name, array)         the array lives on this backend's device
+    _check_output_layout(op, name, array)  an output can be written in place (C-contiguous)
+    _kernel_input(array)                   an input as the kernel reads it (a strided view copied)
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
-
 import numpy as np
 
-# ---- counter-based random numbers --------------------------------------------------------------
-# Backend.uniform() draws from a counter-based hash instead of a stateful generator: every value is
-# a pure function of (seed, counter, flat element index), so NumPy and CuPy give the same numbers
-# bit for bit, a step's random numbers depend only on that step's counter, and a CUDA graph can
-# replay the kernel once the counter lives in device memory. The mixer is the 32-bit finalizer
-# ("fmix32") of Austin Appleby's MurmurHash3, a bijection on uint32; all arithmetic is mod 2**32:
-#     key  = fmix32(fmix32(seed ^ 0x9E3779B9) ^ counter)       one key per (seed, counter) stream
-#     bits = fmix32(fmix32(index ^ key) + key)                  two keyed rounds per element
-#     u    = (bits >> 8) * 2**-24                         24 bits: exact in float32 and float64
-# The same formula is written three times: counter_hash() below (the scalar reference the tests
-# use), the NumPy backend (uint32 ufuncs) and kernels/counter_hash.cuh (CUDA, used by random.cu
-# and jitter.cu).
-UINT32_RANGE = 2**32
-RANDOM_KEY_OFFSET = (
-    0x9E3779B9  # 2**32 / golden ratio: keeps seed 0 away from fmix32's fixed point 0
+from .counter_rng import (
+    check_jitter_batch_size,
+    check_jitter_pad,
+    check_seed_and_counter,
+    check_uniform_size,
 )
-UNIFORM_SCALE = 2.0**-24  # uniforms are (24-bit integer) * 2**-24, in [0, 1)
+from .geometry import WindowGeometry
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what every kernel computes in
+ARGMAX_DTYPE = np.dtype(np.int32)  # max pooling's window offsets
 
 
-def fmix32(h: int) -> int:
-    """MurmurHash3's 32-bit finalizer on a Python int in [0, 2**32)."""
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) % UINT32_RANGE
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) % UINT32_RANGE
-    return h ^ (h >> 16)
+# The buffers of the window ops, for a batch of n images:
+def image_shape(geom: WindowGeometry, n: int) -> tuple:
+    """x and dx: (n, C, H, W)."""
+    return (n, geom.channels, geom.height, geom.width)
 
 
-def check_seed_and_counter(seed: int, counter: int) -> None:
-    for label, value in (("seed", seed), ("counter", counter)):
-        if not 0 <= int(value) < UINT32_RANGE or int(value) != value:
-            raise ValueError(
-                f"the random-number {label} must be an integer in [0, 2**32), got {value!r}"
-            )
+def pooled_shape(geom: WindowGeometry, n: int) -> tuple:
+    """y, dy and argmax of pooling: (n, C, OH, OW)."""
+    return (n, geom.channels, geom.out_h, geom.out_w)
 
 
-def random_stream_key(seed: int, counter: int) -> int:
-    """The 32-bit key of the (seed, counter) stream."""
-    check_seed_and_counter(seed, counter)
-    return fmix32(fmix32(int(seed) ^ RANDOM_KEY_OFFSET) ^ int(counter))
-
-
-def counter_hash(seed: int, counter: int, index: int) -> int:
-    """The 32 random bits of element `index` of stream (seed, counter): the scalar reference."""
-    key = random_stream_key(seed, counter)
-    return fmix32((fmix32(index ^ key) + key) % UINT32_RANGE)
-
-
-# ---- image jitter draws ---------------------------------------------------------------------
-# Backend.jitter() gives image i of a batch three draws of the (seed, counter) stream, at indices
-# 3i, 3i+1, 3i+2, each used through its top 24 bits u = counter_hash(...) >> 8:
-#     dy      = floor(u(3i)   * (2*pad + 1) / 2**24) - pad      uniform on [-pad, pad]
-#     dx      = floor(u(3i+1) * (2*pad + 1) / 2**24) - pad      (integer math: (u * k) >> 24)
-#     flipped = flip and u(3i+2) >= 2**23                       the top bit: probability 1/2
-# The layout does not depend on pad or flip (the same stream gives the same dy, dx, flip bit for
-# every setting), and image i's draws do not depend on the batch size, so a smaller last batch
-# uses the first rows' draws.
-JITTER_DRAWS_PER_IMAGE = 3
-
-
-def jitter_draws(
-    seed: int, counter: int, image: int, pad: int, flip: bool
-) -> tuple[int, int, bool]:
-    """(dy, dx, flipped) of image `image` in stream (seed, counter): the scalar reference."""
-    first = JITTER_DRAWS_PER_IMAGE * image
-    choices = 2 * pad + 1
-    u_y, u_x, u_flip = (counter_hash(seed, counter, first + k) >> 8 for k in range(3))
-    dy = ((u_y * choices) >> 24) - pad
-    dx = ((u_x * choices) >> 24) - pad
-    return dy, dx, bool(flip) and u_flip >= 2**23
-
-
-@dataclass(frozen=True)
-class WindowGeometry:
-    """Where a KHxKW window slides over a CxHxW image (convolution and pooling alike)."""
-
-    channels: int
-    height: int
-    width: int
-    kernel_h: int
-    kernel_w: int
-    stride: int = 1
-    pad: int = 0
-
-    def __post_init__(self):
-        if self.out_h < 1 or self.out_w < 1:
-            raise ValueError(
-                f"a {self.kernel_h}x{self.kernel_w} window with stride {self.stride} and padding "
-                f"{self.pad} does not fit a {self.height}x{self.width} input; use a smaller kernel "
-                f"or more padding"
-            )
-
-    @property
-    def out_h(self) -> int:
-        return (self.height + 2 * self.pad - self.kernel_h) // self.stride + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.width + 2 * self.pad - self.kernel_w) // self.stride + 1
-
-    @property
-    def col_rows(self) -> int:
-        """Rows of the im2col matrix: one per (channel, kh, kw)."""
-        return self.channels * self.kernel_h * self.kernel_w
-
-    def col_cols(self, batch: int) -> int:
-        """Columns of the im2col matrix: one per (image, oh, ow)."""
-        return batch * self.out_h * self.out_w
-
-    def valid_range(self, offset: int, in_size: int, out_size: int) -> tuple[int, int]:
-        """Output positions [lo, hi) whose input `o*stride + offset - pad` is inside the image."""
-        lo = max(0, -(-(self.pad - offset) // self.stride))  # ceil((pad - offset) / stride)
-        hi = min(out_size, (in_size - 1 + self.pad - offset) // self.stride + 1)
-        return lo, max(lo, hi)
+def col_shape(geom: WindowGeometry, n: int) -> tuple:
+    """The im2col matrix: a row per (c, kh, kw), a column per (image, oh, ow)."""
+    return (geom.col_rows, geom.col_cols(n))
 
 
 class Backend:
     """What a layer may ask of a device. Subclasses: NumpyBackend, CupyBackend."""
 
     name: str = "abstract"
+    device: str = "abstract"
     xp = np
 
     # ---- memory -------------------------------------------------------------------------
@@ -160,55 +80,90 @@ class Backend:
         """Bytes of device memory the backend's allocator holds for live arrays."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        return self.name
+
     # ---- dense math ---------------------------------------------------------------------
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
 
-    # ---- windows: convolution lowering and pooling ---------------------------------------
+    # ---- windows: convolution lowering ------------------------------------------------------
     def im2col(self, x, col, geom: WindowGeometry) -> None:
         """x (n, C, H, W) -> col (C*KH*KW, n*OH*OW); padding reads as zero."""
-        raise NotImplementedError
+        dtype, n = self._float_batch("im2col", "x", x)
+        x = self._input("im2col", "x", x, image_shape(geom, n), dtype)
+        self._output("im2col", "col", col, col_shape(geom, n), dtype)
+        self._im2col(x, col, geom)
 
     def col2im(self, col, dx, geom: WindowGeometry) -> None:
         """The adjoint of im2col: dx (n, C, H, W) = sum of the col entries that read each pixel."""
-        raise NotImplementedError
+        dtype, n = self._float_batch("col2im", "dx", dx)
+        col = self._input("col2im", "col", col, col_shape(geom, n), dtype)
+        self._output("col2im", "dx", dx, image_shape(geom, n), dtype)
+        self._col2im(col, dx, geom)
 
+    # ---- windows: pooling ---------------------------------------------------------------------
     def pool_workspace(self, out_shape, dtype):
         """Scratch that max pooling needs on this backend (None where the kernel needs none)."""
-        return None
+        return self._pool_workspace(tuple(out_shape), np.dtype(dtype))
 
     def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
         """y = max over each window; argmax (int32) = offset kh*KW+kw of the first maximum."""
-        raise NotImplementedError
+        dtype, n = self._float_batch("maxpool_forward", "x", x)
+        x = self._input("maxpool_forward", "x", x, image_shape(geom, n), dtype)
+        self._output("maxpool_forward", "y", y, pooled_shape(geom, n), dtype)
+        self._output("maxpool_forward", "argmax", argmax, pooled_shape(geom, n), ARGMAX_DTYPE)
+        self._maxpool_forward(x, y, argmax, workspace, geom)
 
     def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
-        raise NotImplementedError
+        """dx = dy routed to the argmax of each window (summed where windows overlap)."""
+        op = "maxpool_backward"
+        dtype, n = self._float_batch(op, "dy", dy)
+        dy = self._input(op, "dy", dy, pooled_shape(geom, n), dtype)
+        argmax = self._input(op, "argmax", argmax, pooled_shape(geom, n), ARGMAX_DTYPE)
+        self._output(op, "dx", dx, image_shape(geom, n), dtype)
+        self._maxpool_backward(dy, argmax, dx, workspace, geom)
 
     def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         """Mean over each window, padding counted as zeros (divide by KH*KW)."""
-        raise NotImplementedError
+        dtype, n = self._float_batch("avgpool_forward", "x", x)
+        x = self._input("avgpool_forward", "x", x, image_shape(geom, n), dtype)
+        self._output("avgpool_forward", "y", y, pooled_shape(geom, n), dtype)
+        self._avgpool_forward(x, y, geom)
 
     def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
-        raise NotImplementedError
+        """dx = each window's dy / (KH*KW) spread over the window (summed where they overlap)."""
+        dtype, n = self._float_batch("avgpool_backward", "dy", dy)
+        dy = self._input("avgpool_backward", "dy", dy, pooled_shape(geom, n), dtype)
+        self._output("avgpool_backward", "dx", dx, image_shape(geom, n), dtype)
+        self._avgpool_backward(dy, dx, geom)
 
     # ---- random numbers ---------------------------------------------------------------------
     def uniform_workspace(self, shape):
         """Scratch that uniform() needs for arrays of up to prod(shape) elements (None: none)."""
-        return None
+        size = int(np.prod(shape))
+        check_uniform_size(size)
+        return self._uniform_workspace(size)
 
     def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
-        """Fill the float array `out` with uniforms in [0, 1) from the counter-based hash above.
+        """Fill the float array `out` with uniforms in [0, 1) from the counter-based hash.
 
-        Element i (C-order flat index) gets (counter_hash(seed, counter, i) >> 8) * 2**-24, the
-        same value on every backend and in float32 and float64. Without the workspace from
-        uniform_workspace(out.shape) the NumPy backend allocates one (setup-time use only).
+        Element i (C-order flat index) gets (counter_hash(seed, counter, i) >> 8) * 2**-24 (see
+        counter_rng.py), the same value on every backend and in float32 and float64. Without the
+        workspace from uniform_workspace(out.shape) the NumPy backend allocates one (setup-time
+        use only).
         """
-        raise NotImplementedError
+        self._float_dtype("uniform", "out", out)
+        self._check_output_layout("uniform", "out", out)
+        check_seed_and_counter(seed, counter)
+        check_uniform_size(out.size)
+        self._uniform(out, seed, counter, workspace)
 
     # ---- data augmentation ------------------------------------------------------------------
     def jitter_workspace(self, batch_size: int):
         """Scratch that jitter() needs for batches of up to batch_size images (None: none)."""
-        return None
+        check_jitter_batch_size(batch_size)
+        return self._jitter_workspace(batch_size)
 
     def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
         """Shift each image by a random (dy, dx) in [-pad, pad]^2; mirror it with probability 1/2.
@@ -216,7 +171,7 @@ class Backend:
         x and out are (n, C, H, W) float arrays of one shape and dtype; out must not overlap x
         (every output pixel reads another pixel of x, so an in-place write would read values
         already jittered: use a scratch batch). With (dy, dx, flipped) of image i drawn by the
-        layout above (jitter_draws() is the scalar reference):
+        layout in counter_rng.py (jitter_draws() is the scalar reference):
             out[i, c, h, w] = x[i, c, h + dy, s + dx],  s = W-1-w if flipped else w,
         and 0 where (h + dy, s + dx) falls outside the image. That is: shift first (take the HxW
         window at offset (pad+dy, pad+dx) of the image zero-padded by `pad` on every side), then
@@ -224,35 +179,92 @@ class Backend:
         bit for bit (values are moved, never computed). Without the workspace from
         jitter_workspace(n) the NumPy backend allocates one (setup-time use only).
         """
-        raise NotImplementedError
-
-    def _check_jitter_args(self, x, out, pad: int, seed: int, counter: int) -> None:
         check_seed_and_counter(seed, counter)
-        if not 0 <= operator.index(pad) < 2**31:  # operator.index: a TypeError for 2.0
-            raise ValueError(f"jitter pad must be an integer in [0, 2**31), got {pad!r}")
+        check_jitter_pad(pad)
+        dtype, n = self._float_batch("jitter", "x", x)
         if x.ndim != 4:
-            raise ValueError(f"jitter() takes an (n, C, H, W) batch, got shape {tuple(x.shape)}")
-        if tuple(out.shape) != tuple(x.shape):
-            raise ValueError(f"jitter out has shape {tuple(out.shape)}, x has {tuple(x.shape)}")
-        if x.dtype.kind != "f" or out.dtype != x.dtype:
-            raise TypeError(
-                f"jitter() moves floats between arrays of one dtype, got x "
-                f"{x.dtype} and out {out.dtype}"
+            raise ValueError(
+                f"jitter: x has shape {tuple(x.shape)}, expected an (n, C, H, W) batch"
             )
+        self._output("jitter", "out", out, tuple(x.shape), dtype)
         if self.xp.may_share_memory(x, out):
             raise ValueError(
-                "jitter out must not overlap x (pixels move): write into a "
+                "jitter: out must not overlap x (pixels move): write into a "
                 "scratch batch and copy back"
             )
-        check_jitter_batch_size(x.shape[0])
+        check_jitter_batch_size(n)
+        self._jitter(self._kernel_input(x), out, pad, flip, seed, counter, workspace)
 
-    def describe(self) -> str:
-        return self.name
+    # ---- the argument checks every backend shares ---------------------------------------------
+    def _float_dtype(self, op: str, name: str, array) -> np.dtype:
+        """The dtype of `array`, the one the op computes in (float32 or float64)."""
+        self._check_device(op, name, array)
+        if array.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} has dtype {array.dtype}, expected float32 or float64")
+        return array.dtype
 
+    def _float_batch(self, op: str, name: str, array) -> tuple[np.dtype, int]:
+        """(dtype, n) that the leading array of an op sets for the others: n is its first axis."""
+        return self._float_dtype(op, name, array), (array.shape[0] if array.ndim else 0)
 
-def check_jitter_batch_size(batch_size: int) -> None:
-    """The draws of the last image must have 32-bit indices (3 * batch_size <= 2**32)."""
-    if JITTER_DRAWS_PER_IMAGE * batch_size > UINT32_RANGE:
-        raise ValueError(
-            f"jitter() indexes its draws with 32 bits; a batch of {batch_size} images is too many"
-        )
+    def _check_buffer(self, op: str, name: str, array, shape: tuple, dtype) -> None:
+        self._check_device(op, name, array)
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"{op}: {name} has shape {tuple(array.shape)}, expected {shape}")
+        if array.dtype != dtype:
+            raise TypeError(f"{op}: {name} has dtype {array.dtype}, expected {np.dtype(dtype)}")
+
+    def _input(self, op: str, name: str, array, shape: tuple, dtype):
+        """Check an input; return it as the kernel reads it."""
+        self._check_buffer(op, name, array, shape, dtype)
+        return self._kernel_input(array)
+
+    def _output(self, op: str, name: str, array, shape: tuple, dtype) -> None:
+        """Check an output, which the kernel writes in place."""
+        self._check_buffer(op, name, array, shape, dtype)
+        self._check_output_layout(op, name, array)
+
+    # ---- hooks: what only some devices check or need --------------------------------------
+    def _check_device(self, op: str, name: str, array) -> None:
+        """Refuse an array that does not live on this backend's device (the CPU: no check)."""
+
+    def _check_output_layout(self, op: str, name: str, array) -> None:
+        """Refuse an output the kernels cannot write in place (NumPy writes any view)."""
+
+    def _kernel_input(self, array):
+        """An input as the kernel reads it (NumPy reads any view as it is)."""
+        return array
+
+    # ---- implementations: each backend's kernels, called with checked arguments ----------------
+    def _im2col(self, x, col, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _col2im(self, col, dx, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _pool_workspace(self, out_shape: tuple, dtype: np.dtype):
+        return None
+
+    def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _uniform_workspace(self, size: int):
+        return None
+
+    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
+        raise NotImplementedError
+
+    def _jitter_workspace(self, batch_size: int):
+        return None
+
+    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
+        raise NotImplementedError

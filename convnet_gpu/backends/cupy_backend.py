@@ -1,4 +1,4 @@
-"""CuPy (NVIDIA GPU) implementations of the window kernels.
+"""CuPy (NVIDIA GPU) implementations of the kernels; base.py has checked their arguments.
 
 The kernels live in kernels/*.cu as templates over the element type; they are compiled with
 NVRTC (cupy.RawModule) the first time one is needed, once per process and device. Each window
@@ -15,19 +15,14 @@ from functools import lru_cache
 import cupy
 import numpy as np
 
-from .base import (
-    UINT32_RANGE,
-    Backend,
-    WindowGeometry,
-    check_jitter_batch_size,
-    check_seed_and_counter,
-)
+from .base import Backend
+from .device import require_cuda
+from .geometry import WindowGeometry
 from .kernels import KERNEL_SOURCES, read_source, source_of
 
 _THREADS_PER_BLOCK = 256
 _MAX_BLOCKS = 65535 * 4
 _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_ARGMAX_DTYPE = np.dtype(np.int32)
 
 _compile_lock = threading.Lock()
 _modules: dict[tuple[int, str], cupy.RawModule] = {}  # (device id, .cu file) -> module
@@ -83,17 +78,7 @@ class CupyBackend(Backend):
     xp = cupy
 
     def __init__(self, device_id: int = 0):
-        if not cupy.cuda.is_available():
-            raise RuntimeError(
-                "the CUDA backend was asked for, but CuPy finds no usable NVIDIA GPU "
-                "(cupy.cuda.is_available() is False); use the 'cpu' backend instead"
-            )
-        device_count = cupy.cuda.runtime.getDeviceCount()
-        if not 0 <= device_id < device_count:
-            raise ValueError(
-                f"no CUDA device {device_id}: this machine has {device_count} "
-                f"(valid ids 0..{device_count - 1})"
-            )
+        require_cuda(device_id)  # DeviceUnavailable, worded as get_backend() words it
         cupy.cuda.Device(device_id).use()
         self.xp = cupy
         self.device_id = device_id
@@ -145,152 +130,70 @@ class CupyBackend(Backend):
                 _function(self.device_id, expression)
 
     # ---- convolution lowering -------------------------------------------------------------
-    def im2col(self, x, col, geom: WindowGeometry) -> None:
-        n = x.shape[0]
-        dtype = self._float_dtype(x, "x")
-        x = self._input(x, "x", (n, geom.channels, geom.height, geom.width), dtype)
-        self._output(col, "col", (geom.col_rows, geom.col_cols(n)), dtype)
-        self._launch("im2col_kernel", dtype, col.size, (x, col) + _geometry_args(n, geom))
+    def _im2col(self, x, col, geom: WindowGeometry) -> None:
+        self._launch_window("im2col_kernel", col, (x, col), x.shape[0], geom)
 
-    def col2im(self, col, dx, geom: WindowGeometry) -> None:
-        n = dx.shape[0]
-        dtype = self._float_dtype(dx, "dx")
-        col = self._input(col, "col", (geom.col_rows, geom.col_cols(n)), dtype)
-        self._output(dx, "dx", (n, geom.channels, geom.height, geom.width), dtype)
-        self._launch("col2im_kernel", dtype, dx.size, (col, dx) + _geometry_args(n, geom))
+    def _col2im(self, col, dx, geom: WindowGeometry) -> None:
+        self._launch_window("col2im_kernel", dx, (col, dx), dx.shape[0], geom)
 
-    # ---- pooling ---------------------------------------------------------------------------
-    def pool_workspace(self, out_shape, dtype):
-        return None  # the kernels need no scratch
+    # ---- pooling (the kernels need no workspace) ----------------------------------------------
+    def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
+        self._launch_window("maxpool_forward_kernel", y, (x, y, argmax), x.shape[0], geom)
 
-    def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
-        n = x.shape[0]
-        dtype = self._float_dtype(x, "x")
-        x = self._input(x, "x", (n, geom.channels, geom.height, geom.width), dtype)
-        out_shape = (n, geom.channels, geom.out_h, geom.out_w)
-        self._output(y, "y", out_shape, dtype)
-        self._output(argmax, "argmax", out_shape, _ARGMAX_DTYPE)
-        self._launch(
-            "maxpool_forward_kernel", dtype, y.size, (x, y, argmax) + _geometry_args(n, geom)
-        )
+    def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
+        self._launch_window("maxpool_backward_kernel", dx, (dy, argmax, dx), dy.shape[0], geom)
 
-    def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
-        n = dy.shape[0]
-        dtype = self._float_dtype(dy, "dy")
-        out_shape = (n, geom.channels, geom.out_h, geom.out_w)
-        dy = self._input(dy, "dy", out_shape, dtype)
-        argmax = self._input(argmax, "argmax", out_shape, _ARGMAX_DTYPE)
-        self._output(dx, "dx", (n, geom.channels, geom.height, geom.width), dtype)
-        self._launch(
-            "maxpool_backward_kernel", dtype, dx.size, (dy, argmax, dx) + _geometry_args(n, geom)
-        )
+    def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
+        self._launch_window("avgpool_forward_kernel", y, (x, y), x.shape[0], geom)
 
-    def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
-        n = x.shape[0]
-        dtype = self._float_dtype(x, "x")
-        x = self._input(x, "x", (n, geom.channels, geom.height, geom.width), dtype)
-        self._output(y, "y", (n, geom.channels, geom.out_h, geom.out_w), dtype)
-        self._launch("avgpool_forward_kernel", dtype, y.size, (x, y) + _geometry_args(n, geom))
+    def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        self._launch_window("avgpool_backward_kernel", dx, (dy, dx), dy.shape[0], geom)
 
-    def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
-        n = dy.shape[0]
-        dtype = self._float_dtype(dy, "dy")
-        dy = self._input(dy, "dy", (n, geom.channels, geom.out_h, geom.out_w), dtype)
-        self._output(dx, "dx", (n, geom.channels, geom.height, geom.width), dtype)
-        self._launch("avgpool_backward_kernel", dtype, dx.size, (dy, dx) + _geometry_args(n, geom))
+    # ---- random numbers (the kernel hashes its own element index: no workspace) ----------------
+    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
+        args = (out, np.int64(out.size), np.uint32(seed), np.uint32(counter))
+        self._launch("uniform_kernel", out.dtype, out.size, args)
 
-    # ---- random numbers --------------------------------------------------------------------
-    def uniform_workspace(self, shape):
-        return None  # the kernel hashes its own element index
-
-    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
-        dtype = self._float_dtype(out, "out")
-        self._output(out, "out", out.shape, dtype)
-        check_seed_and_counter(seed, counter)
-        if out.size >= UINT32_RANGE:
-            raise ValueError(f"uniform() indexes elements with 32 bits; {out.size} is too many")
-        self._launch(
-            "uniform_kernel",
-            dtype,
-            out.size,
-            (out, np.int64(out.size), np.uint32(seed), np.uint32(counter)),
-        )
-
-    # ---- data augmentation ------------------------------------------------------------------
-    def jitter_workspace(self, batch_size: int):
-        check_jitter_batch_size(batch_size)
-        return None  # each thread hashes its own image's draws
-
-    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
-        dtype = self._float_dtype(x, "x")
-        self._check_device_array(out, "out")
-        self._check_jitter_args(x, out, pad, seed, counter)  # before _input may copy x
+    # ---- data augmentation (each thread hashes its own image's draws: no workspace) ------------
+    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
         n, channels, height, width = x.shape
-        x = self._input(x, "x", x.shape, dtype)
-        self._output(out, "out", x.shape, dtype)
-        self._launch(
-            "jitter_kernel",
-            dtype,
-            out.size,
-            (
-                x,
-                out,
-                np.int64(n),
-                np.int64(channels),
-                np.int64(height),
-                np.int64(width),
-                np.int64(pad),
-                np.int32(bool(flip)),
-                np.uint32(seed),
-                np.uint32(counter),
-            ),
-        )
+        sizes = tuple(np.int64(v) for v in (n, channels, height, width, pad))
+        args = (x, out) + sizes + (np.int32(bool(flip)), np.uint32(seed), np.uint32(counter))
+        self._launch("jitter_kernel", x.dtype, out.size, args)
 
-    # ---- helpers ---------------------------------------------------------------------------
+    # ---- hooks: device residency, in-place outputs, contiguous inputs ---------------------------
+    def _check_device(self, op: str, name: str, array) -> None:
+        if not isinstance(array, cupy.ndarray):
+            raise TypeError(
+                f"{op}: {name} must be a cupy.ndarray on {self.device}, got "
+                f"{type(array).__name__}; host data enters through asarray() or "
+                f"copy_from_host()"
+            )
+        if array.device.id != self.device_id:
+            raise ValueError(
+                f"{op}: {name} lives on cuda:{array.device.id}, but this backend runs on "
+                f"{self.device}"
+            )
+
+    def _check_output_layout(self, op: str, name: str, array) -> None:
+        if not array.flags.c_contiguous:
+            raise ValueError(
+                f"{op}: {name} must be C-contiguous: the CUDA kernels write it in place "
+                f"(got strides {array.strides} for shape {array.shape})"
+            )
+
+    def _kernel_input(self, array):
+        """C-contiguous: a copy only when the input is a strided view."""
+        return cupy.ascontiguousarray(array)
+
+    # ---- launching ---------------------------------------------------------------------------
+    def _launch_window(self, kernel_name: str, output, args: tuple, n: int, geom) -> None:
+        """One thread per output element; the geometry follows the arrays as scalar arguments."""
+        self._launch(kernel_name, output.dtype, output.size, args + _geometry_args(n, geom))
+
     def _launch(self, kernel_name: str, dtype, total: int, args: tuple) -> None:
         if total == 0:
             return
         kernel = _function(self.device_id, f"{kernel_name}<{_CUDA_TYPE[dtype]}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
         kernel((blocks,), (_THREADS_PER_BLOCK,), args)
-
-    def _float_dtype(self, array, name: str):
-        self._check_device_array(array, name)
-        if array.dtype not in _CUDA_TYPE:
-            raise TypeError(
-                f"{name} has dtype {array.dtype}; the CUDA kernels support float32 and float64"
-            )
-        return array.dtype
-
-    def _check_device_array(self, array, name: str) -> None:
-        if not isinstance(array, cupy.ndarray):
-            raise TypeError(
-                f"{name} must be a cupy.ndarray on {self.device}, got "
-                f"{type(array).__name__}; host data enters through asarray() or "
-                f"copy_from_host()"
-            )
-        if array.device.id != self.device_id:
-            raise ValueError(
-                f"{name} lives on cuda:{array.device.id}, but this backend runs on {self.device}"
-            )
-
-    def _check_array(self, array, name: str, shape: tuple, dtype) -> None:
-        self._check_device_array(array, name)
-        if tuple(array.shape) != tuple(shape):
-            raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(shape)}")
-        if array.dtype != dtype:
-            raise TypeError(f"{name} has dtype {array.dtype}, expected {np.dtype(dtype)}")
-
-    def _input(self, array, name: str, shape: tuple, dtype):
-        """Check an input and return it C-contiguous (a copy only when it is a strided view)."""
-        self._check_array(array, name, shape, dtype)
-        return cupy.ascontiguousarray(array)
-
-    def _output(self, array, name: str, shape: tuple, dtype) -> None:
-        """Outputs are written in place, so they must already be C-contiguous."""
-        self._check_array(array, name, shape, dtype)
-        if not array.flags.c_contiguous:
-            raise ValueError(
-                f"{name} must be C-contiguous: the CUDA kernels write it in place "
-                f"(got strides {array.strides} for shape {array.shape})"
-            )

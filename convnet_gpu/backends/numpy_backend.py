@@ -1,4 +1,4 @@
-"""NumPy (CPU) implementations of the window kernels.
+"""NumPy (CPU) implementations of the kernels; base.py has checked their arguments.
 
 Every kernel loops over the KH*KW window offsets and moves one strided slab per offset with a
 single NumPy call, so the Python overhead is KH*KW calls, not one per pixel. No kernel allocates
@@ -12,15 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import (
-    JITTER_DRAWS_PER_IMAGE,
-    UINT32_RANGE,
-    UNIFORM_SCALE,
-    Backend,
-    WindowGeometry,
-    check_jitter_batch_size,
-    random_stream_key,
-)
+from .base import Backend
+from .counter_rng import JITTER_DRAWS_PER_IMAGE, UNIFORM_SCALE, random_stream_key
+from .geometry import WindowGeometry
 
 
 def _window_slabs(geom: WindowGeometry):
@@ -43,6 +37,25 @@ def _window_slabs(geom: WindowGeometry):
                 )
                 out_sl = (slice(oh0, oh1), slice(ow0, ow1))
             yield kh * geom.kernel_w + kw, kh, kw, in_sl, out_sl
+
+
+class PoolWorkspace(NamedTuple):
+    """What NumpyBackend's max pooling writes per call: two arrays of the pooled output's shape.
+
+    Flags and scratch keep the loops branch-free (masked `where=` copies on random masks are ~8x
+    slower than arithmetic).
+    """
+
+    flags: np.ndarray  # int32: 1 where a window offset is the new maximum / the argmax
+    routed: np.ndarray  # the output dtype: the share of dy routed to one window offset
+
+
+class UniformWorkspace(NamedTuple):
+    """What NumpyBackend.uniform() writes per call, allocated once for up to S elements."""
+
+    index: np.ndarray  # (S,) uint32: the element indices 0..S-1
+    bits: np.ndarray  # (S,) uint32: the hash state, then the 24-bit draws
+    scratch: np.ndarray  # (S,) uint32: fmix32's shift scratch
 
 
 class JitterWorkspace(NamedTuple):
@@ -72,7 +85,7 @@ class NumpyBackend(Backend):
         return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores)"
 
     # ---- convolution lowering -------------------------------------------------------------
-    def im2col(self, x, col, geom: WindowGeometry) -> None:
+    def _im2col(self, x, col, geom: WindowGeometry) -> None:
         n = x.shape[0]
         # col rows are (c, kh, kw), columns (image, oh, ow): view it as 6-D to write slabs.
         col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
@@ -85,7 +98,7 @@ class NumpyBackend(Backend):
             _zero_outside(slab, out_sl, geom)
             np.copyto(slab[:, :, out_sl[0], out_sl[1]], x_cn[:, :, in_sl[0], in_sl[1]])
 
-    def col2im(self, col, dx, geom: WindowGeometry) -> None:
+    def _col2im(self, col, dx, geom: WindowGeometry) -> None:
         n = dx.shape[0]
         col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
         dx.fill(0)
@@ -97,14 +110,12 @@ class NumpyBackend(Backend):
             np.add(target, col6[:, kh, kw, :, out_sl[0], out_sl[1]], out=target)
 
     # ---- pooling ---------------------------------------------------------------------------
-    def pool_workspace(self, out_shape, dtype):
-        # int32 flags and float scratch of the output's shape: the loops below stay branch-free
-        # (masked `where=` copies on random masks are ~8x slower than arithmetic).
-        return np.empty(out_shape, np.int32), np.empty(out_shape, dtype)
+    def _pool_workspace(self, out_shape: tuple, dtype: np.dtype) -> PoolWorkspace:
+        return PoolWorkspace(np.empty(out_shape, np.int32), np.empty(out_shape, dtype))
 
-    def maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
+    def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
         n = x.shape[0]
-        flags = workspace[0][:n]
+        flags = workspace.flags[:n]
         slabs = list(_window_slabs(geom))
         if geom.pad == 0:  # offset (0, 0) reads every window: start from it
             first_in = slabs.pop(0)[3]
@@ -128,9 +139,9 @@ class NumpyBackend(Backend):
                 out=argmax[:, :, out_sl[0], out_sl[1]],
             )
 
-    def maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
+    def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
         n = dy.shape[0]
-        came_from_k, routed = workspace[0][:n], workspace[1][:n]
+        came_from_k, routed = workspace.flags[:n], workspace.routed[:n]
         if _windows_tile_exactly(geom):
             # Each pixel is in exactly one window: one write per slab, no zero fill, no adds.
             for k, _, _, in_sl, _ in _window_slabs(geom):
@@ -148,7 +159,7 @@ class NumpyBackend(Backend):
             target = dx[:, :, in_sl[0], in_sl[1]]
             np.add(target, share, out=target)
 
-    def avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
+    def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         y.fill(0)
         for _, _, _, in_sl, out_sl in _window_slabs(geom):
             if in_sl is None:
@@ -157,7 +168,7 @@ class NumpyBackend(Backend):
             np.add(acc, x[:, :, in_sl[0], in_sl[1]], out=acc)
         np.multiply(y, 1.0 / (geom.kernel_h * geom.kernel_w), out=y)
 
-    def avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+    def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
         dx.fill(0)
         for _, _, _, in_sl, out_sl in _window_slabs(geom):
             if in_sl is None:
@@ -167,38 +178,31 @@ class NumpyBackend(Backend):
         np.multiply(dx, 1.0 / (geom.kernel_h * geom.kernel_w), out=dx)
 
     # ---- random numbers --------------------------------------------------------------------
-    def uniform_workspace(self, shape):
-        # (element indices 0..size-1, the hash state, a shift scratch), all uint32.
-        size = int(np.prod(shape))
-        if size >= UINT32_RANGE:
-            raise ValueError(
-                f"uniform() indexes elements with 32 bits; {size} elements is too many"
-            )
-        return (
-            np.arange(size, dtype=np.uint32),
-            np.empty(size, np.uint32),
-            np.empty(size, np.uint32),
+    def _uniform_workspace(self, size: int) -> UniformWorkspace:
+        return UniformWorkspace(
+            np.arange(size, dtype=np.uint32), np.empty(size, np.uint32), np.empty(size, np.uint32)
         )
 
-    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
-        if out.dtype.kind != "f":
-            raise TypeError(f"uniform() fills a float array, got dtype {out.dtype}")
+    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
         if workspace is None:
             workspace = self.uniform_workspace(out.shape)
         size = out.size
-        if size > workspace[0].size:
+        if size > workspace.index.size:
             raise ValueError(
-                f"the uniform workspace holds {workspace[0].size} elements, out has {size}"
+                f"the uniform workspace holds {workspace.index.size} elements, out has {size}"
             )
-        index, bits, scratch = workspace[0][:size], workspace[1][:size], workspace[2][:size]
+        index, bits, scratch = (
+            workspace.index[:size],
+            workspace.bits[:size],
+            workspace.scratch[:size],
+        )
         _counter_hash(index, random_stream_key(seed, counter), bits, scratch)
         np.right_shift(bits, 8, out=bits)  # the top 24 bits
         np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
         np.multiply(out, UNIFORM_SCALE, out=out)
 
     # ---- data augmentation ------------------------------------------------------------------
-    def jitter_workspace(self, batch_size: int) -> JitterWorkspace:
-        check_jitter_batch_size(batch_size)
+    def _jitter_workspace(self, batch_size: int) -> JitterWorkspace:
         draws = (batch_size, JITTER_DRAWS_PER_IMAGE)
         index = np.arange(batch_size * JITTER_DRAWS_PER_IMAGE, dtype=np.uint32).reshape(draws)
         return JitterWorkspace(
@@ -209,8 +213,7 @@ class NumpyBackend(Backend):
             np.empty(batch_size, np.uint32),
         )
 
-    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
-        self._check_jitter_args(x, out, pad, seed, counter)
+    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
         n, _, height, width = x.shape
         if workspace is None:
             workspace = self.jitter_workspace(n)
@@ -230,7 +233,7 @@ class NumpyBackend(Backend):
 
 
 def _jitter_draws(n: int, pad: int, flip: bool, key: int, workspace: JitterWorkspace):
-    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of base.py's layout (views)."""
+    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of counter_rng.py's layout (views)."""
     index, bits, scratch = workspace.index[:n], workspace.bits[:n], workspace.scratch[:n]
     shifts, flipped = workspace.shifts[:n], workspace.flipped[:n]
     _counter_hash(index, key, bits, scratch)
@@ -255,7 +258,7 @@ def _shift(offset: int, size: int) -> tuple[slice, slice]:
 
 
 def _counter_hash(index, key: int, bits, scratch) -> None:
-    """bits = fmix32(fmix32(index ^ key) + key), base.py's counter_hash on uint32 arrays."""
+    """bits = fmix32(fmix32(index ^ key) + key), counter_rng.py's counter_hash on uint32 arrays."""
     np.bitwise_xor(index, key, out=bits)
     _fmix32(bits, scratch)
     np.add(bits, key, out=bits)  # uint32: wraps mod 2**32
@@ -263,7 +266,7 @@ def _counter_hash(index, key: int, bits, scratch) -> None:
 
 
 def _fmix32(h, scratch) -> None:
-    """MurmurHash3's 32-bit finalizer, in place on a uint32 array (see base.py)."""
+    """MurmurHash3's 32-bit finalizer, in place on a uint32 array (see counter_rng.py)."""
     for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
         np.right_shift(h, shift, out=scratch)
         np.bitwise_xor(h, scratch, out=h)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backends.base import WindowGeometry
+from ..backends.geometry import WindowGeometry
 from .base import Layer, ParamSpec, check_weight_init, flat_view, init_note
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backends.base import check_seed_and_counter
+from ..backends.counter_rng import check_seed_and_counter
 from .base import Layer
 
 

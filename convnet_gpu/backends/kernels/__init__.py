@@ -2,7 +2,7 @@
 
 One .cu file per kernel family; every kernel is a template over the element type, instantiated
 by name expression. KERNEL_SOURCES is the single list of what gets instantiated: the CuPy
-backend compiles exactly these, and tests/test_kernels_compile.py compiles them on a CPU-only
+backend compiles exactly these, and tests/test_backends_kernels.py compiles them on a CPU-only
 machine. The index helpers the kernels share live in window.cuh, which read_source() puts in
 front of each .cu file, followed by counter_hash.cuh, the random-number hash (NVRTC compiles
 one string and has no include path). This module must not import cupy.

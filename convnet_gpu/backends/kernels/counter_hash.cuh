@@ -2,7 +2,7 @@
 //
 // Every value is a pure function of (seed, counter, index); no generator state. The mixer is
 // the 32-bit finalizer ("fmix32") of Austin Appleby's MurmurHash3, and the stream layout is the
-// one documented in backends/base.py (all arithmetic mod 2^32 in unsigned int):
+// one documented in backends/counter_rng.py (all arithmetic mod 2^32 in unsigned int):
 //     key  = fmix32(fmix32(seed ^ 0x9E3779B9) ^ counter)
 //     bits = fmix32(fmix32(index ^ key) + key)
 //     u    = bits >> 8                     the 24-bit draw; as a uniform, u * 2^-24 in [0, 1)
@@ -32,7 +32,7 @@ __host__ __device__ __forceinline__ unsigned int random_stream_key(unsigned int 
     return murmur3_fmix32(murmur3_fmix32(seed ^ 0x9E3779B9u) ^ counter);
 }
 
-// The 32 random bits of element `index` of the stream with key `key` (base.py's counter_hash).
+// The 32 random bits of element `index` of the stream with key `key` (counter_rng.counter_hash).
 __host__ __device__ __forceinline__ unsigned int counter_bits(unsigned int key, unsigned int index)
 {
     return murmur3_fmix32(murmur3_fmix32(index ^ key) + key);

@@ -1,7 +1,7 @@
 // Image jitter for data augmentation: a random shift (a crop of the zero-padded image) and a
 // random left-right mirror per image, bit for bit the NumPy backend's (see Backend.jitter).
 //
-// Image i of the (seed, counter) stream draws at indices 3i, 3i+1, 3i+2 (layout in base.py):
+// Image i of the (seed, counter) stream draws at indices 3i, 3i+1, 3i+2 (layout in counter_rng.py):
 //     dy = ((u(3i) * (2*pad+1)) >> 24) - pad,  dx likewise from u(3i+1),
 //     flipped = flip && top bit of draw 3i+2,  where u(k) = counter_bits(key, k) >> 8,
 // and output pixel (h, w) reads x at (h + dy, s + dx), s = W-1-w when flipped else w; outside

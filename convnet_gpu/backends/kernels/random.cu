@@ -1,7 +1,7 @@
 // Counter-based uniform random numbers (the dropout mask), bit for bit the NumPy backend's.
 //
 // The hash (murmur3_fmix32, random_stream_key, counter_uniform) lives in counter_hash.cuh,
-// shared with jitter.cu; see there and backends/base.py for the stream layout.
+// shared with jitter.cu; see there and backends/counter_rng.py for the stream layout.
 // The counter is a kernel argument for now; for CUDA graph replay it will be read from device
 // memory (a captured increment kernel advancing it), and the hash does not change.
 //

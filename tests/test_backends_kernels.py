@@ -1,4 +1,4 @@
-"""Every CUDA kernel source compiles with NVRTC, on any machine (no GPU or driver needed).
+"""backends/kernels: every CUDA kernel source compiles with NVRTC, on any machine (no GPU needed).
 
 NVRTC comes from the pip package nvidia-cuda-nvrtc-cu12 (or a CUDA toolkit); CuPy's thin
 wrapper `cupy_backends.cuda.libs.nvrtc` loads it lazily on the first call. If that fails, the
