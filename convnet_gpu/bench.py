@@ -18,14 +18,19 @@ from .models import build_model
 from .net import Net
 from .optim import SGD
 
-INPUT_SHAPE = (1, 28, 28)
+
+class PeerUnavailable(RuntimeError):
+    """The PyTorch peer cannot run this benchmark (no torch, or no peer for the model)."""
+
+
+INPUT_SHAPE = (1, 28, 28)  # Fashion-MNIST's, the default
 NUM_CLASSES = 10
 
 
-def _synthetic_batch(batch_size: int, seed: int):
+def _synthetic_batch(batch_size: int, seed: int, input_shape, num_classes: int):
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size,) + INPUT_SHAPE).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, size=batch_size).astype(np.int32)
+    images = rng.standard_normal((batch_size,) + tuple(input_shape)).astype(np.float32)
+    labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
     return images, labels
 
 
@@ -54,13 +59,14 @@ def _result(engine, device, batch_size, train_s, infer_s) -> dict:
 
 
 def bench_convnet_gpu(
-    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0
-) -> dict:
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+) -> dict:  # fmt: skip
     backend = get_backend(device)
-    net = Net(build_model(model, NUM_CLASSES), SoftmaxCrossEntropy(), backend, seed=seed)
-    net.setup(batch_size, INPUT_SHAPE)
+    net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
+    net.setup(batch_size, input_shape)
     optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
-    images, labels = _synthetic_batch(batch_size, seed)
+    images, labels = _synthetic_batch(batch_size, seed, input_shape, num_classes)
 
     def train_step():
         n = net.load_batch(images, labels)
@@ -77,9 +83,14 @@ def bench_convnet_gpu(
 
 
 def bench_torch(
-    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0
-) -> dict:
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+) -> dict:  # fmt: skip
     """The same architecture in PyTorch (eager, fp32), as a peer in the same run."""
+    from .models import MODELS
+
+    if model not in MODELS:
+        raise PeerUnavailable(f"no PyTorch peer for {model!r} (named models only)")
     import torch  # optional peer, never a dependency
 
     from .torch_models import torch_model
@@ -89,9 +100,9 @@ def bench_torch(
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("PyTorch has no CUDA device here")
     torch.manual_seed(seed)
-    net = torch_model(model, NUM_CLASSES).to(torch_device)
+    net = torch_model(model, num_classes, input_shape).to(torch_device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    host_images, host_labels = _synthetic_batch(batch_size, seed)
+    host_images, host_labels = _synthetic_batch(batch_size, seed, input_shape, num_classes)
     images = torch.from_numpy(host_images)
     labels = torch.from_numpy(host_labels).long()
     sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
@@ -125,8 +136,10 @@ def run_benchmarks(
     warmup: int,
     peer: str | None = None,
     seed: int = 0,
+    input_shape=INPUT_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> list[dict]:
-    """One result per (engine, device); an unusable device is reported as skipped."""
+    """One result per (engine, device); an unusable device or peer is reported as skipped."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
     if peer == "torch":
         engines.append(("torch", bench_torch))
@@ -134,8 +147,10 @@ def run_benchmarks(
     for device in devices:
         for engine, bench in engines:
             try:
-                result = bench(device, model, batch_size, steps, warmup, seed)
-            except (DeviceUnavailable, ImportError) as exc:
+                result = bench(
+                    device, model, batch_size, steps, warmup, seed, input_shape, num_classes
+                )
+            except (DeviceUnavailable, PeerUnavailable, ImportError) as exc:
                 result = {
                     "engine": engine,
                     "device": device,

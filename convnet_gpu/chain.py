@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .blob import Blob
+from .errors import ModelError
 
 
 class Chain:
@@ -14,6 +15,8 @@ class Chain:
 
     def __init__(self, layers):
         self.layers = list(layers)
+        self.blobs = []
+        self.learns = []  # per layer: does it (or a layer inside it) have parameters?
 
     def plan(self, input_shape) -> list[tuple]:
         """Per-sample shapes: the input's, then each layer's output."""
@@ -22,19 +25,17 @@ class Chain:
             try:
                 shapes.append(tuple(layer.output_shape(shapes[-1])))
             except ValueError as exc:
-                raise ValueError(f"layer {index} ({layer.describe()}): {exc}") from None
-        self.shapes = shapes
+                raise ModelError(f"layer {index} ({layer.describe()}): {exc}") from None
         return shapes
 
-    def param_specs(self) -> list[list]:
-        return [layer.param_specs(shape) for layer, shape in zip(self.layers, self.shapes)]
-
-    def setup(self, backend, batch_size: int, dtype) -> None:
-        self.blobs = [
-            Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in self.shapes[1:]
-        ]
-        for layer, shape in zip(self.layers, self.shapes):
+    def setup(self, backend, batch_size: int, dtype, input_shape) -> list[tuple]:
+        """Set up every layer and allocate its output blob; returns the planned shapes."""
+        shapes = self.plan(input_shape)
+        self.blobs = [Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in shapes[1:]]
+        for layer, shape in zip(self.layers, shapes):
             layer.setup(backend, shape, batch_size, dtype)
+        self.learns = [_learns(layer) for layer in self.layers]
+        return shapes
 
     def forward(self, x, train: bool):
         """Run on x (n rows); returns the output view (x itself for an empty chain)."""
@@ -51,7 +52,12 @@ class Chain:
         for i in reversed(range(len(self.layers))):
             layer, top = self.layers[i], self.blobs[i]
             bottom, d_bottom = (x, dx) if i == 0 else self.blobs[i - 1].rows(n)
-            if d_bottom is None and not layer.params:
+            if d_bottom is None and not self.learns[i]:
                 continue  # nothing below needs this gradient
             dy = top_grad if top_grad is not None and i == len(self.layers) - 1 else top.grad[:n]
             layer.backward(bottom, top.data[:n], dy, d_bottom)
+
+
+def _learns(layer) -> bool:
+    """Whether a layer, or a layer inside it, has parameters (whose gradients backward makes)."""
+    return bool(layer.params) or any(_learns(child) for _, child in layer.children())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .errors import ModelError
 from .layers import (
     AvgPool2D,
     BatchNorm,
@@ -99,7 +100,7 @@ def simple_cnn_bn(num_classes: int = 10) -> list:
 
 
 def mini_resnet(num_classes: int = 10) -> list:
-    """Net B of DESIGN.md: conv3x3x32-BN-ReLU, basic blocks at 32, 64 (stride 2) and 128
+    """Net B: conv3x3x32-BN-ReLU, basic blocks at 32, 64 (stride 2) and 128
     (stride 2), global average pooling, dense."""
     return [
         *conv_bn(32, 3),
@@ -115,7 +116,7 @@ def mini_resnet(num_classes: int = 10) -> list:
 MODELS = {"simple-cnn": simple_cnn, "simple-cnn-bn": simple_cnn_bn, "mini-resnet": mini_resnet}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ModelError):
     """A model file that cannot be built; the message names the file and the line or key."""
 
 
@@ -124,7 +125,7 @@ def build_model(name: str, num_classes: int = 10) -> list:
     if name.endswith(".toml"):
         return load_model_file(name)
     if name not in MODELS:
-        raise ValueError(
+        raise ModelError(
             f"unknown model {name!r}; choose one of: {', '.join(MODELS)} "
             f"or a model file ending in .toml"
         )

@@ -7,7 +7,8 @@ import numpy as np
 from .backends import get_backend
 from .blob import Blob
 from .chain import Chain
-from .layers.base import walk
+from .errors import ModelError
+from .layers.base import walk, walk_with_inputs
 
 
 class ParamBuffer:
@@ -17,13 +18,12 @@ class ParamBuffer:
     `decay_mask` is 1 where weight decay applies (weights) and 0 where it does not (biases).
     """
 
-    def __init__(self, backend, specs_by_layer, dtype, rng: np.random.Generator):
+    def __init__(self, backend, specs, dtype, rng: np.random.Generator):
         offsets, total = [], 0
-        for specs in specs_by_layer:
-            for spec in specs:
-                size = int(np.prod(spec.shape))
-                offsets.append((spec, total, size))
-                total += size
+        for spec in specs:
+            size = int(np.prod(spec.shape))
+            offsets.append((spec, total, size))
+            total += size
         self.size = total
         self.data = backend.zeros((total,), dtype)
         self.grad = backend.zeros((total,), dtype)
@@ -79,24 +79,33 @@ class Net:
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
         self.shapes = self.chain.plan(self.input_shape)
-        specs = self.chain.param_specs()
-        self.params = ParamBuffer(be, specs, dtype, np.random.default_rng(self.seed))
-        index = 0
-        for layer, layer_specs in zip(self.layers, specs):
-            for spec in layer_specs:
-                layer.params[spec.name] = self.params.views(index, self.params.data)
-                layer.grads[spec.name] = self.params.views(index, self.params.grad)
-                index += 1
+        self._bind_parameters(np.random.default_rng(self.seed))
         self._seed_random_layers()
         self.input = Blob.allocate(
             be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad
         )
         self.labels = be.zeros((batch_size,), "int32")
-        self.chain.setup(be, batch_size, dtype)
+        self.chain.setup(be, batch_size, dtype, self.input_shape)
         self.blobs = [self.input] + self.chain.blobs
         if self.loss is not None:
-            self.loss.setup(be, self.shapes[-1], batch_size, dtype)
+            try:
+                self.loss.setup(be, self.shapes[-1], batch_size, dtype)
+            except ValueError as exc:  # a model whose output does not fit its loss
+                raise ModelError(f"the model's output {self.shapes[-1]}: {exc}") from None
         return self
+
+    def _bind_parameters(self, rng: np.random.Generator) -> None:
+        """One flat buffer for every layer's parameters, nested ones included; each layer gets
+        views of its own, found once by its path."""
+        owned = [
+            (layer, spec)
+            for _, layer, shape in walk_with_inputs(self.layers, self.input_shape)
+            for spec in layer.param_specs(shape)
+        ]
+        self.params = ParamBuffer(self.backend, [spec for _, spec in owned], self.dtype, rng)
+        for index, (layer, spec) in enumerate(owned):
+            layer.params[spec.name] = self.params.views(index, self.params.data)
+            layer.grads[spec.name] = self.params.views(index, self.params.grad)
 
     def _seed_random_layers(self) -> None:
         """Give each random layer left unseeded (seed None) its own seed, derived from the net's,
@@ -147,10 +156,30 @@ class Net:
     def parameter_count(self) -> int:
         return self.params.size
 
+    def named_buffers(self):
+        """("<layer path>.<name>", array) of every layer's buffers (BatchNorm's running
+        statistics), nested layers included: the state beside the parameters."""
+        for path, layer in walk(self.layers):
+            for name, array in layer.buffers.items():
+                yield f"{path}.{name}", array
+
+    def min_batch_rows(self) -> int:
+        """The smallest training batch every layer can take (see Layer.min_rows)."""
+        return max((layer.min_rows for _, layer in walk(self.layers)), default=1)
+
+    def layer_parameters(self, index: int) -> dict:
+        """name -> array of the index-th layer's parameters, with those of the layers inside it
+        named by their path below it ("body.0.weight")."""
+        named = {}
+        for path, layer in walk([self.layers[index]]):
+            prefix = path.partition(".")[2]
+            named.update({(f"{prefix}.{k}" if prefix else k): v for k, v in layer.params.items()})
+        return named
+
     def summary(self) -> str:
         lines = [f"input {self.input_shape}"]
-        for layer, shape in zip(self.layers, self.shapes[1:]):
-            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+        for index, (layer, shape) in enumerate(zip(self.layers, self.shapes[1:])):
+            count = sum(int(np.prod(p.shape)) for p in self.layer_parameters(index).values())
             lines.append(f"{layer.describe():<40} -> {str(shape):<16} {count:>9} params")
         if self.loss is not None:
             lines.append(self.loss.name)

@@ -1,6 +1,6 @@
 """Optimizers over the Net's flat parameter buffer: state allocated once, updated in place;
 gradient-norm clipping on the device; learning-rate schedules (a function of the step, set on the
-optimizer before each step); and the plateau rule for validation regressions.
+optimizer before each step).
 
 Every update is a handful of flat `xp` ufuncs with `out=`, so it runs unchanged on NumPy and
 CuPy and allocates no array. Scalars are Python floats (NEP 50: a float32 array times a
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from .settings import OPTIMIZERS, SCHEDULES, SettingError
 
 
 # ---- gradient-norm clipping -----------------------------------------------------------------
@@ -64,15 +66,16 @@ class Optimizer:
     restarts with its moments). `lr` may be changed between steps (schedules do).
     """
 
-    decoupled_weight_decay = (
-        False  # True: w -= lr * wd * mask * w (AdamW); False: L2 in the gradient
-    )
+    # True: w -= lr * wd * mask * w (AdamW); False: L2 weight decay inside the gradient
+    decoupled_weight_decay = False
 
     def __init__(self, lr: float, weight_decay: float, max_grad_norm: float | None):
-        if not lr > 0 or not weight_decay >= 0:
-            raise ValueError(f"{type(self).__name__} needs lr > 0 and weight_decay >= 0")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        if not 0 < lr < math.inf:
+            raise SettingError("lr", f"must be a finite number > 0, got {lr}")
+        if not 0 <= weight_decay < math.inf:
+            raise SettingError("weight_decay", f"must be a finite number >= 0, got {weight_decay}")
+        if max_grad_norm is not None and not 0 < max_grad_norm < math.inf:
+            raise SettingError("max_grad_norm", f"must be a finite number > 0, got {max_grad_norm}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.steps = 0
@@ -83,7 +86,7 @@ class Optimizer:
 
     def setup(self, net):
         be, params = net.backend, net.params
-        self.xp, self.params = be.xp, params
+        self.backend, self.xp, self.params = be, be.xp, params
         shape, dtype = params.data.shape, params.data.dtype
         self.scratch = be.empty(shape, dtype)
         # grad + wd * mask * w needs its own buffer: the update still uses scratch after it.
@@ -134,6 +137,22 @@ class Optimizer:
     def load_state_scalars(self, scalars: dict) -> None:
         self.steps, self.lr = int(scalars["steps"]), float(scalars["lr"])
 
+    def state(self) -> tuple[dict, dict]:
+        """(scalars, device arrays) for a checkpoint: the class, the step counter, the lr and
+        the moments."""
+        return {"class": type(self).__name__, **self.state_scalars()}, self.state_arrays()
+
+    def load_state(self, scalars: dict, arrays: dict) -> None:
+        """Restore what state() gave (arrays are host arrays, copied in place)."""
+        if scalars.get("class") != type(self).__name__:
+            raise SettingError(
+                "optimizer",
+                f"the checkpoint's optimizer is {scalars.get('class')}, not {type(self).__name__}",
+            )
+        for key, array in self.state_arrays().items():
+            self.backend.copy_from_host(arrays[key], array)
+        self.load_state_scalars(scalars)
+
     def reset_state(self) -> None:
         """Zero the momentum / moments in place (same arrays) and restart the step counter."""
         for array in self.state_arrays().values():
@@ -160,9 +179,9 @@ class SGD(Optimizer):
         max_grad_norm: float | None = None,
     ):
         if not 0 <= momentum < 1:
-            raise ValueError("SGD needs lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
+            raise SettingError("momentum", f"must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
+            raise SettingError("momentum", "Nesterov momentum needs momentum > 0")
         super().__init__(lr, weight_decay, max_grad_norm)
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
@@ -208,7 +227,7 @@ class Adam(Optimizer):
     ):
         beta1, beta2 = betas
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0):
-            raise ValueError(f"{type(self).__name__} needs 0 <= betas < 1 and eps > 0")
+            raise SettingError("betas", f"{type(self).__name__} needs 0 <= betas < 1 and eps > 0")
         super().__init__(lr, weight_decay, max_grad_norm)
         self.betas, self.eps = (float(beta1), float(beta2)), float(eps)
 
@@ -261,9 +280,6 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay, max_grad_norm)
 
 
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-
-
 def build_optimizer(
     name: str,
     lr: float,
@@ -284,11 +300,10 @@ def build_optimizer(
     if name in ("adam", "adamw"):
         cls = Adam if name == "adam" else AdamW
         return cls(lr, betas, eps, max_grad_norm=max_grad_norm, **decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    raise SettingError("optimizer", f"unknown {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
 # ---- learning-rate schedules ----------------------------------------------------------------
-SCHEDULES = ("constant", "cosine", "step", "onecycle")
 
 
 def scheduled_lr(
@@ -372,38 +387,3 @@ def _anneal_cos(start: float, end: float, pct: float) -> float:
 
 def _anneal_linear(start: float, end: float, pct: float) -> float:
     return (end - start) * pct + start
-
-
-# ---- the plateau rule -----------------------------------------------------------------------
-class PlateauRule:
-    """The seed's rule for a validation regression, as a plain state machine.
-
-    Call observe(val_accuracy) after each validation pass and act on what it returns:
-      "new_best"                 better than every earlier accuracy: keep a copy of the parameters
-      "keep_going"               equal to the best: nothing to do
-      "restore_best_and_halve"   lower than the best: copy the best parameters back, call
-                                 optimizer.reset_state(), and from now on use lr_scale (halved
-                                 here) times the scheduled lr
-    The first observation is always "new_best".
-    """
-
-    NEW_BEST, KEEP_GOING, RESTORE = "new_best", "keep_going", "restore_best_and_halve"
-
-    def __init__(self, factor: float = 0.5):
-        if not 0 < factor < 1:
-            raise ValueError(f"PlateauRule needs 0 < factor < 1, got {factor}")
-        self.factor = float(factor)
-        self.best: float | None = None
-        self.lr_scale = 1.0
-        self.regressions = 0
-
-    def observe(self, val_accuracy: float) -> str:
-        accuracy = float(val_accuracy)
-        if self.best is None or accuracy > self.best:
-            self.best = accuracy
-            return self.NEW_BEST
-        if accuracy == self.best:
-            return self.KEEP_GOING
-        self.regressions += 1
-        self.lr_scale *= self.factor
-        return self.RESTORE

@@ -22,11 +22,11 @@ import json
 import math
 from pathlib import Path
 
+from .errors import UserError
 from .fileio import write_bytes_atomic
+from .rundir import RunDir
 
-METRICS_FILE = "metrics.jsonl"
-EVAL_FILE = "eval.json"
-SUMMARY_FILE = "summary.json"
+METRICS_FILE, EVAL_FILE, SUMMARY_FILE = RunDir.METRICS, RunDir.EVAL, RunDir.SUMMARY
 
 # (metrics column, legend label, colour, line style) for each figure, in legend order.
 LOSS_SERIES = (
@@ -45,12 +45,12 @@ DPI = 100
 MAX_ANNOTATED_CLASSES = 30  # above this many classes the cells are too small for their counts
 
 
-class PlotError(ValueError):
+class PlotError(UserError):
     """A run folder that cannot be plotted; the message is one line naming the file."""
 
 
-class PlotUnavailable(RuntimeError):
-    """matplotlib is not installed."""
+class PlotUnavailable(UserError):
+    """matplotlib is not installed (the `plot` extra)."""
 
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:
@@ -62,15 +62,12 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     Raises PlotError for a missing folder or an unreadable metrics.jsonl / eval.json, and
     PlotUnavailable when matplotlib is missing.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        what = "not a folder" if run_dir.exists() else "no such run folder"
-        raise PlotError(
-            f"{run_dir}: {what} (expected a training run folder holding {METRICS_FILE})"
-        )
-    records = read_metrics(run_dir / METRICS_FILE)
-    eval_path = run_dir / EVAL_FILE
-    report = read_eval(eval_path) if eval_path.is_file() else None
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        what = "not a folder" if run.path.exists() else "no such run folder"
+        raise PlotError(f"{run}: {what} (expected a training run folder holding {METRICS_FILE})")
+    records = read_metrics(run.metrics)
+    report = read_eval(run.eval_report) if run.eval_report.is_file() else None
     figures = [
         ("loss.png", LOSS_SERIES, "loss", "Loss", False),
         ("accuracy.png", ACCURACY_SERIES, "accuracy", "Accuracy", True),
@@ -79,20 +76,20 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     figures = [fig for fig in figures if any(_has_column(records, series[0]) for series in fig[1])]
     if not any(name in ("loss.png", "accuracy.png") for name, *_ in figures):
         names = ", ".join(series[0] for series in LOSS_SERIES + ACCURACY_SERIES)
-        raise PlotError(f"{run_dir / METRICS_FILE}: no loss or accuracy columns ({names})")
+        raise PlotError(f"{run.metrics}: no loss or accuracy columns ({names})")
 
     Figure, FigureCanvasAgg = _matplotlib()
-    subtitle = _run_title(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    subtitle = _run_title(run.path)
+    out = RunDir(out_dir) if out_dir is not None else run
     written = []
     for name, columns, ylabel, title, percent in figures:
         fig = _epoch_figure(
             Figure, records, columns, ylabel, f"{title} per epoch{subtitle}", percent=percent
         )
-        written.append(_save(FigureCanvasAgg, fig, out_dir / name))
+        written.append(_save(FigureCanvasAgg, fig, out.plot(name)))
     if report is not None:
         fig = _confusion_figure(Figure, report, subtitle)
-        written.append(_save(FigureCanvasAgg, fig, out_dir / "confusion.png"))
+        written.append(_save(FigureCanvasAgg, fig, out.plot("confusion.png")))
     return written
 
 

@@ -1,86 +1,83 @@
-"""A training run's settings, and building its data, net and optimizer from them.
-
-The same settings are written into summary.json and every checkpoint, so `--resume` and
-`eval --checkpoint` rebuild exactly the run that wrote them.
+"""From a run's settings to what it trains on and with: the data split into loaders, the net
+and the optimizer. `train`, `--resume` and `eval` all build through here, so a resumed or
+evaluated run is exactly the run its checkpoint's settings describe.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .data import MinibatchLoader
+from .errors import ModelError
 from .layers import SoftmaxCrossEntropy
 from .models import build_model
 from .net import Net
 from .optim import build_optimizer
-
-RUN_SETTINGS = (
-    "model",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "max_grad_norm",
-    "schedule",
-    "label_smoothing",
-    "val_split",
-    "early_stop",
-    "plateau",
-    "jitter",
-    "flip",
-    "seed",
-    "train_subset",
-)
+from .selection import split_validation
+from .settings import RunSettings, SettingError
 
 
-def settings_from_args(args) -> dict:
-    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
-    if settings["flip"] is None:  # not given: flips come with --jitter
-        settings["flip"] = settings["jitter"] > 0
-    return settings
+@dataclass
+class TrainingData:
+    """The loaders of a run: training batches, the validation split (or None), the test set."""
+
+    train: MinibatchLoader
+    val: MinibatchLoader | None
+    test: MinibatchLoader
+
+    @classmethod
+    def split(cls, dataset, settings: RunSettings) -> TrainingData:
+        """Hold out settings.val_split of the training set (seeded), batch everything."""
+        train_x, train_y = dataset.train_x, dataset.train_y
+        val = None
+        if settings.val_split:
+            (train_x, train_y), (val_x, val_y) = split_validation(
+                dataset, settings.val_split, settings.seed
+            )
+            val = MinibatchLoader(val_x, val_y, settings.batch_size)
+        train = MinibatchLoader(train_x, train_y, settings.batch_size)
+        test = MinibatchLoader(dataset.test_x, dataset.test_y, settings.batch_size)
+        return cls(train, val, test)
+
+    def check_last_batch(self, net) -> None:
+        """A last training batch too small for a layer (BatchNorm over flat features needs two
+        rows) is refused before training instead of failing at the end of an epoch."""
+        last_rows = self.train.num_samples % self.train.batch_size
+        if 0 < last_rows < net.min_batch_rows():
+            raise SettingError(
+                "batch_size",
+                f"the last training batch would hold {last_rows} image(s), fewer than the "
+                f"{net.min_batch_rows()} a BatchNorm over flat features needs; change the batch "
+                f"size or the training subset",
+            )
 
 
-def settings_from_meta(meta: dict) -> dict:
-    return {name: meta[name] for name in RUN_SETTINGS}
-
-
-DATASETS = ("fashion-mnist", "mnist", "cifar-10")
-
-
-def load_dataset(name: str, data_dir=None, train_subset=None):
-    from .data import load_cifar10, load_fashion_mnist, load_mnist
-
-    loaders = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist, "cifar-10": load_cifar10}
-    return loaders[name](data_dir, train_subset=train_subset)
-
-
-def build_net(
-    model: str,
-    backend,
-    batch_size: int,
-    input_shape,
-    seed: int,
-    num_classes: int = 10,
-    label_smoothing: float = 0.0,
-) -> Net:
-    net = Net(
-        build_model(model, num_classes), SoftmaxCrossEntropy(label_smoothing), backend, seed=seed
-    )
-    net.setup(batch_size, input_shape)
-    if net.output_shape != (num_classes,):
-        raise ValueError(
-            f"{model}: its last layer gives {net.output_shape[0]} outputs but the "
-            f"dataset has {num_classes} classes; end the model with a Dense of "
-            f"{num_classes}"
+def build_net(settings: RunSettings, backend, dataset, batch_size: int | None = None) -> Net:
+    """The settings' model with its loss, set up for the dataset's images and classes."""
+    classes = dataset.num_classes
+    layers = build_model(settings.model, classes)
+    net = Net(layers, SoftmaxCrossEntropy(settings.label_smoothing), backend, seed=settings.seed)
+    net.setup(batch_size or settings.batch_size, dataset.input_shape)
+    if net.output_shape != (classes,):
+        raise ModelError(
+            f"{settings.model}: its last layer gives {net.output_shape[0]} outputs but the "
+            f"dataset has {classes} classes; end the model with a Dense of {classes}"
         )
     return net
 
 
-def build_run_optimizer(settings: dict, net):
+def build_run_optimizer(settings: RunSettings, net):
     return build_optimizer(
-        settings["optimizer"],
-        settings["lr"],
-        settings["momentum"],
-        settings["weight_decay"],
-        max_grad_norm=settings["max_grad_norm"],
+        settings.optimizer,
+        settings.lr,
+        settings.momentum,
+        settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
     ).setup(net)
+
+
+def load_dataset(name: str, data_dir=None, train_subset=None):
+    """The named dataset (see data/registry.py), normalized, from data_dir or its default places."""
+    from .data import dataset_info
+
+    return dataset_info(name).load(data_dir, train_subset=train_subset)

@@ -9,16 +9,17 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def simple_cnn(num_classes: int = 10) -> nn.Module:
+def simple_cnn(num_classes: int = 10, input_shape=(1, 28, 28)) -> nn.Module:
+    channels, height, width = input_shape
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2),
+        nn.Conv2d(channels, 32, 5, padding=2),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 5, padding=2),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 1024),
+        nn.Linear(64 * (height // 4) * (width // 4), 1024),
         nn.ReLU(),
         nn.Linear(1024, num_classes),
     )
@@ -31,16 +32,17 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     ]
 
 
-def simple_cnn_bn(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
+def simple_cnn_bn(num_classes: int = 10, input_shape=(1, 28, 28), dropout: float = 0.5):
+    channels, height, width = input_shape
     return nn.Sequential(
-        *conv_bn(1, 32, 5),
+        *conv_bn(channels, 32, 5),
         nn.ReLU(),
         nn.MaxPool2d(2),
         *conv_bn(32, 64, 5),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 1024),
+        nn.Linear(64 * (height // 4) * (width // 4), 1024),
         nn.ReLU(),
         nn.Dropout(dropout),
         nn.Linear(1024, num_classes),
@@ -68,9 +70,9 @@ class BasicBlock(nn.Module):
         return nn.functional.relu(self.body(x) + self.shortcut(x))
 
 
-def mini_resnet(num_classes: int = 10) -> nn.Module:
+def mini_resnet(num_classes: int = 10, input_shape=(1, 28, 28)) -> nn.Module:
     return nn.Sequential(
-        *conv_bn(1, 32, 3),
+        *conv_bn(input_shape[0], 32, 3),
         nn.ReLU(),
         BasicBlock(32, 32),
         BasicBlock(32, 64, stride=2),
@@ -88,7 +90,7 @@ TORCH_MODELS = {
 }
 
 
-def torch_model(name: str, num_classes: int = 10) -> nn.Module:
+def torch_model(name: str, num_classes: int = 10, input_shape=(1, 28, 28)) -> nn.Module:
     if name not in TORCH_MODELS:
         raise ValueError(f"no PyTorch peer for model {name!r}")
-    return TORCH_MODELS[name](num_classes)
+    return TORCH_MODELS[name](num_classes, input_shape)

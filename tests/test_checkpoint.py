@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from train_helpers import build_trainer
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
 from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from convnet_gpu.data import Dataset
+from convnet_gpu.errors import TrainingDiverged, TrainingInterrupted, UserError
 from convnet_gpu.layers import (
     BatchNorm,
     Bias,
@@ -28,7 +32,7 @@ from convnet_gpu.layers import (
     Residual,
 )
 from convnet_gpu.layers.base import walk
-from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+from convnet_gpu.settings import RunSettings
 
 
 def tiny_dataset(seed=0):
@@ -60,22 +64,15 @@ def tiny_resnet(backend=None, seed=1):
     return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
 
 
-def make_trainer(out_dir, backend=None, net_seed=1, build=tiny_net):
+def make_trainer(out_dir, backend=None, net_seed=1, build=tiny_net, epochs=3, dataset=None):
     net = build(backend, seed=net_seed)
     optimizer = SGD(0.05, momentum=0.9, weight_decay=1e-3).setup(net)
     augment = build is tiny_resnet  # the resnet case also checks jitter across a resume
-    config = TrainConfig(
-        epochs=3,
-        batch_size=16,
-        seed=7,
-        out_dir=str(out_dir),
-        progress=False,
-        jitter=1 if augment else 0,
+    return build_trainer(
+        net, dataset or tiny_dataset(), out_dir, optimizer, model="tiny", lr=0.05,
+        weight_decay=1e-3, epochs=epochs, batch_size=16, seed=7, jitter=1 if augment else 0,
         flip=augment,
-    )
-    return Trainer(
-        net, optimizer, tiny_dataset(), config, log=lambda line: None, meta={"model": "tiny"}
-    )
+    )  # fmt: skip
 
 
 def stop_after(trainer, steps):
@@ -99,19 +96,19 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, bu
 
     interrupted = make_trainer(tmp_path / "resumed", build=build)
     stop_after(interrupted, steps)
-    with pytest.raises(TrainingInterrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="saved") as stop:
         interrupted.fit()
+    assert stop.value.saved == tmp_path / "resumed" / "checkpoint.npz"
 
     resumed = make_trainer(tmp_path / "resumed", net_seed=99, build=build)  # the load must win
-    resumed.resume(tmp_path / "resumed")
+    resumed.restore(*read_checkpoint(tmp_path / "resumed"))
     assert resumed.position.step == steps
     resumed.fit()
     assert np.array_equal(resumed.net.params.data, straight.net.params.data)
     assert np.array_equal(resumed.optimizer.velocity, straight.optimizer.velocity)
-    assert [r["test_accuracy"] for r in resumed.history] == [
-        r["test_accuracy"] for r in straight.history
-    ]
-    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
+    for key in ("test_accuracy", "test_loss"):
+        resumed_values = [r[key] for r in resumed.epoch_metrics]
+        assert resumed_values == [r[key] for r in straight.epoch_metrics], key
     for (path, layer), (_, twin) in zip(walk(resumed.net.layers), walk(straight.net.layers)):
         assert layer.state_scalars() == twin.state_scalars(), path
         for name, array in layer.buffers.items():
@@ -135,25 +132,61 @@ def _rewrite_meta(path, **changes):
     np.savez(path, **arrays)
 
 
+FORMAT_3_RUN = Path(__file__).parent / "fixtures" / "format3-run"
+
+
+def _copy_format_3_run(tmp_path) -> Path:
+    """The fixture run in tmp_path/run (its model file beside it): a mid-epoch checkpoint that
+    convnet-gpu wrote in checkpoint format 3, before the settings schema of format 4."""
+    shutil.copy(FORMAT_3_RUN / "tiny.toml", tmp_path)
+    (tmp_path / "run").mkdir()
+    for name in ("checkpoint.npz", "metrics.jsonl"):
+        shutil.copy(FORMAT_3_RUN / name, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_a_format_3_checkpoint_reads_as_today_s_layout(tmp_path):
+    meta, arrays = read_checkpoint(_copy_format_3_run(tmp_path) / "checkpoint.npz")
+    assert meta["format"] == 4
+    assert RunSettings.from_meta(meta["settings"]) == RunSettings(
+        model="tiny.toml", train_subset=64, epochs=3, batch_size=8, val_split=0.25, plateau=True,
+        jitter=1, optimizer="nesterov", weight_decay=1e-3, label_smoothing=0.1,
+    )  # fmt: skip
+    assert meta["position"]["epoch"] == 2 and meta["position"]["next_batch"] == 4
+    assert meta["optimizer"]["class"] == "SGD"
+    assert {"position.order", "optimizer.velocity", "selection.best.params"} <= arrays.keys()
+
+
 @pytest.mark.parametrize("jitter, flip", [(0, False), (1, True)])
 def test_a_format_2_checkpoint_loads_with_the_flips_it_trained_with(tmp_path, jitter, flip):
-    trainer = make_trainer(tmp_path)
-    trainer.config.epochs = 1
-    trainer.fit()
-    path = tmp_path / "checkpoint.npz"
+    path = _copy_format_3_run(tmp_path) / "checkpoint.npz"
     _rewrite_meta(path, format=2, jitter=jitter, flip=True)  # format 2 kept --no-flip's default
     meta, _ = read_checkpoint(path)
-    assert meta["format"] == 3 and meta["flip"] is flip
-    make_trainer(tmp_path / "again").resume(tmp_path)  # and it still fits the net
+    assert meta["format"] == 4 and meta["settings"]["flip"] is flip
 
 
 def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
-    trainer = make_trainer(tmp_path)
-    trainer.config.epochs = 1
+    trainer = make_trainer(tmp_path, epochs=1)
     trainer.fit()
     _rewrite_meta(tmp_path / "checkpoint.npz", format=1)
-    with pytest.raises(CheckpointError, match="format 1 is not 3; it was written by another"):
+    with pytest.raises(CheckpointError, match="format 1 is not 4; it was written by another"):
         read_checkpoint(tmp_path)
+
+
+def test_settings_are_stored_once(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    meta, _ = read_checkpoint(tmp_path)
+    assert RunSettings.from_meta(meta["settings"]) == trainer.settings
+    stored = json.dumps({key: value for key, value in meta.items() if key != "settings"})
+    assert '"batch_size"' not in stored and '"schedule"' not in stored
+
+
+def test_restore_refuses_other_settings(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    other = make_trainer(tmp_path / "other", epochs=2)
+    with pytest.raises(UserError, match="trained with `epochs` = 1, not 2"):
+        other.restore(*read_checkpoint(tmp_path))
 
 
 def test_a_checkpoint_fits_a_net_that_differs_only_in_weight_init(tmp_path):
@@ -170,15 +203,15 @@ def test_a_checkpoint_fits_a_net_that_differs_only_in_weight_init(tmp_path):
         return Net(layers, SoftmaxCrossEntropy(), seed=1).setup(16, (1, 8, 8))
 
     trained = net("he")
-    optimizer = SGD(0.05).setup(trained)
-    save_checkpoint(tmp_path / "checkpoint.npz", trained, optimizer, {"model": "tiny"})
+    save_checkpoint(tmp_path / "checkpoint.npz", trained, {"note": "tiny"})
     meta, arrays = read_checkpoint(tmp_path)
     other = net("uniform")
-    load_into(meta, arrays, other, SGD(0.05).setup(other))
+    load_into(meta, arrays, other)
     np.testing.assert_array_equal(other.params.data, trained.params.data)
     # Checkpoints written before inits left the signature still name them there.
-    meta["signature"][0][0] = meta["signature"][0][0].replace("pad=1)", "pad=1, init=uniform)")
-    assert "init=uniform" in meta["signature"][0][0]
+    signature = meta["net"]["signature"]
+    signature[0][0] = signature[0][0].replace("pad=1)", "pad=1, init=uniform)")
+    assert "init=uniform" in signature[0][0]
     load_into(meta, arrays, net("he"))
 
 
@@ -194,23 +227,19 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
     """A writer killed (SIGKILL) after writing the new file's bytes but before the rename."""
     script = textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {os.getcwd()!r})
+        sys.path[:0] = [{os.getcwd()!r}, {str(Path(__file__).parent)!r}]
         from tests.test_checkpoint import make_trainer
         trainer = make_trainer({str(tmp_path)!r})
         trainer.save_checkpoint()                      # the good, previous checkpoint
-        trainer.fit()                                  # changes the parameters ...
+        run_dir, trainer.run_dir = trainer.run_dir, None
+        trainer.fit()                                  # changes the parameters (no saves) ...
+        trainer.run_dir = run_dir
         def hang(fd):
             print("writing", flush=True)
             time.sleep(60)                             # ... and dies mid-save of the next one
         os.fsync = hang
         trainer.save_checkpoint()
     """)
-    # fit() saves after every epoch: hang only on the final save, so block fsync after fit
-    script = script.replace(
-        "trainer.fit()  ",
-        "trainer.config.out_dir = None; trainer.fit(); "
-        "trainer.config.out_dir = " + repr(str(tmp_path)) + "  ",
-    )
     before = None
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -222,7 +251,7 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
         if proc.poll() is None:
             proc.kill()
     meta, arrays = read_checkpoint(tmp_path)
-    assert meta["position"] == {"epoch": 1, "next_batch": 0, "step": 0, "stopped_early": False}
+    assert (meta["position"]["epoch"], meta["position"]["step"]) == (1, 0)
     assert before["position"] == meta["position"]
     net = tiny_net()
     load_into(meta, arrays, net)
@@ -232,14 +261,18 @@ def test_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = make_trainer(tmp_path)
-    trainer.config.epochs = 1
-    trainer.fit()
-    good_params = trainer.net.params.data.copy()
-    trainer.config.epochs = 2
-    trainer.dataset.train_x[:] = np.nan  # poison the data for epoch 2
+    trainer = make_trainer(tmp_path, epochs=2)
+    real_end_epoch, good = trainer._end_epoch, {}
+
+    def end_epoch_then_poison(*args):
+        real_end_epoch(*args)
+        good["params"] = trainer.net.params.data.copy()
+        trainer.data.train.x[:] = np.nan  # poison the data for epoch 2
+
+    trainer._end_epoch = end_epoch_then_poison
     with pytest.raises(TrainingDiverged) as failure:
         trainer.fit()
+    good_params = good["params"]
     message = str(failure.value)
     assert "at step 7" in message and "last good checkpoint" in message  # 6 steps in epoch 1
     meta, arrays = read_checkpoint(tmp_path)
@@ -249,9 +282,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.gpu
 def test_a_gpu_checkpoint_loads_on_the_cpu(tmp_path, cuda_backend, cpu_backend):
     gpu_net = tiny_net(cuda_backend, seed=3)
-    save_checkpoint(
-        tmp_path / "checkpoint.npz", gpu_net, SGD(0.1).setup(gpu_net), {"model": "tiny"}
-    )
+    save_checkpoint(tmp_path / "checkpoint.npz", gpu_net, {"device": "cuda:0"})
     meta, arrays = read_checkpoint(tmp_path)
     cpu_net = tiny_net(cpu_backend, seed=4)
     load_into(meta, arrays, cpu_net)

@@ -6,10 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from train_helpers import build_trainer
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, build_model
 from convnet_gpu.data import DataError, Dataset, load_fashion_mnist
-from convnet_gpu.train import TrainConfig, Trainer, TrainingDiverged, overfit
+from convnet_gpu.errors import TrainingDiverged
+from convnet_gpu.settings import SettingError
+from convnet_gpu.train import overfit
 
 
 def small_training_set(count: int = 64):
@@ -67,26 +70,18 @@ def tiny_net(backend=None):
 def test_trainer_counts_every_image_including_the_last_partial_batch(tmp_path):
     data = tiny_dataset()
     net = tiny_net()
-    trainer = Trainer(
-        net,
-        SGD(0.01).setup(net),
-        data,
-        TrainConfig(epochs=1, batch_size=16, out_dir=str(tmp_path), progress=False),
-        log=lambda line: None,
-    )
+    trainer = build_trainer(net, data, tmp_path, epochs=1, batch_size=16)
     summary = trainer.fit()
     assert trainer.totals.count == 30  # the last pass was the 30-image test set (16 + 14)
     # test accuracy is a multiple of 1/30, so every test image was counted exactly once
     assert math.isclose(summary["test_accuracy"] * 30, round(summary["test_accuracy"] * 30))
-    assert trainer.step_count == 5  # ceil(70 / 16) training steps
+    assert trainer.position.step == 5  # ceil(70 / 16) training steps
 
 
 def test_trainer_evaluation_matches_a_direct_count():
     data = tiny_dataset()
     net = tiny_net()
-    trainer = Trainer(
-        net, SGD(0.01).setup(net), data, TrainConfig(epochs=1, batch_size=16), log=lambda line: None
-    )
+    trainer = build_trainer(net, data, epochs=1, batch_size=16)
     loss, accuracy = trainer.evaluate()
     correct, losses = 0, []
     for start in range(0, 30, 16):
@@ -105,54 +100,43 @@ def test_a_diverging_run_stops_with_a_message():
     data = tiny_dataset()
     data.train_x[:] = 1e30  # overflows float32 arithmetic in the first step
     net = tiny_net()
-    trainer = Trainer(
-        net, SGD(0.01).setup(net), data, TrainConfig(epochs=1, batch_size=16), log=lambda line: None
-    )
-    with pytest.raises(TrainingDiverged, match="lower --lr"):
+    trainer = build_trainer(net, data, epochs=1, batch_size=16)
+    with pytest.raises(TrainingDiverged, match="lower `lr`"):
         trainer.fit()
 
 
 def test_val_split_holds_out_a_seeded_share_and_records_val_metrics():
     data = tiny_dataset(train=100)
     net = tiny_net()
-    trainer = Trainer(
-        net,
-        SGD(0.01).setup(net),
-        data,
-        TrainConfig(epochs=2, batch_size=16, val_split=0.2, seed=5),
-        log=lambda line: None,
-    )
-    assert trainer.train_loader.num_samples == 80 and trainer.val_loader.num_samples == 20
-    held_out = {tuple(row.ravel()[:3]) for row in trainer.val_loader.x}
-    trained = {tuple(row.ravel()[:3]) for row in trainer.train_loader.x}
+    trainer = build_trainer(net, data, epochs=2, batch_size=16, val_split=0.2, seed=5)
+    assert trainer.data.train.num_samples == 80 and trainer.data.val.num_samples == 20
+    held_out = {tuple(row.ravel()[:3]) for row in trainer.data.val.x}
+    trained = {tuple(row.ravel()[:3]) for row in trainer.data.train.x}
     assert not held_out & trained  # disjoint
     trainer.fit()
-    assert all({"val_loss", "val_accuracy", "lr"} <= record.keys() for record in trainer.history)
+    assert all(
+        {"val_loss", "val_accuracy", "lr"} <= record.keys() for record in trainer.epoch_metrics
+    )
 
 
 def test_early_stopping_and_plateau_need_a_validation_split():
-    net = tiny_net()
-    with pytest.raises(ValueError, match="--val-split"):
-        Trainer(net, SGD(0.01).setup(net), tiny_dataset(), TrainConfig(early_stop=2))
+    for needs_validation in ({"early_stop": 2}, {"plateau": True}):
+        with pytest.raises(SettingError, match="validation accuracy") as refusal:
+            build_trainer(tiny_net(), tiny_dataset(), **needs_validation)
+        assert refusal.value.setting == "val_split"
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(monkeypatch):
     data = tiny_dataset(train=60)
     net = tiny_net()
-    trainer = Trainer(
-        net,
-        SGD(0.01).setup(net),
-        data,
-        TrainConfig(epochs=10, batch_size=16, val_split=0.25, early_stop=2),
-        log=lambda line: None,
-    )
+    trainer = build_trainer(net, data, epochs=10, batch_size=16, val_split=0.25, early_stop=2)
     accuracies = iter([0.5, 0.6, 0.6, 0.55, 0.9, 0.9])
     real_evaluate = trainer.evaluate
     monkeypatch.setattr(
         trainer,
         "evaluate",
         lambda loader=None: (
-            (1.0, next(accuracies)) if loader is trainer.val_loader else real_evaluate(loader)
+            (1.0, next(accuracies)) if loader is trainer.data.val else real_evaluate(loader)
         ),
     )
     summary = trainer.fit()
@@ -163,19 +147,16 @@ def test_plateau_rule_restores_the_best_parameters_halves_lr_and_resets_momentum
     data = tiny_dataset(train=60)
     net = tiny_net()
     optimizer = SGD(0.01, momentum=0.9).setup(net)
-    trainer = Trainer(
-        net,
-        optimizer,
-        data,
-        TrainConfig(epochs=3, batch_size=16, val_split=0.25, plateau=True, schedule="constant"),
-        log=lambda line: None,
-    )
+    trainer = build_trainer(
+        net, data, optimizer=optimizer, epochs=3, batch_size=16, val_split=0.25, plateau=True,
+        schedule="constant",
+    )  # fmt: skip
     accuracies = iter([0.6, 0.4, 0.7])
     snapshots = []
     real_evaluate = trainer.evaluate
 
     def evaluate(loader=None):
-        if loader is trainer.val_loader:
+        if loader is trainer.data.val:
             snapshots.append(net.params.data.copy())
             return 1.0, next(accuracies)
         return real_evaluate(loader)

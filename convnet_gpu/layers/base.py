@@ -43,7 +43,8 @@ class Layer:
     parameter gradients and those workspaces. `x`, `y`, `dy`, `dx` are views of the first n
     rows of their blobs; `dx` is None when nothing upstream needs the input gradient.
     `buffers` holds state that is not learned but belongs in a checkpoint (BatchNorm's running
-    statistics), allocated in setup.
+    statistics), allocated in setup. `min_rows` is the smallest batch the layer can take in
+    training (set in setup; BatchNorm over flat features needs two rows for a variance).
     """
 
     def __init__(self):
@@ -51,6 +52,7 @@ class Layer:
         self.grads: dict = {}  # name -> array view into the Net's flat gradient buffer
         self.buffers: dict = {}  # name -> array the layer owns and updates (not learnable)
         self.backend = None
+        self.min_rows = 1
 
     @property
     def name(self) -> str:
@@ -73,6 +75,10 @@ class Layer:
 
     def children(self) -> list[tuple[str, Layer]]:
         """(name, layer) of the layers inside this one (a residual block's branches); none here."""
+        return []
+
+    def child_inputs(self, input_shape: tuple) -> list[tuple[str, Layer, tuple]]:
+        """(name, layer, its input shape) of the layers inside this one, for an input shape."""
         return []
 
     def state_scalars(self) -> dict:
@@ -100,6 +106,29 @@ def _walk_one(path: str, layer):
     yield path, layer
     for name, child in layer.children():
         yield from _walk_one(f"{path}.{name}", child)
+
+
+def walk_with_inputs(layers, input_shape):
+    """(path, layer, input shape) for every layer of a list fed `input_shape`, depth first and
+    in walk() order: how a Net binds each layer, nested or not, to its parameters."""
+    shape = tuple(input_shape)
+    for index, layer in enumerate(layers):
+        yield from _walk_one_with_input(str(index), layer, shape)
+        shape = tuple(layer.output_shape(shape))
+
+
+def _walk_one_with_input(path: str, layer, input_shape: tuple):
+    yield path, layer, input_shape
+    for name, child, child_shape in layer.child_inputs(input_shape):
+        yield from _walk_one_with_input(f"{path}.{name}", child, child_shape)
+
+
+def per_channel(input_shape) -> tuple[tuple, tuple]:
+    """How a per-channel array (Bias, BatchNorm) meets a batch of `input_shape` samples:
+    (its broadcast shape, the batch axes to sum over). (C, H, W) inputs: (C, 1, 1) over
+    (n, C, H, W), summing axes (0, 2, 3); flat (F,) inputs: (F,) over (n, F), summing axis 0."""
+    channels, spatial_dims = input_shape[0], len(input_shape) - 1
+    return (channels,) + (1,) * spatial_dims, (0,) + tuple(range(2, spatial_dims + 2))
 
 
 def flat_view(flat_buffer, shape):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Layer, ParamSpec
+from .base import Layer, ParamSpec, per_channel
 
 
 class Bias(Layer):
@@ -11,9 +11,7 @@ class Bias(Layer):
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
-        # b broadcasts as (C, 1, 1) over (n, C, H, W), or (F,) over (n, F).
-        self.broadcast_shape = (input_shape[0],) + (1,) * (len(input_shape) - 1)
-        self.sum_axes = (0,) + tuple(range(2, len(input_shape) + 1))
+        self.broadcast_shape, self.sum_axes = per_channel(input_shape)
 
     def forward(self, x, y, train):
         xp = self.backend.xp

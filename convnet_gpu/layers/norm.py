@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Layer, ParamSpec
+from .base import Layer, ParamSpec, per_channel
 
 
 class BatchNorm(Layer):
@@ -19,7 +19,9 @@ class BatchNorm(Layer):
         if not 0 <= momentum <= 1 or not eps > 0:
             raise ValueError("BatchNorm needs 0 <= momentum <= 1 and eps > 0")
         self.momentum, self.eps = float(momentum), float(eps)
-        self.trained_last = True  # the mode of the last forward, which backward differentiates
+        # True when the last forward normalized with the batch's own statistics (training),
+        # which backward must then differentiate too; False: with the running statistics.
+        self.used_batch_statistics = True
 
     def param_specs(self, input_shape):
         self._check_shape(input_shape)
@@ -39,9 +41,12 @@ class BatchNorm(Layer):
         super().setup(backend, input_shape, batch_size, dtype)
         self._check_shape(input_shape)
         channels = input_shape[0]
-        # Per-channel arrays broadcast as (C, 1, 1) over (n, C, H, W), or (F,) over (n, F).
-        self.broadcast_shape = (channels,) + (1,) * (len(input_shape) - 1)
-        self.sum_axes = (0,) + tuple(range(2, len(input_shape) + 1))
+        self.broadcast_shape, self.sum_axes = per_channel(input_shape)
+        # A variance needs two values per channel: two rows unless one row has several pixels.
+        values_per_row = 1
+        for dim in input_shape[1:]:
+            values_per_row *= dim
+        self.min_rows = 1 if values_per_row >= 2 else 2
         self.buffers = {
             "running_mean": backend.zeros((channels,), dtype),
             "running_var": backend.empty((channels,), dtype),
@@ -62,7 +67,7 @@ class BatchNorm(Layer):
     def forward(self, x, y, train):
         xp, n = self.backend.xp, x.shape[0]
         x_hat = self.x_hat[:n]
-        self.trained_last = train
+        self.used_batch_statistics = train
         if train:
             count = x.size // self.mean.size  # values per channel: n (* H * W)
             if count < 2:
@@ -110,7 +115,7 @@ class BatchNorm(Layer):
             return
         scale = self.stat_scratch
         xp.multiply(self.params["gamma"], self.inv_std, out=scale)  # gamma / std
-        if not self.trained_last:  # the statistics are constants: dx = dy * gamma / std
+        if not self.used_batch_statistics:  # the statistics are constants: dx = dy * gamma / std
             xp.multiply(dy, self._per_channel(scale), out=dx)
             return
         # The batch statistics depend on x too:

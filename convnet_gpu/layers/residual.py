@@ -1,15 +1,15 @@
 """Residual: y = body(x) + shortcut(x), a small DAG (a fork and an Add) inside one layer.
 
-The two branches are Chains with their own blobs, allocated once in setup; their parameters are
-views into the Net's flat buffer like any other layer's (named "body.<i>.<name>" and
-"shortcut.<i>.<name>"). An empty shortcut is the identity. Backward sends dy down both
-branches and adds their input gradients: the fan-out's sum.
+The two branches are Chains with their own blobs, allocated once in setup; the Net binds their
+layers to views of its flat parameter buffer by path ("3.body.0", "3.shortcut.1") like any
+other layer. An empty shortcut is the identity. Backward sends dy down both branches and adds
+their input gradients: the fan-out's sum.
 """
 
 from __future__ import annotations
 
 from ..chain import Chain
-from .base import Layer, ParamSpec
+from .base import Layer
 
 
 class Residual(Layer):
@@ -40,27 +40,17 @@ class Residual(Layer):
             )
         return body_out
 
-    def param_specs(self, input_shape):
-        self.output_shape(input_shape)  # plans both branches
+    def child_inputs(self, input_shape):
         return [
-            ParamSpec(f"{branch}.{i}.{spec.name}", spec.shape, spec.init, spec.fan_in, spec.decay)
+            (f"{branch}.{i}", layer, shape)
             for branch, chain in self._branches()
-            for i, specs in enumerate(chain.param_specs())
-            for spec in specs
+            for i, (layer, shape) in enumerate(zip(chain.layers, chain.plan(input_shape)))
         ]
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
-        for branch, chain in self._branches():
-            for i, layer in enumerate(chain.layers):  # hand each sublayer its parameter views
-                prefix = f"{branch}.{i}."
-                layer.params = {
-                    k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)
-                }
-                layer.grads = {
-                    k[len(prefix) :]: v for k, v in self.grads.items() if k.startswith(prefix)
-                }
-            chain.setup(backend, batch_size, dtype)
+        for _, chain in self._branches():
+            chain.setup(backend, batch_size, dtype, input_shape)
         # the shortcut's input gradient, before it is added to the body's
         self.d_shortcut = backend.empty((batch_size,) + tuple(input_shape), dtype)
 
