@@ -23,9 +23,9 @@ from tqdm import tqdm
 from .augment import Jitter
 from .checkpoint import load_into, load_part, save_checkpoint
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
-from .optim import scheduled_lr
 from .position import Position
 from .run import TrainingData
+from .schedules import scheduled_lr
 from .selection import Selection
 from .settings import RunSettings
 from .watch import DeviceTotals, NanWatch

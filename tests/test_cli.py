@@ -183,12 +183,12 @@ def test_gradcheck_cpu_passes_and_prints_a_table(capsys):
 
 
 def test_gradcheck_exits_1_on_a_failure(capsys, monkeypatch):
-    from convnet_gpu import gradcheck
+    from convnet_gpu import gradcheck, gradcheck_cases
 
     def broken(backend, seed=0):
         return [gradcheck.CheckResult("Broken", "exhaustive", 0.5, 10)]
 
-    monkeypatch.setattr(gradcheck, "check_all", broken)
+    monkeypatch.setattr(gradcheck_cases, "check_all", broken)
     code, out, _ = run_cli(capsys, "gradcheck", "--device", "cpu")
     assert code == 1
     assert "FAIL" in out and "1 of 1 checks failed" in out

@@ -5,17 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convnet_gpu.gradcheck import CheckResult, case_options, check, standard_cases
+from convnet_gpu.gradcheck import CheckResult, check
+from convnet_gpu.gradcheck_cases import standard_cases
 from convnet_gpu.layers import Dense, ReLU
 
-CASES = dict(standard_cases())
+CASES = {case.name: case for case in standard_cases()}
 
 
 def _check_case(name, backend, **overrides):
-    layers, input_shape, loss = CASES[name]()
-    options = dict(loss=loss, name=name, seed=0, **case_options(name))
-    options.update(overrides)
-    return check(layers, input_shape, backend, **options)
+    return CASES[name].run(backend, seed=0, **overrides)
 
 
 def test_standard_cases_cover_every_layer():
@@ -39,7 +37,7 @@ def test_standard_cases_cover_every_layer():
     ):
         assert layer in names
     for layer in ("BatchNorm (conv", "BatchNorm (dense", "Dropout"):  # both modes are checked
-        modes = {case_options(name)["train"] for name in CASES if name.startswith(layer)}
+        modes = {case.train for name, case in CASES.items() if name.startswith(layer)}
         assert modes == {True, False}, layer
 
 

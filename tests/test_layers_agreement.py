@@ -18,12 +18,13 @@ import pytest
 from helpers import assert_backends_agree
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
-from convnet_gpu.gradcheck import EVAL_WARMUP_STEPS, case_options, standard_cases
+from convnet_gpu.gradcheck import EVAL_WARMUP_STEPS
+from convnet_gpu.gradcheck_cases import standard_cases
 from convnet_gpu.models import simple_cnn
 
 pytestmark = pytest.mark.gpu
 
-CASES = dict(standard_cases())
+CASES = {case.name: case for case in standard_cases()}
 DTYPES = {"float64": np.float64, "float32": np.float32}
 LAYOUT_NAMES = ["contiguous", "transposed", "sliced"]
 
@@ -31,11 +32,11 @@ LAYOUT_NAMES = ["contiguous", "transposed", "sliced"]
 # ---- one run of a standard case on one backend -----------------------------------------------
 def run_case(backend, name, dtype, batch, x, labels, projection):
     """Forward + backward of standard case `name`; returns arrays keyed by what they are."""
-    layers, input_shape, loss = CASES[name]()
+    layers, input_shape, loss = CASES[name].build()
     net = Net(layers, loss, backend, dtype=dtype, seed=0)
     net.setup(batch, input_shape, input_grad=True)
     n = net.load_batch(x, labels if loss is not None else None)
-    train = case_options(name)["train"]
+    train = CASES[name].train
     for _ in range(0 if train else EVAL_WARMUP_STEPS):
         net.forward(n, train=True)
     result = {"output": net.forward(n, train=train).copy()}
@@ -56,7 +57,7 @@ def run_case(backend, name, dtype, batch, x, labels, projection):
 def case_inputs(name, dtype_name, layout, batch):
     """Host x, labels and the output projection (the gradient fed back without a loss)."""
     rng = np.random.default_rng(zlib.crc32(f"{name}/{dtype_name}/{layout}".encode()))
-    layers, input_shape, loss = CASES[name]()
+    layers, input_shape, loss = CASES[name].build()
     probe = Net(layers, loss, None, dtype=np.float64).setup(1, input_shape)
     classes_or_shape = probe.output_shape
     x = rng.standard_normal((batch,) + tuple(input_shape))
@@ -69,7 +70,7 @@ def case_inputs(name, dtype_name, layout, batch):
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("name", list(CASES))
 def test_standard_case_agrees(name, dtype_name, layout):
-    dtype, batch = DTYPES[dtype_name], case_options(name)["batch"]
+    dtype, batch = DTYPES[dtype_name], CASES[name].batch
 
     def run(backend, *host_inputs):
         return run_case(backend, name, dtype, batch, *host_inputs)

@@ -30,7 +30,7 @@ class Dropout(Layer):
         self.seed = seed  # None: the Net gives each Dropout its own seed, from its own
         self.step = 0  # the counter of the next training forward's mask
         self.frozen = False  # True: training forwards reuse the mask of `step`
-        self.trained_last = False
+        self.mask_applied = False  # the last forward was a training one: backward masks too
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
@@ -42,7 +42,7 @@ class Dropout(Layer):
 
     def forward(self, x, y, train):
         be, xp = self.backend, self.backend.xp
-        self.trained_last = train
+        self.mask_applied = train
         if not train:
             xp.copyto(y, x)
             return
@@ -58,7 +58,7 @@ class Dropout(Layer):
         if dx is None:
             return
         xp = self.backend.xp
-        if self.trained_last:
+        if self.mask_applied:
             xp.multiply(dy, self.mask[: x.shape[0]], out=dx)
         else:
             xp.copyto(dx, dy)

@@ -1,0 +1,68 @@
+"""convnet-gpu: train, evaluate, sanity-check, gradient-check and benchmark convnets.
+
+Commands: train, eval, overfit, plot, gradcheck, bench, download, info.
+
+Every problem a user can fix (a bad flag, missing data, a bad model file or checkpoint, a
+missing GPU) is a UserError: one line on stderr and exit status 2. A failed check or a diverged
+run exits 1, Ctrl-C 130; no traceback for any of them. The parser imports no part of the
+training stack, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from ..errors import TrainingDiverged, TrainingInterrupted, UserError
+from .commands import (
+    cmd_bench,
+    cmd_download,
+    cmd_eval,
+    cmd_gradcheck,
+    cmd_info,
+    cmd_overfit,
+    cmd_plot,
+)
+from .common import UsageError
+from .parser import DATASET_NAMES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser, flag
+from .train_command import cmd_train
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "overfit": cmd_overfit,
+    "gradcheck": cmd_gradcheck,
+    "bench": cmd_bench,
+    "plot": cmd_plot,
+    "download": cmd_download,
+    "info": cmd_info,
+}
+__all__ = ["main", "build_parser", "COMMANDS", "DATASET_NAMES", "UsageError", "flag"]
+
+
+def describe_error(exc: Exception) -> str:
+    """The one line a UserError becomes: each `name` the library writes for a setting or an
+    option becomes its flag (errors.py); an OSError names its file."""
+    if isinstance(exc, OSError):  # an unwritable --out, a full disk, ...
+        return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    return re.sub(r"`([a-z_]+)`", lambda name: flag(name.group(1)), str(exc))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = f"convnet-gpu {args.command}"
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, UserError, OSError) as exc:
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as exc:
+        print(f"{prog}: stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+        print(f"{prog}: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The commands besides train: eval, overfit, gradcheck, bench, plot, download, info."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import __version__
+from ..settings import RunSettings
+from .common import backend_for
+from .parser import EXIT_FAILED
+
+
+def cmd_eval(args) -> int:
+    from ..checkpoint import load_into, read_checkpoint
+    from ..evaluate import evaluate_net, format_report
+    from ..run import build_net, load_dataset
+    from ..rundir import RunDir
+
+    run_dir = RunDir.of(args.checkpoint)
+    meta, arrays = read_checkpoint(run_dir.checkpoint)
+    settings = RunSettings.from_meta(meta["settings"])
+    backend = backend_for(args.device)
+    dataset_name = args.dataset or settings.dataset
+    dataset = load_dataset(dataset_name, args.data_dir)
+    net = build_net(settings, backend, dataset, batch_size=args.batch_size)
+    load_into(meta, arrays, net, path=run_dir.checkpoint)
+    report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
+    print(
+        f"{settings.model} from {args.checkpoint} on {dataset_name} "
+        f"({len(dataset.test_y)} test images), {backend.describe()}"
+    )
+    print(format_report(report, dataset.classes))
+    run_dir.write_eval({**report, "classes": list(dataset.classes), "dataset": dataset_name})
+    print(f"wrote {run_dir.eval_report} (convnet-gpu plot {run_dir} draws it)")
+    return 0
+
+
+def cmd_overfit(args) -> int:
+    from ..optim import SGD
+    from ..run import build_net, load_dataset
+    from ..train import overfit
+
+    settings = RunSettings(model=args.model, seed=args.seed)
+    batch_size = min(args.batch_size, args.samples)
+    backend = backend_for(args.device)
+    data = load_dataset("fashion-mnist", args.data_dir, train_subset=args.samples)
+    net = build_net(settings, backend, data, batch_size=batch_size)
+    optimizer = SGD(args.lr, 0.9).setup(net)
+    steps, accuracy = overfit(net, optimizer, data.train_x, data.train_y, args.max_steps)
+    if steps is None:
+        print(
+            f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
+            f"{args.samples} images after {args.max_steps} steps; a correct net memorizes them "
+            f"(check the layers with `convnet-gpu gradcheck`, or try another --lr)"
+        )
+        return EXIT_FAILED
+    print(
+        f"{args.model} reached 100% training accuracy on {args.samples} images after {steps} "
+        f"steps on {backend.describe()}"
+    )
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from ..gradcheck_cases import check_all
+
+    backend = backend_for(args.device)
+    print(f"gradient check on {backend.describe()} (float64, central differences)")
+    print(f"{'layer':<34} {'mode':<11} {'max rel error':>13}  result")
+    results = check_all(backend, seed=args.seed)
+    for result in results:
+        verdict = "pass" if result.passed else "FAIL"
+        print(f"{result.name:<34} {result.mode:<11} {result.max_rel_error:>13.2e}  {verdict}")
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(
+            f"{len(failed)} of {len(results)} checks failed (tolerance {results[0].tolerance:g}): "
+            f"{', '.join(failed)}"
+        )
+        return EXIT_FAILED
+    print(f"all {len(results)} checks passed (tolerance {results[0].tolerance:g})")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ..backends import parse_device
+    from ..bench import format_table, run_benchmarks
+    from ..data import dataset_info
+    from ..fileio import write_json_atomic
+    from ..models import build_model
+
+    devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    for device in devices:
+        parse_device(device)
+    build_model(args.model)  # a bad name or model file: one line, before any timing
+    info = dataset_info(args.dataset)
+    results = run_benchmarks(
+        devices, args.model, args.batch_size, args.steps, args.warmup,
+        peer=None if args.peer == "none" else args.peer,
+        input_shape=info.input_shape, num_classes=info.num_classes,
+    )  # fmt: skip
+    print(
+        f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch "
+        f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up steps, fp32"
+    )
+    print(format_table(results))
+    if args.json:
+        write_json_atomic(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from ..plot import plot_run
+
+    written = plot_run(args.run_dir, args.out)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from ..data import fetch_dataset
+
+    progress = _download_progress if sys.stderr.isatty() else None
+    folder = fetch_dataset(args.dataset, args.cache_dir, progress=progress)
+    print(
+        f"{args.dataset}: ready in {folder} (checksums verified); train with "
+        f"--dataset {args.dataset}" + (f" --data-dir {folder}" if args.cache_dir else "")
+    )
+    return 0
+
+
+def _download_progress(file_name: str, done: int, total: int | None) -> None:
+    share = f"{100 * done / total:5.1f}%" if total else f"{done >> 20} MiB"
+    end = "\n" if total and done >= total else ""
+    print(f"\r  {file_name} {share}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_info(args) -> int:
+    import numpy
+
+    from ..backends import cuda_problem
+    from ..data import DATASETS, DataError
+
+    print(f"convnet-gpu {__version__}, Python {sys.version.split()[0]}, NumPy {numpy.__version__}")
+    problem = cuda_problem(0)
+    print(f"cuda: {'available' if problem is None else problem}")
+    for name, info in DATASETS.items():
+        try:
+            print(f"{name}: {info.find_dir()}")
+        except DataError as exc:
+            print(f"{name}: not found ({exc})")
+    return 0

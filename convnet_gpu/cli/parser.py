@@ -1,0 +1,214 @@
+"""The convnet-gpu argument parser: one subcommand each, run settings as RunSettings fields.
+
+A run setting's flag is left off the namespace when not given (argparse.SUPPRESS), so its
+default lives in RunSettings alone and `--resume` can tell a given flag from a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..settings import DEFAULTS, OPTIMIZERS, SCHEDULES
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
+DESCRIPTION = "train, evaluate, sanity-check, gradient-check and benchmark convnets"
+MODEL_HELP = "simple-cnn, simple-cnn-bn, mini-resnet, or a model file NAME.toml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _bounded(kind, accepts, rule: str):
+    """An argparse type: parse `kind`, then require `accepts(value)` (`rule` says it in words)."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _bounded(int, lambda v: v >= 1, ">= 1")
+_non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0")
+_positive_float = _bounded(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
+_non_negative_float = _bounded(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+_fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def flag(setting: str, value=None) -> str:
+    """The command-line spelling of a run setting (`--no-flip` for flip=False)."""
+    prefix = "no-" if setting == "flip" and value is False else ""
+    return f"--{prefix}{setting.replace('_', '-')}"
+
+
+def _setting(parser, name: str, help: str = "", **kwargs) -> None:
+    """A flag for the run setting `name`; left unset, it is absent from the namespace and the
+    setting keeps its default from RunSettings (named in the help)."""
+    default = getattr(DEFAULTS, name)
+    shown = "" if default is None else f" (default: {default})"
+    parser.add_argument(
+        flag(name), dest=name, default=argparse.SUPPRESS, help=help + shown, **kwargs
+    )
+
+
+def _add_device(parser, default="auto"):
+    parser.add_argument(
+        "--device",
+        default=default,
+        help="auto, cpu, cuda or cuda:N (default: %(default)s; auto takes a GPU if CuPy finds one)",
+    )
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
+    _add_device(train)
+    _setting(train, "model", MODEL_HELP)
+    _setting(train, "dataset", choices=DATASET_NAMES)
+    train.add_argument(
+        "--data-dir",
+        help="folder holding the dataset's files (the four IDX files, or CIFAR-10's batches); "
+        "default: the Debian package's /usr/share/datasets/<dataset>, then the download cache",
+    )
+    _setting(train, "epochs", type=_positive_int)
+    _setting(train, "batch_size", type=_positive_int)
+    _setting(train, "lr", "the peak learning rate", type=_positive_float)
+    _setting(train, "momentum", type=_fraction)
+    _setting(train, "weight_decay", type=_non_negative_float)
+    _setting(train, "optimizer", choices=OPTIMIZERS)
+    _setting(
+        train, "max_grad_norm", "clip the gradient's global L2 norm to NORM",
+        type=_positive_float, metavar="NORM",
+    )  # fmt: skip
+    _setting(train, "schedule", "learning-rate schedule over all steps", choices=SCHEDULES)
+    _setting(train, "label_smoothing", type=_fraction, metavar="E")
+    _setting(
+        train, "jitter", "image jitter on the device: shift each training image by up to PAD "
+        "pixels (zero padding) and flip it horizontally at random",
+        type=_non_negative_int, metavar="PAD",
+    )  # fmt: skip
+    _setting(
+        train, "flip", "random horizontal flips of the training images (default: on with "
+        "--jitter, off without): --jitter 0 --flip flips only, --jitter PAD --no-flip shifts only",
+        action=argparse.BooleanOptionalAction,
+    )  # fmt: skip
+    _setting(
+        train, "val_split", "hold out this share of the training set for validation",
+        type=_fraction, metavar="F",
+    )  # fmt: skip
+    _setting(
+        train, "early_stop", "stop when validation accuracy has not improved for EPOCHS epochs",
+        type=_positive_int, metavar="EPOCHS",
+    )  # fmt: skip
+    _setting(
+        train, "plateau", "on a validation regression: restore the best parameters, halve the "
+        "learning rate, reset momentum", action="store_true",
+    )  # fmt: skip
+    _setting(train, "seed", type=int)
+    _setting(
+        train, "train_subset", "train on the first N training images only",
+        type=_positive_int, metavar="N",
+    )  # fmt: skip
+    train.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder for metrics.jsonl, summary.json and checkpoint.npz "
+        "(default: runs/<model>-<time>)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR (or DIR/checkpoint.npz) with its own settings",
+    )
+    train.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convnet-gpu", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"convnet-gpu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+
+    evaluate = sub.add_parser("eval", help="score a checkpoint on the test set")
+    evaluate.add_argument(
+        "--checkpoint", metavar="DIR", required=True, help="a run folder (or its checkpoint.npz)"
+    )
+    _add_device(evaluate)
+    evaluate.add_argument(
+        "--dataset", choices=DATASET_NAMES, help="default: the dataset the run trained on"
+    )
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+
+    over = sub.add_parser("overfit", help="sanity check: memorize K training images")
+    _add_device(over)
+    over.add_argument("--model", default="simple-cnn", help=MODEL_HELP)
+    over.add_argument("--samples", type=_positive_int, default=64, metavar="K")
+    over.add_argument("--batch-size", type=_positive_int, default=32)
+    over.add_argument("--lr", type=_positive_float, default=0.01)
+    over.add_argument("--max-steps", type=_positive_int, default=500)
+    over.add_argument("--data-dir")
+    over.add_argument("--seed", type=int, default=0)
+
+    check = sub.add_parser("gradcheck", help="check every layer's gradients numerically (float64)")
+    _add_device(check, default="cpu")
+    check.add_argument("--seed", type=_non_negative_int, default=0)
+
+    bench = sub.add_parser("bench", help="time training steps and inference per device")
+    bench.add_argument(
+        "--device",
+        default="cpu,cuda",
+        help="comma-separated devices (default: %(default)s; absent ones are skipped)",
+    )
+    bench.add_argument("--model", default="simple-cnn", help=MODEL_HELP)
+    bench.add_argument(
+        "--dataset",
+        choices=DATASET_NAMES,
+        default="fashion-mnist",
+        help="whose image shape and classes the synthetic batches have (default: %(default)s)",
+    )
+    bench.add_argument("--batch-size", type=_positive_int, default=128)
+    bench.add_argument(
+        "--steps", type=_positive_int, default=20, help="timed steps per measurement"
+    )
+    bench.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed steps first")
+    bench.add_argument(
+        "--peer",
+        choices=["none", "torch"],
+        default="none",
+        help="also time PyTorch on the same devices (needs torch installed; named models only)",
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's loss and accuracy curves (and the confusion matrix after eval) as PNGs",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: RUN_DIR)")
+
+    download = sub.add_parser(
+        "download",
+        help="fetch a dataset's official files (checksummed, resumable) into the cache folder",
+    )
+    download.add_argument("dataset", choices=DATASET_NAMES)
+    download.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="default: $CONVNET_GPU_DATA/<dataset> or ~/.cache/convnet_gpu/<dataset>",
+    )
+
+    sub.add_parser("info", help="versions, devices and where each dataset is found")
+    return parser

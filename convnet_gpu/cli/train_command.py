@@ -1,0 +1,118 @@
+"""convnet-gpu train: a new run from flags, or `--resume` of a saved one with its settings."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import TrainingInterrupted
+from ..settings import RunSettings
+from .common import UsageError, backend_for, print_flush
+from .parser import flag
+
+
+def cmd_train(args) -> int:
+    from ..checkpoint import read_checkpoint
+    from ..rundir import RunDir
+
+    if args.resume:
+        given = RunSettings.given(args)
+        if given:
+            name, value = next(iter(given.items()))
+            raise UsageError(
+                f"--resume continues with the run's saved settings; drop {flag(name, value)} "
+                f"(to change it, start a new run with --out)"
+            )
+        resumed = RunDir.of(args.resume)
+        meta, arrays = read_checkpoint(resumed.checkpoint)
+        settings = RunSettings.from_meta(meta["settings"])
+        run_dir = RunDir(args.out) if args.out else resumed
+        if run_dir.path.resolve() != resumed.path.resolve() and run_dir.holds_run():
+            raise UsageError(
+                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT} would be "
+                f"overwritten); pick another --out or leave it out to continue in {resumed}"
+            )
+    else:
+        settings = RunSettings.from_args(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = RunDir(args.out or f"runs/{_model_stem(settings.model)}-{stamp}")
+        if run_dir.holds_run():
+            raise UsageError(
+                f"{run_dir} already holds a run (its {RunDir.CHECKPOINT} would be overwritten); "
+                f"continue it with --resume {run_dir} or pick another --out"
+            )
+    trainer, dataset = _build_trainer(args, settings, run_dir)
+    if args.resume:
+        trainer.restore(meta, arrays, resumed.checkpoint)
+        if trainer.finished:
+            print(
+                f"{resumed} is complete ({len(trainer.epoch_metrics)} epoch(s)); nothing to resume"
+            )
+            return 0
+        print(
+            f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
+            f"{trainer.position.next_batch}, with its saved settings",
+            flush=True,
+        )
+    print(_header(settings, dataset, trainer.meta["device"]), flush=True)
+    summary = _fit(trainer, run_dir)
+    print(
+        f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
+        f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
+        f"{run_dir}/{RunDir.METRICS}, {RunDir.SUMMARY} and {RunDir.CHECKPOINT}"
+    )
+    return 0
+
+
+def _build_trainer(args, settings: RunSettings, run_dir):
+    from ..models import build_model
+    from ..run import TrainingData, build_net, build_run_optimizer, load_dataset
+    from ..train import Trainer
+
+    build_model(settings.model)  # a bad model file is reported before the data is loaded
+    backend = backend_for(args.device)
+    run_dir.create()  # fail now (unwritable folder), not after the first epoch
+    dataset = load_dataset(settings.dataset, args.data_dir, settings.train_subset)
+    net = build_net(settings, backend, dataset)
+    optimizer = build_run_optimizer(settings, net)
+    data = TrainingData.split(dataset, settings)
+    meta = {"device": backend.describe(), "train_images": int(len(dataset.train_y))}
+    trainer = Trainer(
+        net, optimizer, data, settings, run_dir, print_flush,
+        progress=False if args.no_progress else None, meta=meta,
+    )  # fmt: skip
+    return trainer, dataset
+
+
+def _fit(trainer, run_dir) -> dict:
+    try:
+        return trainer.fit()
+    except TrainingInterrupted as exc:
+        if exc.saved is None:
+            raise
+        raise TrainingInterrupted(f"{exc}; continue with --resume {run_dir}", exc.saved) from None
+
+
+def _model_stem(model: str) -> str:
+    from pathlib import Path
+
+    return Path(model).stem
+
+
+def _header(settings: RunSettings, dataset, device: str) -> str:
+    return (
+        f"training {settings.model} on {settings.dataset} ({len(dataset.train_y)} train / "
+        f"{len(dataset.test_y)} test images) on {device}, {settings.epochs} "
+        f"epoch(s), batch {settings.batch_size}, {settings.optimizer} lr {settings.lr} "
+        f"({settings.schedule}), momentum {settings.momentum}{_regularization(settings)}"
+    )
+
+
+def _regularization(settings: RunSettings) -> str:
+    """The header's tail: weight decay, jitter, flips and label smoothing, where they are on."""
+    parts = [
+        f"weight decay {settings.weight_decay}" if settings.weight_decay else "",
+        f"jitter {settings.jitter}" if settings.jitter else "",
+        "flips" if settings.flip else "",
+        f"label smoothing {settings.label_smoothing}" if settings.label_smoothing else "",
+    ]
+    return "".join(f", {part}" for part in parts if part)
