@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convnet_gpu.backends import get_backend
 from convnet_gpu.gradcheck import CheckResult, check
 from convnet_gpu.gradcheck_cases import standard_cases
-from convnet_gpu.layers import Dense, ReLU
+from convnet_gpu.layers import BatchNorm, Dense, Dropout, ReLU
 
+CPU = get_backend("cpu")
 CASES = {case.name: case for case in standard_cases()}
 
 
@@ -102,3 +104,36 @@ def test_non_finite_error_does_not_pass():
     assert not CheckResult("x", "random", float("nan"), 1).passed
     assert not CheckResult("x", "random", float("inf"), 1).passed
     assert CheckResult("x", "random", 1e-9, 1).passed
+
+
+# ---- gradcheck must catch a wrong BatchNorm or an unfrozen Dropout ------------------------------
+class BatchNormWithoutStatisticsGradient(BatchNorm):
+    """Backward treats the batch statistics as constants (the eval formula) in training too."""
+
+    def backward(self, x, y, dy, dx):
+        self.used_batch_statistics = False
+        super().backward(x, y, dy, dx)
+
+
+class UnfreezableDropout(Dropout):
+    """A Dropout that ignores gradcheck's freeze: every forward draws a new mask."""
+
+    @property
+    def frozen(self):
+        return False
+
+    @frozen.setter
+    def frozen(self, value):
+        pass
+
+
+def test_gradcheck_catches_batchnorm_without_statistics_gradient():
+    assert check([BatchNorm()], (3, 3, 4), CPU).passed
+    result = check([BatchNormWithoutStatisticsGradient()], (3, 3, 4), CPU)
+    assert not result.passed and result.max_rel_error > 1e-3, result
+
+
+def test_gradcheck_needs_the_dropout_mask_frozen():
+    assert check([Dropout(0.5)], (3, 4, 4), CPU).passed
+    result = check([UnfreezableDropout(0.5)], (3, 4, 4), CPU)
+    assert not result.passed, result

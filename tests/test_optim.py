@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from convnet_gpu import Net, SoftmaxCrossEntropy
+from convnet_gpu import Net, SoftmaxCrossEntropy, get_backend
 from convnet_gpu.layers import Bias, Dense, Flatten
 from convnet_gpu.optim import (
     OPTIMIZERS,
@@ -25,6 +25,7 @@ from convnet_gpu.optim import (
     clip_grad_norm,
 )
 
+CPU = get_backend("cpu")
 BATCH, INPUT_SHAPE, CLASSES = 5, (2, 3), 4
 LR_FACTORS = (1.0, 2.0, 0.5, 1.5, 1.0, 0.25)  # the lr changes between steps, as a schedule would
 
@@ -270,6 +271,78 @@ def test_bad_settings_are_refused():
         AdamW(0.1, max_grad_norm=0.0)
     with pytest.raises(RuntimeError, match="setup"):
         Adam().step()
+
+
+# ---- SGD against its formula ----------------------------------------------------------------
+def _sgd_net(seed=0):
+    layers = [Dense(3), Bias()]
+    net = Net(layers, None, CPU, dtype=np.float64, seed=seed).setup(2, (4,))
+    layers[1].params["bias"][...] = [0.5, -0.25, 1.0]
+    return net, layers
+
+
+def test_sgd_momentum_weight_decay_matches_pytorch_formula():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    net, layers = _sgd_net()
+    opt = SGD(lr=lr, momentum=mu, weight_decay=wd).setup(net)
+    mask = net.params.decay_mask.copy()
+    rng = np.random.default_rng(17)
+    w = net.params.data.copy()
+    v = np.zeros_like(w)
+    data_buffer = net.params.data
+    for _ in range(2):
+        g = rng.standard_normal(w.shape)
+        net.params.grad[:] = g
+        opt.step()
+        v = mu * v + g + wd * mask * w
+        w = w - lr * v
+        np.testing.assert_allclose(net.params.data, w, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(opt.velocity, v, rtol=1e-14, atol=1e-15)
+    assert net.params.data is data_buffer  # updated in place
+    np.testing.assert_allclose(layers[0].params["weight"].ravel(), w[:12], rtol=1e-14)
+
+
+def test_sgd_without_momentum():
+    lr, wd = 0.2, 0.05
+    net, _ = _sgd_net(seed=1)
+    opt = SGD(lr=lr, momentum=0.0, weight_decay=wd).setup(net)
+    mask = net.params.decay_mask.copy()
+    w = net.params.data.copy()
+    g = np.random.default_rng(18).standard_normal(w.shape)
+    net.params.grad[:] = g
+    opt.step()
+    np.testing.assert_allclose(
+        net.params.data, w - lr * (g + wd * mask * w), rtol=1e-14, atol=1e-15
+    )
+    np.testing.assert_array_equal(opt.velocity, 0.0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_weight_decay_does_not_touch_biases(momentum):
+    net, layers = _sgd_net(seed=2)
+    opt = SGD(lr=0.5, momentum=momentum, weight_decay=0.1).setup(net)
+    weight_before = layers[0].params["weight"].copy()
+    net.params.grad.fill(0.0)
+    for _ in range(3):
+        opt.step()
+    np.testing.assert_array_equal(layers[1].params["bias"], [0.5, -0.25, 1.0])
+    assert np.all(np.abs(layers[0].params["weight"]) < np.abs(weight_before))
+    assert np.all(np.sign(layers[0].params["weight"]) == np.sign(weight_before))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=0.0),
+        dict(lr=-1.0),
+        dict(momentum=1.0),
+        dict(momentum=-0.1),
+        dict(weight_decay=-1e-4),
+    ],
+)
+def test_sgd_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        SGD(**kwargs)
 
 
 # ---- no allocation in a step ----------------------------------------------------------------

@@ -6,7 +6,7 @@
 // memory (a captured increment kernel advancing it), and the hash does not change.
 //
 // The kernel sits behind __CUDACC__, so a host C++ compiler can build this file for the hash
-// alone (tests/test_norm_dropout.py checks it against NumPy).
+// alone (tests/test_backends_random.py checks it against NumPy).
 // NVRTC: read_source() has prepended counter_hash.cuh already; a host compiler includes it.
 #if !defined(CONVNET_COUNTER_HASH_CUH)
 #include "counter_hash.cuh"

@@ -4,6 +4,7 @@ NumPy: tracemalloc (NumPy reports its data buffers to it) shows neither growth n
 20 steps after the first. CuPy: the memory pool's used bytes are flat over 20 steps.
 One simple_cnn activation blob at batch 16 is 16*32*28*28*4 bytes = 1.6 MB, so any per-step
 array allocation of a blob trips the 256 KiB peak budget.
+The same holds for a net with BatchNorm, Dropout and GlobalAvgPool, evaluation forwards mixed in.
 """
 
 from __future__ import annotations
@@ -13,8 +14,22 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
+from convnet_gpu import (
+    SGD,
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    GlobalAvgPool,
+    Net,
+    ReLU,
+    SoftmaxCrossEntropy,
+    get_backend,
+)
 from convnet_gpu.models import simple_cnn
+
+CPU = get_backend("cpu")
 
 BATCH = 16
 INPUT_SHAPE = (1, 28, 28)
@@ -168,4 +183,88 @@ def test_cupy_step_keeps_pool_usage_flat(cuda_backend):
     )
     assert cuda_backend.memory_in_use() == used_after_first
     assert not np.array_equal(cuda_backend.to_host(net.params.data), params_before)
+    assert np.isfinite(float(net.loss.loss))
+
+
+# ---- a net with all three steps without allocating ------------------------------------------
+def _norm_dropout_training(backend):
+    """(net, optimizer, layers, step(images, labels), host batches with a smaller n=9 mixed in)."""
+    layers = [
+        Conv2D(16, 3, pad=1),
+        BatchNorm(),
+        ReLU(),
+        Dropout(0.2, seed=1),
+        Conv2D(32, 3, stride=2, pad=1),
+        BatchNorm(),
+        ReLU(),
+        GlobalAvgPool(),
+        Dense(5000),
+        BatchNorm(),
+        ReLU(),
+        Dropout(0.5, seed=2),
+        Dense(10),
+        Bias(),
+    ]
+    net = Net(layers, SoftmaxCrossEntropy(), backend, dtype=np.float32).setup(16, (1, 28, 28))
+    optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
+    rng = np.random.default_rng(10)
+    batches = [
+        (
+            rng.standard_normal((n, 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, n).astype(np.int32),
+        )
+        for n in (16, 16, 9, 16, 16, 9)
+    ]
+
+    def step(images, labels):
+        n = net.load_batch(images, labels)
+        net.forward(n, train=True)
+        net.backward(n)
+        optimizer.step()
+        net.forward(n, train=False)  # an evaluation forward in between
+
+    return net, layers, step, batches
+
+
+def test_net_with_batchnorm_dropout_and_global_pool_allocates_nothing_per_step():
+    net, layers, step, batches = _norm_dropout_training(CPU)
+    peak_limit = 256 * 1024
+    for i in (1, 3, 5, 7, 9, 11):  # a copy of what BatchNorm, Dropout, GlobalAvgPool read trips it
+        assert net.blobs[i].data.nbytes > peak_limit, (i, net.blobs[i])
+    step(*batches[0])  # warm-up
+    running_before = layers[1].buffers["running_mean"].copy()
+    params_before = net.params.data.copy()
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for images, labels in batches[1:]:
+            step(images, labels)
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert end - start <= 64 * 1024, f"grew by {end - start} B"
+    assert peak - start <= peak_limit, f"peak {peak - start} B over the start"
+    assert layers[3].step == len(batches) and layers[11].step == len(batches)
+    assert not np.array_equal(layers[1].buffers["running_mean"], running_before)
+    assert not np.array_equal(net.params.data, params_before)
+    assert np.isfinite(float(net.loss.loss))
+
+
+@pytest.mark.gpu
+def test_cupy_net_with_batchnorm_dropout_keeps_pool_usage_flat(cuda_backend):
+    import cupy
+
+    net, layers, step, batches = _norm_dropout_training(cuda_backend)
+    pool = cupy.get_default_memory_pool()
+    step(*batches[0])
+    cuda_backend.synchronize()
+    used_after_first = pool.used_bytes()
+    used = []
+    for images, labels in batches[1:]:
+        step(images, labels)
+        cuda_backend.synchronize()
+        used.append(pool.used_bytes())
+    assert used == [used_after_first] * (len(batches) - 1)
+    assert layers[3].step == len(batches)
     assert np.isfinite(float(net.loss.loss))
