@@ -22,6 +22,11 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def train_on(data_dir, *more):
+    """`train` on the CPU from data_dir, then more arguments."""
+    return ("train", "--device", "cpu", "--data-dir", str(data_dir), *more)
+
+
 def write_idx(path, array):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
@@ -80,11 +85,7 @@ def test_train_writes_metrics_and_summary(capsys, tiny_idx_dir, tmp_path):
     out_dir = tmp_path / "run"
     code, out, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--epochs",
         "2",
         "--batch-size",
@@ -131,11 +132,7 @@ def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flag
     def train(name, *extra):
         code, out, err = run_cli(
             capsys,
-            "train",
-            "--device",
-            "cpu",
-            "--data-dir",
-            str(tiny_idx_dir),
+            *train_on(tiny_idx_dir),
             "--epochs",
             "1",
             "--batch-size",
@@ -162,11 +159,7 @@ def test_flips_come_with_jitter_unless_told(capsys, tiny_idx_dir, tmp_path, flag
 def test_train_subset_too_large_is_a_usage_error(capsys, tiny_idx_dir):
     code, _, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--train-subset",
         "1000",
     )
@@ -288,11 +281,7 @@ def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(
     monkeypatch.setattr(optim.SGD, "step", original_step)
     code, out, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--resume",
         str(tmp_path / "resumed"),
         "--no-progress",
@@ -308,11 +297,7 @@ def test_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(
 def test_eval_reports_accuracy_per_class_and_confusion(capsys, tiny_idx_dir, tmp_path):
     code, _, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--epochs",
         "1",
         "--out",
@@ -389,11 +374,7 @@ def test_eval_writes_eval_json_and_plot_draws_the_run(capsys, tiny_idx_dir, tmp_
     run = tmp_path / "run"
     code, _, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--epochs",
         "2",
         "--val-split",
@@ -426,11 +407,7 @@ def test_plot_of_a_missing_run_is_a_usage_error(capsys, tmp_path):
 def test_train_refuses_to_overwrite_a_saved_run(capsys, tiny_idx_dir, tmp_path):
     run = tmp_path / "run"
     args = [
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--epochs",
         "1",
         "--out",
@@ -463,11 +440,7 @@ def test_unwritable_out_is_a_one_line_error_before_training(capsys, tiny_idx_dir
     blocker.write_text("not a folder")
     code, out, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--out",
         str(blocker / "run"),
     )
@@ -491,11 +464,7 @@ def test_model_file_with_the_wrong_class_count_is_refused(capsys, tiny_idx_dir, 
     model.write_text('[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nout = 5\n')
     code, _, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--model",
         str(model),
         "--out",
@@ -514,11 +483,7 @@ def test_flat_batchnorm_with_a_last_batch_of_one_is_refused_up_front(
     )
     code, _, err = run_cli(
         capsys,
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        str(tiny_idx_dir),
+        *train_on(tiny_idx_dir),
         "--model",
         str(model),
         "--batch-size",

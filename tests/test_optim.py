@@ -12,6 +12,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from optim_helpers import BATCH, batches, tiny_net
 
 from convnet_gpu import Net, SoftmaxCrossEntropy, get_backend
 from convnet_gpu.layers import Bias, Dense, Flatten
@@ -26,29 +27,7 @@ from convnet_gpu.optim import (
 )
 
 CPU = get_backend("cpu")
-BATCH, INPUT_SHAPE, CLASSES = 5, (2, 3), 4
 LR_FACTORS = (1.0, 2.0, 0.5, 1.5, 1.0, 0.25)  # the lr changes between steps, as a schedule would
-
-
-def tiny_net(backend=None, seed=0, dtype=np.float64):
-    net = Net(
-        [Flatten(), Dense(CLASSES), Bias()], SoftmaxCrossEntropy(), backend, dtype=dtype, seed=seed
-    ).setup(BATCH, INPUT_SHAPE)
-    # biases start non-zero, so decaying them by mistake would show
-    bias = np.random.default_rng(seed + 100).standard_normal(CLASSES).astype(dtype)
-    net.backend.copy_from_host(bias, net.layers[2].params["bias"])
-    return net
-
-
-def batches(count, seed=1):
-    rng = np.random.default_rng(seed)
-    return [
-        (
-            rng.standard_normal((BATCH,) + INPUT_SHAPE),
-            rng.integers(0, CLASSES, BATCH).astype(np.int32),
-        )
-        for _ in range(count)
-    ]
 
 
 def weight_and_bias(net):
