@@ -1,9 +1,12 @@
 """Backend benchmark: training-step and inference throughput per device, side by side.
 
 Each device gets the same model, batch size and synthetic batch; timing starts after a warm-up
-(kernel compilation, allocator warm-up) and the device is synchronized before the clock stops.
-With `peer="torch"`, PyTorch runs the same architecture on the same device in the same process,
-so the ratio compares like with like.
+(kernel compilation, allocator warm-up, the capture of a CUDA graph) and the device is
+synchronized before the clock stops. Every step copies its batch from the host, as training
+does. With `peer="torch"`, PyTorch runs the same architecture on the same device in the same
+process (eager), so the ratio compares like with like, at the same precision: our fp32 against
+PyTorch with TF32 off everywhere, our tf32 against PyTorch with TF32 on for convolutions and
+matrix products.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from .layers import SoftmaxCrossEntropy
 from .models import build_model
 from .net import Net
 from .optim import SGD
+from .replay import StepRunner
+from .settings import SettingError
 
 
 class PeerUnavailable(RuntimeError):
@@ -46,11 +51,12 @@ def _time_loop(step, warmup: int, steps: int, synchronize) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def _result(engine, device, batch_size, train_s, infer_s) -> dict:
+def _result(engine, device, batch_size, train_s, infer_s, **notes) -> dict:
     return {
         "engine": engine,
         "device": device,
         "batch_size": batch_size,
+        **notes,
         "train_ms_per_step": train_s * 1e3,
         "train_images_per_second": batch_size / train_s,
         "infer_ms_per_step": infer_s * 1e3,
@@ -60,33 +66,45 @@ def _result(engine, device, batch_size, train_s, infer_s) -> dict:
 
 def bench_convnet_gpu(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
-    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
+    cuda_graph: str = "auto",
 ) -> dict:  # fmt: skip
-    backend = get_backend(device)
+    backend = get_backend(device, precision=precision)
     net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
     net.setup(batch_size, input_shape)
     optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
     images, labels = _synthetic_batch(batch_size, seed, input_shape, num_classes)
 
-    def train_step():
-        n = net.load_batch(images, labels)
+    def train_work(n):
         net.forward(n, train=True)
         net.backward(n)
         optimizer.step()
 
-    def infer_step():
-        net.forward(net.load_batch(images), train=False)
-
-    train_s = _time_loop(train_step, warmup, steps, backend.synchronize)
-    infer_s = _time_loop(infer_step, warmup, steps, backend.synchronize)
-    return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s)
+    train_runner = StepRunner(backend, train_work, batch_size, cuda_graph)
+    infer_runner = StepRunner(
+        backend, lambda n: net.forward(n, train=False), batch_size, cuda_graph
+    )
+    train_s = _time_loop(
+        lambda: train_runner.run(net.load_batch(images, labels)), max(warmup, 2), steps,
+        backend.synchronize,
+    )  # fmt: skip
+    infer_s = _time_loop(
+        lambda: infer_runner.run(net.load_batch(images)), max(warmup, 2), steps,
+        backend.synchronize,
+    )  # fmt: skip
+    graphs = "on" if train_runner.replays and infer_runner.replays else "off"
+    notes = {"precision": precision, "cuda_graph": graphs}
+    if train_runner.fallback or infer_runner.fallback:
+        notes["cuda_graph_fallback"] = train_runner.fallback or infer_runner.fallback
+    return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s, **notes)
 
 
 def bench_torch(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
-    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
+    cuda_graph: str = "auto",
 ) -> dict:  # fmt: skip
-    """The same architecture in PyTorch (eager, fp32), as a peer in the same run."""
+    """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run."""
     from .models import MODELS
 
     if model not in MODELS:
@@ -96,9 +114,14 @@ def bench_torch(
     from .torch_models import torch_model
 
     kind, index = parse_device(device)
+    if kind == "cpu" and precision != "fp32":
+        raise PeerUnavailable(f"{precision} is a CUDA precision; the CPU rows are fp32 only")
     torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("PyTorch has no CUDA device here")
+    tf32 = precision == "tf32"  # PyTorch's default lets cuDNN use TF32: say it either way
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(seed)
     net = torch_model(model, num_classes, input_shape).to(torch_device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -108,6 +131,7 @@ def bench_torch(
     sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
 
     def train_step():
+        net.train()
         optimizer.zero_grad(set_to_none=False)
         loss = torch.nn.functional.cross_entropy(
             net(images.to(torch_device)), labels.to(torch_device)
@@ -116,6 +140,7 @@ def bench_torch(
         optimizer.step()
 
     def infer_step():
+        net.eval()
         with torch.no_grad():
             net(images.to(torch_device))
 
@@ -125,7 +150,7 @@ def bench_torch(
     if torch_device.type == "cuda":
         gpu_name = torch.cuda.get_device_name(torch_device)
         name = f"{torch_device} (PyTorch {torch.__version__}, {gpu_name})"
-    return _result("torch", name, batch_size, train_s, infer_s)
+    return _result("torch", name, batch_size, train_s, infer_s, precision=precision)
 
 
 def run_benchmarks(
@@ -138,6 +163,8 @@ def run_benchmarks(
     seed: int = 0,
     input_shape=INPUT_SHAPE,
     num_classes: int = NUM_CLASSES,
+    precision: str = "fp32",
+    cuda_graph: str = "auto",
 ) -> list[dict]:
     """One result per (engine, device); an unusable device or peer is reported as skipped."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
@@ -148,9 +175,10 @@ def run_benchmarks(
         for engine, bench in engines:
             try:
                 result = bench(
-                    device, model, batch_size, steps, warmup, seed, input_shape, num_classes
-                )
-            except (DeviceUnavailable, PeerUnavailable, ImportError) as exc:
+                    device, model, batch_size, steps, warmup, seed, input_shape, num_classes,
+                    precision=precision, cuda_graph=cuda_graph,
+                )  # fmt: skip
+            except (DeviceUnavailable, PeerUnavailable, SettingError, ImportError) as exc:
                 result = {
                     "engine": engine,
                     "device": device,

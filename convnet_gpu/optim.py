@@ -1,10 +1,11 @@
 """Optimizers over the Net's flat parameter buffer: state allocated once, updated in place, and
 gradient-norm clipping on the device. (The learning rate of each step comes from schedules.py.)
 
-Every update is a handful of flat `xp` ufuncs with `out=`, so it runs unchanged on NumPy and
-CuPy and allocates no array. Scalars are Python floats (NEP 50: a float32 array times a
-float64 NumPy/CuPy scalar would become float64). Weight decay is multiplied by
-`params.decay_mask` (1 for weights, 0 for biases), so biases are never decayed.
+Each update is one backend op over the flat buffers (Backend.sgd_update / adam_update: a few
+flat ufuncs on NumPy, one kernel on CUDA), so it allocates no array. Hyper-parameters are
+Python floats (NEP 50: a float32 array times a float64 NumPy/CuPy scalar would become float64).
+Weight decay is multiplied by `params.decay_mask` (1 for weights, 0 for biases), so biases are
+never decayed.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def clip_grad_norm(params, max_norm: float, scratch: ClipScratch):
 
 # ---- optimizers -----------------------------------------------------------------------------
 class Optimizer:
-    """What every optimizer shares: the flat buffers, the step counter, optional clipping and the
-    state a checkpoint saves.
+    """What every optimizer shares: the flat buffers, the learning rate and step counter in
+    device memory, optional clipping and the state a checkpoint saves.
 
-    `steps` counts the steps since setup or the last reset_state() (Adam's bias correction
-    restarts with its moments). `lr` may be changed between steps (schedules do).
+    `lr` lives in a 0-d device array (`lr_now`) that the update reads where it is; set it from
+    the host between steps, or let follow_schedule() have every step read its lr from a device
+    table, which a replayed CUDA graph can do. `steps` (a device counter as well) counts the
+    steps since setup or the last reset_state() (Adam's bias correction restarts with its moments).
     """
 
     # True: w -= lr * wd * mask * w (AdamW); False: L2 weight decay inside the gradient
@@ -75,13 +78,12 @@ class Optimizer:
             raise SettingError("weight_decay", f"must be a finite number >= 0, got {weight_decay}")
         if max_grad_norm is not None and not 0 < max_grad_norm < math.inf:
             raise SettingError("max_grad_norm", f"must be a finite number > 0, got {max_grad_norm}")
-        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.weight_decay = float(weight_decay)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
-        self.steps = 0
+        self._initial_lr = float(lr)
         self.params = None
-        self.grad_norm = (
-            None  # with clipping: 0-d device array, the last step's norm before clipping
-        )
+        self.grad_norm = None  # with clipping: 0-d device array, the last norm before clipping
+        self.schedule = None  # (lr table, step counter) from follow_schedule()
 
     def setup(self, net):
         be, params = net.backend, net.params
@@ -89,16 +91,41 @@ class Optimizer:
         shape, dtype = params.data.shape, params.data.dtype
         self.scratch = be.empty(shape, dtype)
         # grad + wd * mask * w needs its own buffer: the update still uses scratch after it.
-        self.decayed_grad = (
-            be.empty(shape, dtype)
-            if self.weight_decay and not self.decoupled_weight_decay
-            else None
-        )
+        decays_in_gradient = self.weight_decay and not self.decoupled_weight_decay
+        self.decayed_grad = be.empty(shape, dtype) if decays_in_gradient else None
         if self.max_grad_norm is not None:
             self.clip_scratch = ClipScratch.allocate(be, params, squares=self.scratch)
             self.grad_norm = self.clip_scratch.norm
+        self.lr_now = be.zeros((), dtype)
+        self.lr = self._initial_lr
+        self.step_counter = be.counter(0)
         self.allocate_state(be, shape, dtype)
         return self
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (or the last one, under a schedule): a host read."""
+        return float(self.lr_now) if self.params is not None else self._initial_lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if self.params is None:
+            self._initial_lr = float(value)
+        else:
+            self.lr_now.fill(value)
+
+    @property
+    def steps(self) -> int:
+        return int(self.step_counter) if self.params is not None else 0
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.step_counter.fill(int(value))
+
+    def follow_schedule(self, lr_table, clock) -> None:
+        """From now on each step takes its lr from lr_table[clock] (device arrays: a table of
+        every step's lr and the 0-d step counter that indexes it)."""
+        self.schedule = (lr_table, clock)
 
     def allocate_state(self, backend, shape, dtype) -> None:
         raise NotImplementedError
@@ -106,23 +133,16 @@ class Optimizer:
     def step(self) -> None:
         if self.params is None:
             raise RuntimeError(f"call {type(self).__name__}(...).setup(net) before step()")
+        if self.schedule is not None:
+            table, clock = self.schedule
+            self.xp.take(table, clock, out=self.lr_now)
         if self.max_grad_norm is not None:
             clip_grad_norm(self.params, self.max_grad_norm, self.clip_scratch)
-        self.steps += 1
+        self.backend.increment(self.step_counter)
         self.update()
 
     def update(self) -> None:
         raise NotImplementedError
-
-    def gradient(self):
-        """The gradient the update follows: grad, or grad + wd * mask * w (L2 weight decay)."""
-        xp, params = self.xp, self.params
-        if self.decayed_grad is None:
-            return params.grad
-        xp.multiply(params.data, params.decay_mask, out=self.decayed_grad)
-        xp.multiply(self.decayed_grad, self.weight_decay, out=self.decayed_grad)
-        xp.add(self.decayed_grad, params.grad, out=self.decayed_grad)
-        return self.decayed_grad
 
     # ---- state ------------------------------------------------------------------------------
     def state_arrays(self) -> dict:
@@ -188,18 +208,11 @@ class SGD(Optimizer):
         self.velocity = backend.zeros(shape, dtype)
 
     def update(self):
-        xp, w, velocity, scratch = self.xp, self.params.data, self.velocity, self.scratch
-        step_dir = g = self.gradient()
-        if self.momentum:
-            xp.multiply(velocity, self.momentum, out=velocity)
-            xp.add(velocity, g, out=velocity)
-            step_dir = velocity
-            if self.nesterov:
-                xp.multiply(velocity, self.momentum, out=scratch)
-                xp.add(g, scratch, out=scratch)
-                step_dir = scratch
-        xp.multiply(step_dir, self.lr, out=scratch)
-        xp.subtract(w, scratch, out=w)
+        params = self.params
+        self.backend.sgd_update(
+            params.data, params.grad, self.velocity, params.decay_mask, self.lr_now,
+            self.momentum, self.weight_decay, self.nesterov, self.scratch, self.decayed_grad,
+        )  # fmt: skip
 
     def state_arrays(self) -> dict:
         return {"velocity": self.velocity}
@@ -213,7 +226,7 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * g * g
         w = w - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-    The bias corrections are Python floats from the host step counter t.
+    The bias corrections come from the device step counter t.
     """
 
     def __init__(
@@ -235,28 +248,12 @@ class Adam(Optimizer):
         self.exp_avg_sq = backend.zeros(shape, dtype)
 
     def update(self):
-        xp, w, scratch = self.xp, self.params.data, self.scratch
-        m, v = self.exp_avg, self.exp_avg_sq
-        (beta1, beta2), t = self.betas, self.steps
-        if self.decoupled_weight_decay and self.weight_decay:
-            xp.multiply(w, self.params.decay_mask, out=scratch)
-            xp.multiply(scratch, self.lr * self.weight_decay, out=scratch)
-            xp.subtract(w, scratch, out=w)
-        g = self.gradient()
-        xp.subtract(g, m, out=scratch)
-        xp.multiply(scratch, 1.0 - beta1, out=scratch)
-        xp.add(m, scratch, out=m)
-        xp.multiply(v, beta2, out=v)
-        xp.multiply(g, g, out=scratch)
-        xp.multiply(scratch, 1.0 - beta2, out=scratch)
-        xp.add(v, scratch, out=v)
-        # scratch = lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-        xp.sqrt(v, out=scratch)
-        xp.divide(scratch, math.sqrt(1.0 - beta2**t), out=scratch)
-        xp.add(scratch, self.eps, out=scratch)
-        xp.divide(m, scratch, out=scratch)
-        xp.multiply(scratch, self.lr / (1.0 - beta1**t), out=scratch)
-        xp.subtract(w, scratch, out=w)
+        params = self.params
+        self.backend.adam_update(
+            params.data, params.grad, self.exp_avg, self.exp_avg_sq, params.decay_mask,
+            self.lr_now, self.step_counter, self.betas, self.eps, self.weight_decay,
+            self.decoupled_weight_decay, self.scratch, self.decayed_grad,
+        )  # fmt: skip
 
     def state_arrays(self) -> dict:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}

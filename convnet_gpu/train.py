@@ -18,17 +18,19 @@ import threading
 import time
 from contextlib import contextmanager
 
+import numpy as np
 from tqdm import tqdm
 
 from .augment import Jitter
 from .checkpoint import load_into, load_part, save_checkpoint
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
 from .position import Position
+from .replay import StepRunner
 from .run import TrainingData
 from .schedules import scheduled_lr
 from .selection import Selection
 from .settings import RunSettings
-from .watch import DeviceTotals, NanWatch
+from .watch import NAN_CHECK_STEPS, DeviceTotals, NanWatch
 
 
 class _StopBetweenSteps(Exception):
@@ -50,20 +52,32 @@ class Trainer:
         log=print,
         progress: bool | None = None,
         meta: dict | None = None,
+        cuda_graph: str = "auto",
     ):
         self.net, self.optimizer, self.data, self.settings = net, optimizer, data, settings
         self.run_dir, self.log, self.progress = run_dir, log, progress
         self.meta = dict(meta or {})
         data.check_last_batch(net)
+        backend = net.backend
         self.selection = Selection(net, optimizer, settings.early_stop, settings.plateau)
         self.jitter = Jitter(settings.jitter, settings.flip, settings.seed)
-        self.jitter.setup(net.backend, settings.batch_size, net.input_shape, net.dtype)
-        self.totals = DeviceTotals(net.backend)
-        self.nan_watch = NanWatch(net.backend, net.dtype)
+        self.jitter.setup(backend, settings.batch_size, net.input_shape, net.dtype)
+        self.totals = DeviceTotals(backend)
+        self.nan_watch = NanWatch(backend, net.dtype)
         self.base_lr = settings.lr
         self.position = Position.start(settings.seed)
         self._stop_requested = False
         self.total_steps = settings.epochs * len(data.train)
+        # The device side of a step: its counter (jitter and the lr table read it there), and
+        # every step's learning rate, so a replayed step needs nothing from the host.
+        self.clock = backend.counter(0)
+        self.lr_table = backend.zeros((max(self.total_steps, 1),), net.dtype)
+        self._table_scale = None  # the plateau rule's lr scale the table was written with
+        optimizer.follow_schedule(self.lr_table, self.clock)
+        self.train_step = StepRunner(
+            backend, self._train_work, settings.batch_size, cuda_graph, log
+        )
+        self.eval_step = StepRunner(backend, self._eval_work, settings.batch_size, cuda_graph, log)
 
     @property
     def finished(self) -> bool:
@@ -73,6 +87,32 @@ class Trainer:
     @property
     def epoch_metrics(self) -> list:
         return self.position.epoch_metrics
+
+    # ---- one step, as device work (replay.py can record it once and replay it) -----------------
+    def _train_work(self, n: int) -> None:
+        net = self.net
+        self.jitter.apply(net.input.data[:n], self.clock)  # depends on (seed, step) only
+        net.forward(n, train=True)
+        net.backward(n)
+        self.optimizer.step()  # its lr: lr_table[clock]
+        self.totals.add(net.loss.loss, net.count_correct(n), n)
+        self.nan_watch.record(net.loss.loss, self.clock)
+        net.backend.increment(self.clock)
+
+    def _eval_work(self, n: int) -> None:
+        self.net.forward(n, train=False)
+        self.totals.add(self.net.loss.loss, self.net.count_correct(n), n)
+
+    def _write_lr_table(self) -> None:
+        """Every step's learning rate into the device table (again when the plateau rule has
+        changed its scale)."""
+        scale = self.selection.lr_scale
+        if scale == self._table_scale:
+            return
+        schedule, total = self.settings.schedule, max(self.total_steps, 1)
+        rates = [scale * scheduled_lr(schedule, self.base_lr, s, total) for s in range(total)]
+        self.net.backend.copy_from_host(np.asarray(rates, dtype=self.net.dtype), self.lr_table)
+        self._table_scale = scale
 
     # ---- one pass ---------------------------------------------------------------------------
     def train_epoch(self) -> tuple[float, float, float, int]:
@@ -92,21 +132,18 @@ class Trainer:
             disable=None if self.progress is None else not self.progress,
         )
         start = time.perf_counter()
+        self._write_lr_table()
+        self.clock.fill(pos.step)
         for images, labels in loader.batches(order, pos.next_batch):
             if self._stop_requested:
                 raise _StopBetweenSteps
             n = net.load_batch(images, labels)
-            self.jitter.apply(net.input.data[:n], pos.step)  # depends on (seed, step) only
-            net.forward(n, train=True)
-            net.backward(n)
-            self.optimizer.lr = self.selection.lr_scale * scheduled_lr(
-                self.settings.schedule, self.base_lr, pos.step, self.total_steps
-            )
-            self.optimizer.step()
-            totals.add(net.loss.loss, net.count_correct(n), n)
-            self.nan_watch.record(net.loss.loss, pos.step)
+            self.train_step.run(n)
+            totals.count_images(n)
             pos.step += 1
             pos.next_batch += 1
+            if pos.step % NAN_CHECK_STEPS == 0:
+                self.nan_watch.check()
             bar.update(1)
         self.nan_watch.check()
         net.backend.synchronize()
@@ -123,8 +160,8 @@ class Trainer:
         totals.reset()
         for images, labels in (loader or self.data.test).epoch():
             n = net.load_batch(images, labels)
-            net.forward(n, train=False)
-            totals.add(net.loss.loss, net.count_correct(n), n)
+            self.eval_step.run(n)
+            totals.count_images(n)
         return totals.read()
 
     # ---- the run ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """What a training loop watches without a host round trip per step: running loss and accuracy
-totals, and a window of step losses checked for NaN/inf every NAN_CHECK_STEPS steps."""
+totals, and the first step whose loss was NaN or infinite. Both are device work only, so a
+captured CUDA graph carries them; the host reads them once per epoch (totals) or every
+NAN_CHECK_STEPS steps (the NaN watch)."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from .errors import TrainingDiverged
 
@@ -11,7 +11,8 @@ NAN_CHECK_STEPS = 50
 
 
 class DeviceTotals:
-    """Running sums of loss*n and correct predictions, kept as 0-d device arrays."""
+    """Running sums of loss*n and correct predictions, kept as 0-d device arrays. add() is device
+    work; the host counts the images itself (count_images), since a replayed step runs no Python."""
 
     def __init__(self, backend):
         self.xp = backend.xp
@@ -30,6 +31,8 @@ class DeviceTotals:
         xp.multiply(mean_loss, n, out=self.batch_loss)
         xp.add(self.loss_sum, self.batch_loss, out=self.loss_sum)
         xp.add(self.correct, correct, out=self.correct)
+
+    def count_images(self, n: int) -> None:
         self.count += n
 
     def read(self) -> tuple[float, float]:
@@ -38,26 +41,32 @@ class DeviceTotals:
 
 
 class NanWatch:
-    """Keeps the last NAN_CHECK_STEPS step losses on the device; checks them in one read."""
+    """Remembers, on the device, the first step whose loss was not finite and that loss;
+    check() reads it (a host sync) and raises TrainingDiverged naming the step."""
 
     def __init__(self, backend, dtype):
-        self.backend = backend
-        self.window = backend.zeros((NAN_CHECK_STEPS,), dtype)
-        self.first_step = 0
-        self.filled = 0
+        xp = backend.xp
+        self.backend, self.xp = backend, xp
+        self.first_bad_step = backend.counter(-1)  # -1: every loss so far was finite
+        self.bad_loss = backend.zeros((), dtype)
+        self.finite = backend.zeros((), "bool")
+        self.unseen = backend.zeros((), "bool")
 
-    def record(self, loss, step: int):
-        if self.filled == 0:
-            self.first_step = step
-        self.backend.xp.copyto(self.window[self.filled : self.filled + 1], loss)
-        self.filled += 1
-        if self.filled == NAN_CHECK_STEPS:
-            self.check()
+    def record(self, loss, step) -> None:
+        """Device work: if `loss` is not finite and none was before, keep `step` (a 0-d device
+        counter, 0-based) and the loss."""
+        xp = self.xp
+        xp.isfinite(loss, out=self.finite)
+        xp.less(self.first_bad_step, 0, out=self.unseen)
+        xp.greater(self.unseen, self.finite, out=self.unseen)  # unseen and not finite
+        xp.copyto(self.first_bad_step, step, where=self.unseen)
+        xp.copyto(self.bad_loss, loss, where=self.unseen)
 
-    def check(self):
-        losses = self.backend.to_host(self.window[: self.filled])
-        self.filled = 0
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            step = self.first_step + int(bad[0]) + 1
-            raise TrainingDiverged(f"the training loss became {losses[bad[0]]} at step {step}")
+    def check(self) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            loss = float(self.bad_loss)
+            raise TrainingDiverged(f"the training loss became {loss} at step {step + 1}")
+
+    def reset(self) -> None:
+        self.first_bad_step.fill(-1)

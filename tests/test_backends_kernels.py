@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from convnet_gpu.backends.kernels import KERNEL_SOURCES, read_source
+from convnet_gpu.backends.kernels import KERNEL_SOURCES, compile_options, read_source
 
-COMPILE_OPTIONS = ["-arch=compute_90", "--std=c++17"]
+ARCH = "-arch=compute_90"
 
 
 def _pip_nvrtc_libraries() -> list[Path]:
@@ -73,13 +73,13 @@ def nvrtc():
     return _load_nvrtc()
 
 
-def _compile(nvrtc, source: str, name: str, name_expressions: list[str]):
+def _compile(nvrtc, source: str, name: str, name_expressions: list[str], options=None):
     """Compile a source; return (program, None) or (program, error message with the NVRTC log)."""
     program = nvrtc.createProgram(source, name, [], [])
     for expression in name_expressions:
         nvrtc.addNameExpression(program, expression)
     try:
-        nvrtc.compileProgram(program, COMPILE_OPTIONS)
+        nvrtc.compileProgram(program, [ARCH, *(options or compile_options(name))])
     except nvrtc.NVRTCError as error:
         return program, f"{name} failed to compile ({error}):\n{nvrtc.getProgramLog(program)}"
     return program, None
@@ -113,7 +113,9 @@ def test_broken_source_fails_to_compile(nvrtc):
         "template <typename T>\n"
         "__global__ void broken_kernel(T* out) { out[0] = T(1) }\n"
     )  # missing ';'
-    program, failure = _compile(nvrtc, broken, "broken.cu", ["broken_kernel<float>"])
+    program, failure = _compile(
+        nvrtc, broken, "broken.cu", ["broken_kernel<float>"], options=["--std=c++17"]
+    )
     try:
         assert failure is not None, "a source with a syntax error compiled"
         assert "broken.cu" in failure and "error" in failure, failure

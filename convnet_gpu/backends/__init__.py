@@ -7,7 +7,8 @@ numpy_backend.py and cupy_backend.py (the kernels), geometry.py (WindowGeometry)
 
 from __future__ import annotations
 
-from .base import Backend
+from ..settings import PRECISIONS, SettingError
+from .base import Backend, GraphsUnsupported
 from .device import (
     CUDA_INSTALL_HINT,
     DeviceUnavailable,
@@ -19,37 +20,52 @@ from .geometry import WindowGeometry
 from .numpy_backend import NumpyBackend
 
 
-def get_backend(device: str = "auto", announce=None) -> Backend:
+def get_backend(device: str = "auto", announce=None, precision: str = "fp32") -> Backend:
     """Return the backend for `device`. `auto` takes CUDA when it works, else the CPU.
 
     `announce`, if given, receives one line saying which device `auto` chose and why.
-    Raises DeviceUnavailable (one line: what is missing, how to fix it) for an unusable CUDA device.
+    `precision` is how float32 matrix products are computed: "fp32", or "tf32" (tensor cores,
+    CUDA only). Raises DeviceUnavailable (one line: what is missing, how to fix it) for an
+    unusable CUDA device.
     """
+    if precision not in PRECISIONS:
+        raise SettingError(
+            "precision", f"unknown {precision!r}; use one of: {', '.join(PRECISIONS)}"
+        )
     kind, index = parse_device(device)
     if kind == "cpu":
-        return NumpyBackend()
+        return _numpy_backend(precision)
     if kind == "cuda":
         require_cuda(index, device)  # before importing cupy_backend: CuPy itself may be missing
-        return _cupy_backend(index)
+        return _cupy_backend(index, precision)
     problem = cuda_problem(index)
     if problem is not None:
         if announce:
             announce(f"device auto: using the CPU ({problem.split(';')[0]})")
-        return NumpyBackend()
-    backend = _cupy_backend(index)
+        return _numpy_backend(precision)
+    backend = _cupy_backend(index, precision)
     if announce:
         announce(f"device auto: using {backend.describe()}")
     return backend
 
 
-def _cupy_backend(index: int) -> Backend:
+def _numpy_backend(precision: str) -> Backend:
+    if precision != "fp32":
+        raise SettingError(
+            "precision", f"{precision} needs a CUDA device (tensor cores); the CPU computes fp32"
+        )
+    return NumpyBackend()
+
+
+def _cupy_backend(index: int, precision: str) -> Backend:
     from .cupy_backend import CupyBackend
 
-    return CupyBackend(index)
+    return CupyBackend(index, precision)
 
 
 __all__ = [
     "Backend",
+    "GraphsUnsupported",
     "WindowGeometry",
     "NumpyBackend",
     "DeviceUnavailable",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import updates
 from .counter_rng import (
     check_jitter_batch_size,
     check_jitter_pad,
@@ -43,6 +44,10 @@ def pooled_shape(geom: WindowGeometry, n: int) -> tuple:
     return (n, geom.channels, geom.out_h, geom.out_w)
 
 
+class GraphsUnsupported(RuntimeError):
+    """This backend, or this step, cannot be captured as a graph (the message says why)."""
+
+
 def col_shape(geom: WindowGeometry, n: int) -> tuple:
     """The im2col matrix: a row per (c, kh, kw), a column per (image, oh, ow)."""
     return (geom.col_rows, geom.col_cols(n))
@@ -54,6 +59,8 @@ class Backend:
     name: str = "abstract"
     device: str = "abstract"
     xp = np
+    precision = "fp32"  # float32 matrix products: "fp32", or "tf32" on tensor cores (CUDA)
+    supports_graphs = False  # capture() works: a step can be recorded once and replayed
 
     # ---- memory -------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -83,9 +90,39 @@ class Backend:
     def describe(self) -> str:
         return self.name
 
+    # ---- counters and replay ------------------------------------------------------------
+    def counter(self, value: int = 0):
+        """A 0-d int64 device array: a step counter that kernels read where it lives, so a
+        replayed step sees the count of its own step (see capture)."""
+        counter = self.zeros((), "int64")
+        counter.fill(int(value))
+        return counter
+
+    def increment(self, counter) -> None:
+        self.xp.add(counter, 1, out=counter)
+
+    def capture(self, step):
+        """Record step() (device work only: no allocation, no host read) once, for replay();
+        backends without graphs refuse. Returns an object with replay()."""
+        raise GraphsUnsupported(f"{self.name} cannot capture a step; run it eagerly")
+
     # ---- dense math ---------------------------------------------------------------------
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
+
+    # ---- the optimizers' updates of the flat parameter buffer (see updates.py) ---------------
+    def sgd_update(self, w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
+                   scratch, decayed) -> None:  # fmt: skip
+        """w -= lr * step (SGD, momentum, Nesterov; L2 decay where decay_mask is 1). `lr` is a
+        0-d device array; scratch and decayed are buffers like w."""
+        updates.sgd_update(self.xp, w, grad, velocity, decay_mask, lr, momentum, weight_decay,
+                           nesterov, scratch, decayed)  # fmt: skip
+
+    def adam_update(self, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas, eps,
+                    weight_decay, decoupled, scratch, decayed) -> None:  # fmt: skip
+        """Adam / AdamW with the bias corrections of step `steps` (a 0-d counter)."""
+        updates.adam_update(self.xp, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas,
+                            eps, weight_decay, decoupled, scratch, decayed)  # fmt: skip
 
     # ---- windows: convolution lowering ------------------------------------------------------
     def im2col(self, x, col, geom: WindowGeometry) -> None:
@@ -155,7 +192,7 @@ class Backend:
         """
         self._float_dtype("uniform", "out", out)
         self._check_output_layout("uniform", "out", out)
-        check_seed_and_counter(seed, counter)
+        self._check_counter("uniform", seed, counter)
         check_uniform_size(out.size)
         self._uniform(out, seed, counter, workspace)
 
@@ -179,7 +216,7 @@ class Backend:
         bit for bit (values are moved, never computed). Without the workspace from
         jitter_workspace(n) the NumPy backend allocates one (setup-time use only).
         """
-        check_seed_and_counter(seed, counter)
+        self._check_counter("jitter", seed, counter)
         check_jitter_pad(pad)
         dtype, n = self._float_batch("jitter", "x", x)
         if x.ndim != 4:
@@ -196,6 +233,14 @@ class Backend:
         self._jitter(self._kernel_input(x), out, pad, flip, seed, counter, workspace)
 
     # ---- the argument checks every backend shares ---------------------------------------------
+    def _check_counter(self, op: str, seed: int, counter) -> None:
+        """A counter is an int, or a 0-d int64 device array (see counter()) that the kernel
+        reads where it lives, modulo 2**32."""
+        if hasattr(counter, "shape"):
+            self._check_buffer(op, "counter", counter, (), np.dtype(np.int64))
+            counter = 0
+        check_seed_and_counter(seed, counter)
+
     def _float_dtype(self, op: str, name: str, array) -> np.dtype:
         """The dtype of `array`, the one the op computes in (float32 or float64)."""
         self._check_device(op, name, array)

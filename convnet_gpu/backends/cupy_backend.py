@@ -2,9 +2,15 @@
 
 The kernels live in kernels/*.cu as templates over the element type; they are compiled with
 NVRTC (cupy.RawModule) the first time one is needed, once per process and device. Each window
-op is one launch of a grid-stride kernel on the current stream: no allocation (unless an input
+op is one launch of a grid-stride kernel on the backend's stream: no allocation (unless an input
 is a non-contiguous view, which is copied), no host sync, so a step built from these ops can be
 captured as a CUDA graph. Semantics match numpy_backend.py exactly (same summation order).
+
+Everything runs on one non-blocking stream the backend owns (a graph can only be captured from
+such a stream); matrix products go through cuBLAS on a handle of our own bound to that stream
+(cublas.py: CuPy refuses its cuBLAS calls during capture). CuPy's CUB reductions are switched
+off: they allocate scratch memory per call, which a captured graph cannot hold, and one plain
+reduction kernel per call keeps eager and replayed steps on the same summation order.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from functools import lru_cache
 
 import cupy
 import numpy as np
+from cupy._core import _accelerator
 
-from .base import Backend
+from .base import Backend, GraphsUnsupported
+from .cublas import PRECISIONS, CublasHandle
 from .device import require_cuda
 from .geometry import WindowGeometry
-from .kernels import KERNEL_SOURCES, read_source, source_of
+from .kernels import KERNEL_SOURCES, compile_options, read_source, source_of
 
+_CUBLAS_WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommendation for Hopper
 _THREADS_PER_BLOCK = 256
 _MAX_BLOCKS = 65535 * 4
 _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -35,7 +44,7 @@ def _module(device_id: int, file_name: str) -> cupy.RawModule:
     if module is None:
         module = cupy.RawModule(
             code=read_source(file_name),
-            options=("--std=c++17",),
+            options=compile_options(file_name),
             name_expressions=list(KERNEL_SOURCES[file_name]),
         )
         _modules[key] = module
@@ -76,13 +85,23 @@ def _geometry_args(n: int, geom: WindowGeometry) -> tuple:
 class CupyBackend(Backend):
     name = "cuda"
     xp = cupy
+    supports_graphs = True
 
-    def __init__(self, device_id: int = 0):
+    def __init__(self, device_id: int = 0, precision: str = "fp32"):
         require_cuda(device_id)  # DeviceUnavailable, worded as get_backend() words it
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
         cupy.cuda.Device(device_id).use()
+        _accelerator.set_routine_accelerators([])  # no CUB: see the module docstring
+        _accelerator.set_reduction_accelerators([])
         self.xp = cupy
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
+        self.precision = precision
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream.use()
+        self._blas = None  # created at the first matmul, outside any capture
+        self._counter_value = None  # where an int counter is written for the kernels to read
 
     # ---- memory -------------------------------------------------------------------------
     def to_host(self, array) -> np.ndarray:
@@ -121,7 +140,53 @@ class CupyBackend(Backend):
         gpu_name = cupy.cuda.runtime.getDeviceProperties(self.device_id)["name"]
         if isinstance(gpu_name, bytes):
             gpu_name = gpu_name.decode(errors="replace")
-        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__})"
+        tf32 = ", tf32" if self.precision == "tf32" else ""
+        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__}{tf32})"
+
+    # ---- matrix products and graphs -----------------------------------------------------------
+    def matmul(self, a, b, out):
+        for name, array in (("a", a), ("b", b), ("out", out)):
+            self._check_device("matmul", name, array)
+        if self._blas is None:
+            workspace = cupy.empty(_CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
+            self._blas = CublasHandle(self.stream.ptr, workspace, self.precision)
+        self._blas.matmul(a, b, out)
+        return out
+
+    def capture(self, step):
+        """Record step() on the backend's stream as a CUDA graph. Run it eagerly once first (it
+        compiles kernels and creates the cuBLAS handle); an allocation during capture is refused
+        (GraphsUnsupported), since the graph would keep using memory the pool hands out again."""
+        stream = self.stream
+        previous = cupy.cuda.get_allocator()
+        cupy.cuda.set_allocator(_refuse_allocation)
+        try:
+            stream.begin_capture()
+            try:
+                step()
+            finally:
+                graph = stream.end_capture()
+        except GraphsUnsupported:
+            raise
+        except Exception as exc:  # CuPy refusing a call inside capture, ...
+            raise GraphsUnsupported(f"the step cannot be captured ({exc})") from exc
+        finally:
+            cupy.cuda.set_allocator(previous)
+        return CapturedStep(graph, stream)
+
+    # ---- the optimizers' updates: one kernel each (kernels/update.cu) ---------------------------
+    def sgd_update(self, w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
+                   scratch, decayed) -> None:  # fmt: skip
+        args = (w, grad, velocity, decay_mask, lr, np.int64(w.size), np.float64(momentum),
+                np.float64(weight_decay), np.int32(bool(nesterov)))  # fmt: skip
+        self._launch("sgd_update_kernel", w.dtype, w.size, args)
+
+    def adam_update(self, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas, eps,
+                    weight_decay, decoupled, scratch, decayed) -> None:  # fmt: skip
+        args = (w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, np.int64(w.size),
+                np.float64(betas[0]), np.float64(betas[1]), np.float64(eps),
+                np.float64(weight_decay), np.int32(bool(decoupled)))  # fmt: skip
+        self._launch("adam_update_kernel", w.dtype, w.size, args)
 
     def compile_kernels(self) -> None:
         """Compile and load every window kernel now (e.g. before capturing a CUDA graph)."""
@@ -150,15 +215,22 @@ class CupyBackend(Backend):
         self._launch_window("avgpool_backward_kernel", dx, (dy, dx), dy.shape[0], geom)
 
     # ---- random numbers (the kernel hashes its own element index: no workspace) ----------------
-    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
-        args = (out, np.int64(out.size), np.uint32(seed), np.uint32(counter))
+    def _uniform(self, out, seed: int, counter, workspace) -> None:
+        args = (out, np.int64(out.size), np.uint32(seed), self._device_counter(counter))
         self._launch("uniform_kernel", out.dtype, out.size, args)
 
     # ---- data augmentation (each thread hashes its own image's draws: no workspace) ------------
     def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
         n, channels, height, width = x.shape
         sizes = tuple(np.int64(v) for v in (n, channels, height, width, pad))
-        args = (x, out) + sizes + (np.int32(bool(flip)), np.uint32(seed), np.uint32(counter))
+        args = (
+            x,
+            out,
+            *sizes,
+            np.int32(bool(flip)),
+            np.uint32(seed),
+            self._device_counter(counter),
+        )
         self._launch("jitter_kernel", x.dtype, out.size, args)
 
     # ---- hooks: device residency, in-place outputs, contiguous inputs ---------------------------
@@ -186,6 +258,19 @@ class CupyBackend(Backend):
         """C-contiguous: a copy only when the input is a strided view."""
         return cupy.ascontiguousarray(array)
 
+    def _device_counter(self, counter):
+        """The kernels read counters from device memory; an int is written there first (eager
+        use only: a captured step must pass a counter() array, which replays then read)."""
+        if isinstance(counter, cupy.ndarray):
+            return counter
+        if self.stream.is_capturing():
+            raise GraphsUnsupported("a random-number counter given as an int would be frozen "
+                                    "into the graph; pass a device counter()")  # fmt: skip
+        if self._counter_value is None:
+            self._counter_value = cupy.zeros((), dtype=np.int64)
+        self._counter_value.fill(int(counter))
+        return self._counter_value
+
     # ---- launching ---------------------------------------------------------------------------
     def _launch_window(self, kernel_name: str, output, args: tuple, n: int, geom) -> None:
         """One thread per output element; the geometry follows the arrays as scalar arguments."""
@@ -197,3 +282,20 @@ class CupyBackend(Backend):
         kernel = _function(self.device_id, f"{kernel_name}<{_CUDA_TYPE[dtype]}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
         kernel((blocks,), (_THREADS_PER_BLOCK,), args)
+
+
+class CapturedStep:
+    """A step recorded as a CUDA graph: replay() launches all of it on the stream at once."""
+
+    def __init__(self, graph, stream):
+        self.graph, self.stream = graph, stream
+
+    def replay(self) -> None:
+        self.graph.launch(self.stream)
+
+
+def _refuse_allocation(size: int):
+    raise GraphsUnsupported(
+        f"the step allocated {size} bytes of device memory while it was being captured; every "
+        f"buffer must come from setup"
+    )

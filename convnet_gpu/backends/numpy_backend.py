@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .base import Backend
-from .counter_rng import JITTER_DRAWS_PER_IMAGE, UNIFORM_SCALE, random_stream_key
+from .counter_rng import JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, random_stream_key
 from .geometry import WindowGeometry
 
 
@@ -196,7 +196,7 @@ class NumpyBackend(Backend):
             workspace.bits[:size],
             workspace.scratch[:size],
         )
-        _counter_hash(index, random_stream_key(seed, counter), bits, scratch)
+        _counter_hash(index, random_stream_key(seed, int(counter) % UINT32_RANGE), bits, scratch)
         np.right_shift(bits, 8, out=bits)  # the top 24 bits
         np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
         np.multiply(out, UNIFORM_SCALE, out=out)
@@ -221,7 +221,8 @@ class NumpyBackend(Backend):
             raise ValueError(
                 f"the jitter workspace holds draws for {len(workspace.index)} images, x has {n}"
             )
-        shifts, flipped = _jitter_draws(n, pad, flip, random_stream_key(seed, counter), workspace)
+        key = random_stream_key(seed, int(counter) % UINT32_RANGE)
+        shifts, flipped = _jitter_draws(n, pad, flip, key, workspace)
         if pad:
             out.fill(0)  # the border the shift uncovers; the copies below write the rest
         for i, ((dy, dx), mirrored) in enumerate(zip(shifts.tolist(), flipped.tolist())):

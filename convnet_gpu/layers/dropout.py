@@ -15,9 +15,9 @@ class Dropout(Layer):
     the full batch's mask. `step` counts training forwards; it advances after each one unless
     `frozen` is set. gradcheck freezes it, so that its repeated forwards (one per finite
     difference) all see one mask and the checked function is deterministic.
-    Design note: the step is a Python int for now. For CUDA graph replay it moves to device
-    memory, where the captured uniform kernel reads it and a captured increment advances it, so
-    every replay draws the next step's mask, the same one the eager step would have drawn.
+    The step lives in device memory (a backend counter()): the uniform kernel reads it there and
+    an increment on the device advances it, so a replayed CUDA graph draws each step's own mask,
+    the one the eager step would have drawn.
     """
 
     def __init__(self, p: float = 0.5, seed: int | None = None):
@@ -28,7 +28,8 @@ class Dropout(Layer):
             check_seed_and_counter(seed, 0)
         self.p = float(p)
         self.seed = seed  # None: the Net gives each Dropout its own seed, from its own
-        self.step = 0  # the counter of the next training forward's mask
+        self._first_step = 0  # the step before setup allocates its counter
+        self.counter = None  # after setup: 0-d device counter, the next training forward's step
         self.frozen = False  # True: training forwards reuse the mask of `step`
         self.mask_applied = False  # the last forward was a training one: backward masks too
 
@@ -39,6 +40,19 @@ class Dropout(Layer):
         shape = (batch_size,) + tuple(input_shape)
         self.mask = backend.empty(shape, dtype)  # 0 or 1 / (1 - p), kept for backward
         self.workspace = backend.uniform_workspace(shape)
+        self.counter = backend.counter(self._first_step)
+
+    @property
+    def step(self) -> int:
+        """The step of the next training forward's mask (a host read of the device counter)."""
+        return int(self.counter) if self.counter is not None else self._first_step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        if self.counter is None:
+            self._first_step = int(value)
+        else:
+            self.counter.fill(int(value))
 
     def forward(self, x, y, train):
         be, xp = self.backend, self.backend.xp
@@ -47,12 +61,12 @@ class Dropout(Layer):
             xp.copyto(y, x)
             return
         mask = self.mask[: x.shape[0]]
-        be.uniform(mask, self.seed, self.step, self.workspace)
+        be.uniform(mask, self.seed, self.counter, self.workspace)
         xp.greater_equal(mask, self.p, out=mask)  # keep with probability 1 - p
         xp.multiply(mask, 1.0 / (1.0 - self.p), out=mask)
         xp.multiply(x, mask, out=y)
         if not self.frozen:
-            self.step += 1
+            be.increment(self.counter)
 
     def backward(self, x, y, dy, dx):
         if dx is None:

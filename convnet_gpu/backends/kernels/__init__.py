@@ -37,7 +37,17 @@ KERNEL_SOURCES: dict[str, list[str]] = {
     ),
     "random.cu": _instantiate("uniform_kernel"),
     "jitter.cu": _instantiate("jitter_kernel"),
+    "update.cu": _instantiate("sgd_update_kernel", "adam_update_kernel"),
 }
+
+# NVRTC options beyond the shared ones, per source. update.cu must round every multiply and add
+# on its own (no fused multiply-add), as NumPy does, so the two updates agree bit for bit.
+EXTRA_OPTIONS: dict[str, tuple[str, ...]] = {"update.cu": ("--fmad=false",)}
+
+
+def compile_options(file_name: str) -> tuple[str, ...]:
+    """The NVRTC options of one kernel source (the architecture is the caller's)."""
+    return ("--std=c++17", *EXTRA_OPTIONS.get(file_name, ()))
 
 
 def read_source(file_name: str) -> str:

@@ -54,9 +54,11 @@ __host__ __device__ __forceinline__ T jittered_pixel(const T* plane, long long h
 template <typename T>
 __global__ void jitter_kernel(const T* __restrict__ x, T* __restrict__ out, long long n,
                               long long channels, long long height, long long width,
-                              long long pad, int flip, unsigned int seed, unsigned int counter)
+                              long long pad, int flip, unsigned int seed,
+                              const long long* __restrict__ counter)
 {
-    const unsigned int key = random_stream_key(seed, counter);
+    // The counter lives in device memory (mod 2^32), so a replayed graph jitters each step anew.
+    const unsigned int key = random_stream_key(seed, static_cast<unsigned int>(*counter));
     for (const long long i : grid_stride_range(n * channels * height * width)) {
         const auto [plane, h, w] = split_index(i, height, width);  // plane = image*C + channel
         const JitterDraw draw = jitter_draw(key, plane / channels, pad, flip != 0);

@@ -2,8 +2,8 @@
 //
 // The hash (murmur3_fmix32, random_stream_key, counter_uniform) lives in counter_hash.cuh,
 // shared with jitter.cu; see there and backends/counter_rng.py for the stream layout.
-// The counter is a kernel argument for now; for CUDA graph replay it will be read from device
-// memory (a captured increment kernel advancing it), and the hash does not change.
+// The counter is read from device memory (mod 2^32): a replayed CUDA graph launches this kernel
+// with the arguments of its capture, and each replay must draw from that step's counter.
 //
 // The kernel sits behind __CUDACC__, so a host C++ compiler can build this file for the hash
 // alone (tests/test_backends_random.py checks it against NumPy).
@@ -13,12 +13,12 @@
 #endif
 
 #if defined(__CUDACC__)
-// out[i] = counter_uniform(key(seed, counter), i) for i < total (total < 2^32, checked on the host).
+// out[i] = counter_uniform(key(seed, *counter), i) for i < total (< 2^32, checked on the host).
 template <typename T>
 __global__ void uniform_kernel(T* __restrict__ out, long long total, unsigned int seed,
-                               unsigned int counter)
+                               const long long* __restrict__ counter)
 {
-    const unsigned int key = random_stream_key(seed, counter);
+    const unsigned int key = random_stream_key(seed, static_cast<unsigned int>(*counter));
     for (const long long i : grid_stride_range(total)) {
         out[i] = counter_uniform<T>(key, static_cast<unsigned int>(i));
     }
