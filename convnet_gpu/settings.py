@@ -50,6 +50,7 @@ class RunSettings:
     flip: bool | None = None  # random horizontal flips; None: on exactly when jitter is
     seed: int = 0
     train_subset: int | None = None  # the first N training images only
+    precision: str = "fp32"  # float32 matrix products: fp32, or tf32 on CUDA tensor cores
 
     def __post_init__(self):
         if self.flip is None:  # resolved once, so a stored run always names its real flip

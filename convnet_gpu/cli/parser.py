@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..settings import DEFAULTS, OPTIMIZERS, SCHEDULES
+from ..settings import DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
@@ -121,6 +121,9 @@ def _add_train(sub) -> None:
         train, "train_subset", "train on the first N training images only",
         type=_positive_int, metavar="N",
     )  # fmt: skip
+    _setting(
+        train, "precision", "float32 matrix products (tf32: CUDA tensor cores)", choices=PRECISIONS
+    )
     train.add_argument(
         "--out",
         metavar="DIR",
