@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from .backends import GraphsUnsupported
 from .errors import UserError
-
-CUDA_GRAPH_MODES = ("auto", "on", "off")
+from .settings import CUDA_GRAPH_MODES
 
 
 def graphs_enabled(backend, mode: str) -> bool:

@@ -19,6 +19,7 @@ from .errors import UserError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
+CUDA_GRAPH_MODES = ("auto", "on", "off")  # how steps run on CUDA: not a setting (see replay.py)
 PRECISIONS = ("fp32", "tf32")  # float32 matrix products: exact fp32, or TF32 on tensor cores
 
 

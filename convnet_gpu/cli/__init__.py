@@ -10,7 +10,6 @@ training stack, so `--help` answers at once.
 
 from __future__ import annotations
 
-import re
 import sys
 
 from ..errors import TrainingDiverged, TrainingInterrupted, UserError
@@ -23,7 +22,7 @@ from .commands import (
     cmd_overfit,
     cmd_plot,
 )
-from .common import UsageError
+from .common import UsageError, as_flags
 from .parser import DATASET_NAMES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser, flag
 from .train_command import cmd_train
 
@@ -45,7 +44,7 @@ def describe_error(exc: Exception) -> str:
     option becomes its flag (errors.py); an OSError names its file."""
     if isinstance(exc, OSError):  # an unwritable --out, a full disk, ...
         return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-    return re.sub(r"`([a-z_]+)`", lambda name: flag(name.group(1)), str(exc))
+    return as_flags(str(exc))
 
 
 def main(argv=None) -> int:

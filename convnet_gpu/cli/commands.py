@@ -6,7 +6,7 @@ import sys
 
 from .. import __version__
 from ..settings import RunSettings
-from .common import backend_for
+from .common import as_flags, backend_for
 from .parser import EXIT_FAILED
 
 
@@ -19,12 +19,14 @@ def cmd_eval(args) -> int:
     run_dir = RunDir.of(args.checkpoint)
     meta, arrays = read_checkpoint(run_dir.checkpoint)
     settings = RunSettings.from_meta(meta["settings"])
-    backend = backend_for(args.device)
+    backend = backend_for(args.device, args.precision or settings.precision)
     dataset_name = args.dataset or settings.dataset
     dataset = load_dataset(dataset_name, args.data_dir)
     net = build_net(settings, backend, dataset, batch_size=args.batch_size)
     load_into(meta, arrays, net, path=run_dir.checkpoint)
-    report = evaluate_net(net, dataset.test_x, dataset.test_y, dataset.num_classes)
+    report = evaluate_net(
+        net, dataset.test_x, dataset.test_y, dataset.num_classes, cuda_graph=args.cuda_graph
+    )
     print(
         f"{settings.model} from {args.checkpoint} on {dataset_name} "
         f"({len(dataset.test_y)} test images), {backend.describe()}"
@@ -97,13 +99,15 @@ def cmd_bench(args) -> int:
     results = run_benchmarks(
         devices, args.model, args.batch_size, args.steps, args.warmup,
         peer=None if args.peer == "none" else args.peer,
-        input_shape=info.input_shape, num_classes=info.num_classes,
+        input_shape=info.input_shape, num_classes=info.num_classes, precision=args.precision,
+        cuda_graph=args.cuda_graph,
     )  # fmt: skip
     print(
         f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch "
-        f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up steps, fp32"
+        f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up steps, "
+        f"{args.precision}"
     )
-    print(format_table(results))
+    print(as_flags(format_table(results)))
     if args.json:
         write_json_atomic(args.json, results)
         print(f"wrote {args.json}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..settings import DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from ..settings import CUDA_GRAPH_MODES, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
@@ -61,6 +61,16 @@ def _setting(parser, name: str, help: str = "", **kwargs) -> None:
     shown = "" if default is None else f" (default: {default})"
     parser.add_argument(
         flag(name), dest=name, default=argparse.SUPPRESS, help=help + shown, **kwargs
+    )
+
+
+def _add_cuda_graph(parser) -> None:
+    parser.add_argument(
+        "--cuda-graph",
+        choices=CUDA_GRAPH_MODES,
+        default="auto",
+        help="record a step once as a CUDA graph and replay it (auto: on CUDA, falling back to "
+        "eager steps if capture fails; on: fail instead; off: eager) (default: %(default)s)",
     )
 
 
@@ -136,6 +146,7 @@ def _add_train(sub) -> None:
         help="continue the run saved in DIR (or DIR/checkpoint.npz) with its own settings",
     )
     train.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    _add_cuda_graph(train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+    evaluate.add_argument(
+        "--precision", choices=PRECISIONS, help="default: the precision the run trained with"
+    )
+    _add_cuda_graph(evaluate)
 
     over = sub.add_parser("overfit", help="sanity check: memorize K training images")
     _add_device(over)
@@ -194,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time PyTorch on the same devices (needs torch installed; named models only)",
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="float32 matrix products, ours and the peer's (default: %(default)s)",
+    )  # fmt: skip
+    _add_cuda_graph(bench)
 
     plot = sub.add_parser(
         "plot",

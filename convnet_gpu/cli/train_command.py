@@ -69,7 +69,7 @@ def _build_trainer(args, settings: RunSettings, run_dir):
     from ..train import Trainer
 
     build_model(settings.model)  # a bad model file is reported before the data is loaded
-    backend = backend_for(args.device)
+    backend = backend_for(args.device, settings.precision)
     run_dir.create()  # fail now (unwritable folder), not after the first epoch
     dataset = load_dataset(settings.dataset, args.data_dir, settings.train_subset)
     net = build_net(settings, backend, dataset)
@@ -78,7 +78,7 @@ def _build_trainer(args, settings: RunSettings, run_dir):
     meta = {"device": backend.describe(), "train_images": int(len(dataset.train_y))}
     trainer = Trainer(
         net, optimizer, data, settings, run_dir, print_flush,
-        progress=False if args.no_progress else None, meta=meta,
+        progress=False if args.no_progress else None, meta=meta, cuda_graph=args.cuda_graph,
     )  # fmt: skip
     return trainer, dataset
 
