@@ -135,7 +135,7 @@ class Optimizer:
             raise RuntimeError(f"call {type(self).__name__}(...).setup(net) before step()")
         if self.schedule is not None:
             table, clock = self.schedule
-            self.xp.take(table, clock, out=self.lr_now)
+            self.backend.select(table, clock, self.lr_now)
         if self.max_grad_norm is not None:
             clip_grad_norm(self.params, self.max_grad_norm, self.clip_scratch)
         self.backend.increment(self.step_counter)

@@ -101,6 +101,12 @@ class Backend:
     def increment(self, counter) -> None:
         self.xp.add(counter, 1, out=counter)
 
+    def select(self, table, index, out) -> None:
+        """out (0-d) = table[index] for a 1-D table and a 0-d device counter, clamped into the
+        table: a step's value from a per-step table, read where the counter lives."""
+        position = min(max(int(index), 0), table.shape[0] - 1)  # a host read (CUDA: a kernel)
+        self.xp.copyto(out, table[position])
+
     def capture(self, step):
         """Record step() (device work only: no allocation, no host read) once, for replay();
         backends without graphs refuse. Returns an object with replay()."""

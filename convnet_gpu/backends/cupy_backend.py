@@ -34,8 +34,18 @@ _MAX_BLOCKS = 65535 * 4
 _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 _compile_lock = threading.Lock()
+_streams: dict[int, cupy.cuda.Stream] = {}  # device id -> the stream every backend there uses
 _modules: dict[tuple[int, str], cupy.RawModule] = {}  # (device id, .cu file) -> module
 _functions: dict[tuple[int, str], cupy.RawKernel] = {}  # (device id, name expression) -> kernel
+
+
+def _device_stream(device_id: int) -> cupy.cuda.Stream:
+    """One non-blocking stream per device, shared by every CupyBackend on it: array operations
+    run on the current stream, so two backends must not make two different streams current."""
+    stream = _streams.get(device_id)
+    if stream is None:
+        stream = _streams[device_id] = cupy.cuda.Stream(non_blocking=True)
+    return stream
 
 
 def _module(device_id: int, file_name: str) -> cupy.RawModule:
@@ -98,7 +108,7 @@ class CupyBackend(Backend):
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
         self.precision = precision
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream = _device_stream(device_id)
         self.stream.use()
         self._blas = None  # created at the first matmul, outside any capture
         self._counter_value = None  # where an int counter is written for the kernels to read
@@ -131,7 +141,7 @@ class CupyBackend(Backend):
         out.set(np.ascontiguousarray(host))
 
     def synchronize(self) -> None:
-        cupy.cuda.get_current_stream().synchronize()
+        self.stream.synchronize()
 
     def memory_in_use(self) -> int:
         return cupy.get_default_memory_pool().used_bytes()
@@ -161,11 +171,12 @@ class CupyBackend(Backend):
         previous = cupy.cuda.get_allocator()
         cupy.cuda.set_allocator(_refuse_allocation)
         try:
-            stream.begin_capture()
-            try:
-                step()
-            finally:
-                graph = stream.end_capture()
+            with stream:  # every array operation of the step goes to the captured stream
+                stream.begin_capture()
+                try:
+                    step()
+                finally:
+                    graph = stream.end_capture()
         except GraphsUnsupported:
             raise
         except Exception as exc:  # CuPy refusing a call inside capture, ...
@@ -173,6 +184,10 @@ class CupyBackend(Backend):
         finally:
             cupy.cuda.set_allocator(previous)
         return CapturedStep(graph, stream)
+
+    def select(self, table, index, out) -> None:
+        args = (out, table, index, np.int64(table.shape[0]))
+        self._launch("select_kernel", out.dtype, 1, args)
 
     # ---- the optimizers' updates: one kernel each (kernels/update.cu) ---------------------------
     def sgd_update(self, w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
@@ -281,7 +296,7 @@ class CupyBackend(Backend):
             return
         kernel = _function(self.device_id, f"{kernel_name}<{_CUDA_TYPE[dtype]}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
-        kernel((blocks,), (_THREADS_PER_BLOCK,), args)
+        kernel((blocks,), (_THREADS_PER_BLOCK,), args, stream=self.stream)
 
 
 class CapturedStep:

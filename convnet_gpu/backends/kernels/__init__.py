@@ -37,7 +37,7 @@ KERNEL_SOURCES: dict[str, list[str]] = {
     ),
     "random.cu": _instantiate("uniform_kernel"),
     "jitter.cu": _instantiate("jitter_kernel"),
-    "update.cu": _instantiate("sgd_update_kernel", "adam_update_kernel"),
+    "update.cu": _instantiate("sgd_update_kernel", "adam_update_kernel", "select_kernel"),
 }
 
 # NVRTC options beyond the shared ones, per source. update.cu must round every multiply and add

@@ -92,3 +92,16 @@ __global__ void adam_update_kernel(T* __restrict__ w, const T* __restrict__ grad
         w[i] = weight - change;
     }
 }
+
+// out[0] = table[*index], the index clamped into the table: the learning rate of the step the
+// device counter names, read by the update kernel of that step (one thread does it all).
+template <typename T>
+__global__ void select_kernel(T* __restrict__ out, const T* __restrict__ table,
+                              const long long* __restrict__ index, long long size)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        long long i = *index;
+        i = i < 0 ? 0 : (i >= size ? size - 1 : i);
+        out[0] = table[i];
+    }
+}
