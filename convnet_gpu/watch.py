@@ -49,7 +49,7 @@ class NanWatch:
         self.backend, self.xp = backend, xp
         self.first_bad_step = backend.counter(-1)  # -1: every loss so far was finite
         self.bad_loss = backend.zeros((), dtype)
-        self.finite = backend.zeros((), "bool")
+        self.finite = backend.zeros((), "bool")  # then: not finite
         self.unseen = backend.zeros((), "bool")
 
     def record(self, loss, step) -> None:
@@ -57,8 +57,9 @@ class NanWatch:
         counter, 0-based) and the loss."""
         xp = self.xp
         xp.isfinite(loss, out=self.finite)
+        xp.logical_not(self.finite, out=self.finite)
         xp.less(self.first_bad_step, 0, out=self.unseen)
-        xp.greater(self.unseen, self.finite, out=self.unseen)  # unseen and not finite
+        xp.logical_and(self.unseen, self.finite, out=self.unseen)  # none before, and this one
         xp.copyto(self.first_bad_step, step, where=self.unseen)
         xp.copyto(self.bad_loss, loss, where=self.unseen)
 

@@ -1,154 +1,101 @@
 #!/usr/bin/env bash
 # The device check: everything a GPU session should run, in one call that fits the device limits.
 #
-#   scripts/make_gpu_carry.sh            # here: data and pure-Python test packages -> gpu-carry/
-#   OUT=dir BUDGET_S=540 scripts/gpu_check.sh [all|tests|train|bench]   # on the device machine
+#   scripts/make_gpu_carry.sh        # here, once: the Fashion-MNIST files -> gpu-carry/ (ignored)
+#   OUT=dir BUDGET_S=400 scripts/gpu_check.sh [all|tests|bench|profile|train|cpu]   # there
 #
-# all = smoke, then the mini-resnet recipe (50 epochs, fewer if the measured step time says they
-# would not fit the budget) beside the GPU tests and gradcheck, then the side-by-side benchmarks.
-# $OUT gets about ten files (the device returns only a few): run folders stay in a temp dir.
-# A failed smoke run stops early (after the GPU tests, for their diagnosis) to save device time.
+# all = info, the GPU tests and gradcheck, the side-by-side benchmarks (scripts/gpu_bench.py),
+# the per-layer GPU profile, the CPU thread-scaling benchmark of the host, then the mini-resnet
+# recipe for what is left of the budget (its epochs are written as they finish). Each stage has
+# its own timeout inside BUDGET_S; a failed stage is logged and the next one still runs. Results
+# go to $OUT (at most 8 files, the device returns no more); exit status 1 if any stage failed.
 # Run from the repository root on a machine with CuPy and a GPU (no install needed; PYTHONPATH=.).
 set -uo pipefail
 STAGE=${1:-all}
 OUT=${OUT:-gpu-check-out}
-BUDGET_S=${BUDGET_S:-540}
+BUDGET_S=${BUDGET_S:-400}
 DATA_DIR=${DATA_DIR:-gpu-carry/fashion-mnist}
 PY=${PYTHON:-python3}
 START=$(date +%s)
 RUNS=$(mktemp -d)
 trap 'rm -rf "$RUNS"' EXIT
 mkdir -p "$OUT"
-STATUS=0  # the exit status: 1 when any stage failed
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+STATUS=0
 
 left() { echo $((START + BUDGET_S - $(date +%s))); }
-# Seconds left minus $1, never under 10 (timeout takes 0 as "no limit" and refuses negatives).
-budget() { local s=$(($(left) - ${1:-0})); echo $((s < 10 ? 10 : s)); }
+# min($1, seconds left - $2), never under 10 (timeout takes 0 as "no limit").
+within() { local s=$(($(left) - ${2:-0})); s=$((s < $1 ? s : $1)); echo $((s < 10 ? 10 : s)); }
 log() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$OUT/progress.txt"; }
-check() { local code=$1; shift; [ "$code" -eq 0 ] || STATUS=1; log "$* exit $code"; }
-
-# Put a carried package on the path only where the device lacks it.
-setup_path() {
-  local extra pkg
-  extra=$(mktemp -d)
-  for pkg in pytest pluggy iniconfig packaging pytest_benchmark cpuinfo tqdm tomli; do
-    if ! $PY -c "import $pkg" 2>/dev/null && [ -e "gpu-carry/pylib/$pkg" ]; then
-      ln -s "$PWD/gpu-carry/pylib/$pkg" "$extra/"
-      [ "$pkg" = pytest ] && ln -s "$PWD/gpu-carry/pylib/_pytest" "$PWD/gpu-carry/pylib/py.py" "$extra/"
-      for dist in "$PWD"/gpu-carry/pylib/{"$pkg",py_"$pkg"2}-[0-9]*.dist-info; do
-        [ -e "$dist" ] && ln -s "$dist" "$extra/"
-      done
-      echo "carried: $pkg" >> "$OUT/versions.txt"
-    fi
-  done
-  export PYTHONPATH=".:$extra"
-}
-
-# Keep the tests (and their NumPy threads) off the cores of the training run's launch thread.
-TEST_CPUS=(env OPENBLAS_NUM_THREADS=4 OMP_NUM_THREADS=4)
-TRAIN_CPUS=()
-if command -v taskset > /dev/null && [ "$(nproc)" -ge 8 ]; then
-  TEST_CPUS+=(taskset -c "4-$(($(nproc) - 1))")
-  TRAIN_CPUS=(taskset -c 0-3)
-fi
+check() { local code=$1; shift; [ "$code" -eq 0 ] || STATUS=1; log "$* (exit $code)"; }
 
 info() {
   {
-    nvidia-smi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    lscpu | grep -E "Model name|^CPU\(s\)"
     $PY --version
     $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"
     $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-  } >> "$OUT/versions.txt" 2>&1
+    $PY -c "from convnet_gpu.backends import cublas; print('cublas', cublas.version())"
+    git log -1 --format='commit %h %s' 2>/dev/null || echo "commit: (not a git checkout)"
+  } > "$OUT/versions.txt" 2>&1
 }
 
 tests() {
   log "GPU tests"
-  timeout "${1:-240}" "${TEST_CPUS[@]}" $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="--benchmark-disable" \
-    -rfE > "$OUT/pytest-gpu.txt" 2>&1
-  check $? "pytest -m gpu: $(tail -n 1 "$OUT/pytest-gpu.txt");"
-  timeout 90 "${TEST_CPUS[@]}" $PY -m convnet_gpu gradcheck --device cuda > "$OUT/gradcheck-cuda.txt" 2>&1
-  check $? "gradcheck: $(tail -n 1 "$OUT/gradcheck-cuda.txt");"
-}
-
-# One epoch on a slice of the data through the whole trainer (jitter, BN, residuals, checkpoint).
-smoke() {
-  log "smoke run"
-  timeout 120 $PY -m convnet_gpu train --device cuda --model mini-resnet --train-subset 2048 --epochs 1 \
-    --batch-size 256 --lr 0.1 --jitter 2 --data-dir "$DATA_DIR" --no-progress \
-    --out "$RUNS/smoke-run" > "$OUT/smoke.txt" 2>&1
-}
-
-# The smoke run's GPU-trained checkpoint, evaluated on the CPU (a cross-device load).
-eval_on_cpu() {
-  timeout "${1:-120}" "${TEST_CPUS[@]}" $PY -m convnet_gpu eval --device cpu \
-    --checkpoint "$RUNS/smoke-run" --data-dir "$DATA_DIR" > "$OUT/eval-gpu-checkpoint-on-cpu.txt" 2>&1
-  check $? "eval on cpu: $(grep -i 'accuracy' "$OUT/eval-gpu-checkpoint-on-cpu.txt" | head -n 1);"
-}
-
-# Epochs that fit in $1 seconds at the training speed bench measures (+35% for eval, saving
-# and the GPU tests that run beside the first minutes).
-epochs_for() {
-  timeout 90 $PY -m convnet_gpu bench --device cuda --model mini-resnet --batch-size 256 --steps 40 --warmup 5 \
-    --peer none --json "$RUNS/probe.json" > "$RUNS/probe.txt" 2>&1
-  $PY - "$1" "$RUNS/probe.json" <<'PYEOF'
-import json, sys
-seconds = float(sys.argv[1])
-rows = [r for r in json.load(open(sys.argv[2])) if "train_images_per_second" in r]
-epoch_s = 60000 / rows[0]["train_images_per_second"] * 1.35
-print(max(6, min(50, int(seconds / epoch_s))))
-PYEOF
-}
-
-train() {
-  local epochs=$1 run="$RUNS/mini-resnet-gpu"
-  log "training mini-resnet for $epochs epochs"
-  timeout "$2" "${TRAIN_CPUS[@]}" $PY -m convnet_gpu train --device cuda --model mini-resnet \
-    --epochs "$epochs" --batch-size 256 --lr 0.2 --weight-decay 5e-4 --jitter 2 \
-    --label-smoothing 0.1 --data-dir "$DATA_DIR" --no-progress --out "$run" \
-    > "$OUT/train-mini-resnet-gpu.txt" 2>&1
-  local code=$?
-  check $code "training: $(grep 'epoch' "$OUT/train-mini-resnet-gpu.txt" | tail -n 1);"
-  cp "$run/metrics.jsonl" "$OUT/train-mini-resnet-gpu-metrics.jsonl" 2>/dev/null
-  return $code
+  timeout "$(within 150 260)" $PY -m pytest -m gpu -q -p no:cacheprovider \
+    -o addopts="--benchmark-disable" -rfE --tb=short > "$OUT/pytest-gpu.txt" 2>&1
+  check $? "pytest -m gpu: $(tail -n 1 "$OUT/pytest-gpu.txt")"
+  timeout 60 $PY -m convnet_gpu gradcheck --device cuda >> "$OUT/versions.txt" 2>&1
+  check $? "gradcheck: $(tail -n 1 "$OUT/versions.txt")"
 }
 
 bench() {
   log "benchmarks"
-  {
-    timeout 70 $PY -m convnet_gpu bench --device cpu,cuda --peer torch --batch-size 128 --steps 20
-    timeout 45 $PY -m convnet_gpu bench --device cuda --peer torch --batch-size 1024 --steps 20
-    timeout 45 $PY -m convnet_gpu bench --device cuda --peer torch --model mini-resnet \
-      --batch-size 256 --steps 20
-  } > "$OUT/bench.txt" 2>&1
-  check $? "benchmarks (the last one's)"
-  cat "$OUT/bench.txt"
+  timeout "$(within 140 150)" $PY scripts/gpu_bench.py "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+  check $? "gpu_bench.py: $(grep -c 'convnet_gpu' "$OUT/bench.txt") rows"
 }
 
-setup_path
+profile() {
+  log "per-layer profile"
+  for args in "128 simple-cnn" "1024 simple-cnn" "256 mini-resnet"; do
+    timeout "$(within 40 130)" $PY scripts/profile_layers.py $args cuda >> "$OUT/profile.txt" 2>&1
+    check $? "profile $args: $(tail -n 1 "$OUT/profile.txt")"
+  done
+}
+
+cpu() {  # the CPU path on every core of the host, against PyTorch (issue 8's thread scaling)
+  log "CPU thread scaling"
+  if [ -f scripts/cpu_scaling.py ]; then
+    timeout "$(within 100 120)" $PY scripts/cpu_scaling.py "$OUT/cpu-scaling.json" \
+      >> "$OUT/bench.txt" 2>&1
+    check $? "cpu scaling: $(tail -n 1 "$OUT/bench.txt")"
+  else
+    log "no scripts/cpu_scaling.py here: skipped"
+  fi
+}
+
+train() {  # the README's GPU recipe, with what is left of the budget
+  local run="$RUNS/mini-resnet-gpu" limit
+  limit=$(within 400 5)
+  log "training the mini-resnet recipe (at most $limit s)"
+  timeout "$limit" $PY -m convnet_gpu train --device cuda --model mini-resnet --epochs 50 \
+    --batch-size 256 --lr 0.2 --weight-decay 5e-4 --jitter 2 --label-smoothing 0.1 \
+    --data-dir "$DATA_DIR" --no-progress --out "$run" > "$OUT/train.txt" 2>&1
+  check $? "training: $(grep 'epoch' "$OUT/train.txt" | tail -n 1)"
+  tail -n 2 "$OUT/train.txt" | tee -a "$OUT/progress.txt"
+}
+
 info
 case "$STAGE" in
   tests) tests ;;
   bench) bench ;;
-  train) train "${EPOCHS:-50}" "$(budget 10)" ;;
-  all)
-    if ! smoke; then
-      log "smoke run FAILED: $(tail -n 3 "$OUT/smoke.txt" | tr '\n' ' ')"
-      tests "$(budget 110)"  # gradcheck's 90 s come after
-      exit 1
-    fi
-    log "$(grep -h 'epoch 1' "$OUT/smoke.txt" | head -n 1)"
-    reserve=170  # the benchmarks afterwards (their timeouts add up to 160 s)
-    epochs=$(epochs_for "$(budget $((reserve + 30)))")
-    [[ "$epochs" =~ ^[0-9]+$ ]] || epochs=12  # the probe failed: a guess
-    log "probe: $(grep -i 'convnet_gpu' "$RUNS/probe.txt" | head -n 1)"
-    train "$epochs" "$(budget "$reserve")" &
-    train_pid=$!
-    tests 200
-    eval_on_cpu 120
-    wait $train_pid || STATUS=1
-    if [ "$(left)" -gt 160 ]; then bench; else log "no time left for the benchmarks"; fi
-    ;;
-  *) echo "usage: OUT=dir [BUDGET_S=540] scripts/gpu_check.sh [all|tests|train|bench]" >&2; exit 2 ;;
+  profile) profile ;;
+  train) train ;;
+  cpu) cpu ;;
+  all) tests; bench; profile; cpu; train ;;
+  *) echo "usage: OUT=dir [BUDGET_S=400] scripts/gpu_check.sh [all|tests|bench|profile|train|cpu]" >&2
+     exit 2 ;;
 esac
 log "done (status $STATUS)"
 exit $STATUS

@@ -296,7 +296,7 @@ class CupyBackend(Backend):
             return
         kernel = _function(self.device_id, f"{kernel_name}<{_CUDA_TYPE[dtype]}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
-        kernel((blocks,), (_THREADS_PER_BLOCK,), args, stream=self.stream)
+        kernel((blocks,), (_THREADS_PER_BLOCK,), args)  # on the current stream: self.stream
 
 
 class CapturedStep:

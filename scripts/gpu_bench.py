@@ -1,0 +1,48 @@
+"""The GPU benchmark of the device check: every configuration in one process, so PyTorch and
+CuPy load once. Each row is `convnet-gpu bench` (bench.run_benchmarks) for one configuration:
+
+    PYTHONPATH=. python scripts/gpu_bench.py OUT.json [--quick]
+
+simple-cnn at batch 128 and 1024, mini-resnet at 128 and 256, each in fp32 and tf32 against
+PyTorch eager at the same precision, plus simple-cnn at batch 128 without CUDA graphs (what the
+graphs buy). Prints the tables as it goes and writes every row, with its configuration, as JSON.
+"""
+
+import json
+import sys
+import time
+
+from convnet_gpu.bench import format_table, run_benchmarks
+
+CONFIGS = [  # (model, batch, precision, cuda_graph)
+    ("simple-cnn", 128, "fp32", "auto"),
+    ("simple-cnn", 1024, "fp32", "auto"),
+    ("mini-resnet", 128, "fp32", "auto"),
+    ("mini-resnet", 256, "fp32", "auto"),
+    ("simple-cnn", 128, "tf32", "auto"),
+    ("simple-cnn", 1024, "tf32", "auto"),
+    ("mini-resnet", 128, "tf32", "auto"),
+    ("mini-resnet", 256, "tf32", "auto"),
+    ("simple-cnn", 128, "fp32", "off"),
+]
+
+
+def main(out_path: str, quick: bool) -> None:
+    steps, warmup = (5, 2) if quick else (30, 5)
+    rows = []
+    for model, batch, precision, graph in CONFIGS:
+        started = time.perf_counter()
+        peer = "torch" if graph == "auto" else None
+        results = run_benchmarks(
+            ["cuda"], model, batch, steps, warmup, peer=peer, precision=precision, cuda_graph=graph
+        )
+        print(f"\n{model} batch {batch} {precision} cuda-graph {graph} "
+              f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
+        print(format_table(results), flush=True)
+        rows += [{**row, "cuda_graph_mode": graph} for row in results]
+        with open(out_path, "w") as out:  # after every configuration: a timeout keeps the rest
+            json.dump(rows, out, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], "--quick" in sys.argv[2:])
