@@ -25,9 +25,10 @@ def assert_one_line_mentioning(error: pytest.ExceptionInfo, *fragments: str) -> 
     return message
 
 
-def run_host_harness(source: str, tmp_path, include_dir) -> np.ndarray:
+def run_host_harness(source: str, tmp_path, include_dir, ragged: bool = False):
     """Build a C++ harness around CUDA sources with the host compiler, run it, and return the
-    numbers it prints (one row per line). Skips when there is no host C++ compiler."""
+    numbers it prints (one row per line: a 2-D array, or a list of rows when `ragged`). Skips
+    when there is no host C++ compiler."""
     compiler = shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         pytest.skip("no host C++ compiler (g++ or clang++) to build the CUDA code for the CPU")
@@ -51,7 +52,8 @@ def run_host_harness(source: str, tmp_path, include_dir) -> np.ndarray:
     lines = subprocess.run(
         [str(binary)], check=True, capture_output=True, text=True, timeout=10
     ).stdout.split("\n")
-    return np.array([[float(v) for v in line.split()] for line in lines if line])
+    rows = [np.array([float(v) for v in line.split()]) for line in lines if line]
+    return rows if ragged else np.array(rows)
 
 
 # ---- NumPy vs CuPy agreement ------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_replays_allocate_nothing(cuda_backend):
         trainer.train_step.run(net.load_batch(images, labels))
     cuda_backend.synchronize()
     assert (pool.used_bytes(), pool.total_bytes()) == before
-    assert trainer.train_step.replays == 21
+    assert trainer.train_step.replays == 22  # capture + replay, replay, and 20 more
 
 
 @pytest.mark.gpu
@@ -131,3 +131,35 @@ def test_a_step_that_allocates_cannot_be_captured(cuda_backend):
     for _ in range(3):
         runner.run(4)
     assert "allocated" in runner.fallback and runner.replays == 0 and not runner.enabled
+
+
+@pytest.mark.gpu
+def test_each_replay_sees_its_own_batch_while_the_host_runs_ahead(cuda_backend):
+    """The host refills one batch buffer (as the loader does) for the next step while the GPU
+    still replays the last one; every step must see the images and labels it was given."""
+    xp, steps, batch = cuda_backend.xp, 40, 64
+    net = Net([Flatten(), Dense(3), Bias()], SoftmaxCrossEntropy(), cuda_backend)
+    net.setup(batch, (8, 8, 8))
+    clock = cuda_backend.counter(0)
+    positions = cuda_backend.asarray(np.arange(steps, dtype=np.int64))
+    at_clock = cuda_backend.zeros((steps,), "bool")
+    image_log = cuda_backend.zeros((steps,), np.float32)
+    label_log = cuda_backend.zeros((steps,), np.int32)
+
+    def record(n):  # device work: a forward pass, then pixel 0 and label 0 of the batch at [clock]
+        net.forward(n, train=True)
+        xp.equal(positions, clock, out=at_clock)
+        xp.copyto(image_log, net.input.data[0, 0, 0, 0], where=at_clock)
+        xp.copyto(label_log, net.labels[0], where=at_clock)
+        cuda_backend.increment(clock)
+
+    runner = StepRunner(cuda_backend, record, batch, mode="on")
+    host_images = np.empty((batch, 8, 8, 8), np.float32)
+    host_labels = np.empty(batch, np.int32)
+    for step in range(steps):
+        host_images.fill(step)
+        host_labels.fill(step % 3)
+        runner.run(net.load_batch(host_images, host_labels))
+    assert runner.replays == steps - 1
+    np.testing.assert_array_equal(cuda_backend.to_host(image_log), np.arange(steps))
+    np.testing.assert_array_equal(cuda_backend.to_host(label_log), np.arange(steps) % 3)

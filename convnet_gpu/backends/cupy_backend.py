@@ -27,6 +27,7 @@ from .cublas import PRECISIONS, CublasHandle
 from .device import require_cuda
 from .geometry import WindowGeometry
 from .kernels import KERNEL_SOURCES, compile_options, read_source, source_of
+from .staging import HostStaging
 
 _CUBLAS_WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommendation for Hopper
 _THREADS_PER_BLOCK = 256
@@ -74,9 +75,12 @@ def _function(device_id: int, name_expression: str) -> cupy.RawKernel:
     return kernel
 
 
+INT_INDEX_LIMIT = 2**30  # arrays below it are indexed with 32-bit ints (see kernels/window.cuh)
+
+
 @lru_cache(maxsize=512)
-def _geometry_args(n: int, geom: WindowGeometry) -> tuple:
-    """The trailing scalar arguments every window kernel takes, as the exact C types (long long)."""
+def _geometry_args(n: int, geom: WindowGeometry, index_type) -> tuple:
+    """The trailing scalar arguments every window kernel takes, as the exact C type I."""
     values = (
         n,
         geom.channels,
@@ -89,7 +93,7 @@ def _geometry_args(n: int, geom: WindowGeometry) -> tuple:
         geom.out_h,
         geom.out_w,
     )
-    return tuple(np.int64(v) for v in values)
+    return tuple(index_type(v) for v in values)
 
 
 class CupyBackend(Backend):
@@ -112,10 +116,11 @@ class CupyBackend(Backend):
         self.stream.use()
         self._blas = None  # created at the first matmul, outside any capture
         self._counter_value = None  # where an int counter is written for the kernels to read
+        self._staging = HostStaging()  # host -> device copies through pinned buffers
 
     # ---- memory -------------------------------------------------------------------------
     def to_host(self, array) -> np.ndarray:
-        return cupy.asnumpy(array)
+        return cupy.asnumpy(array, stream=self.stream, blocking=True)
 
     def copy_from_host(self, host_array, out):
         if not isinstance(out, cupy.ndarray):
@@ -138,7 +143,7 @@ class CupyBackend(Backend):
             host = host.astype(out.dtype)
         if host.shape != out.shape:
             host = np.broadcast_to(host, out.shape)
-        out.set(np.ascontiguousarray(host))
+        self._staging.copy(np.ascontiguousarray(host), out, self.stream)
 
     def synchronize(self) -> None:
         self.stream.synchronize()
@@ -288,13 +293,18 @@ class CupyBackend(Backend):
 
     # ---- launching ---------------------------------------------------------------------------
     def _launch_window(self, kernel_name: str, output, args: tuple, n: int, geom) -> None:
-        """One thread per output element; the geometry follows the arrays as scalar arguments."""
-        self._launch(kernel_name, output.dtype, output.size, args + _geometry_args(n, geom))
+        """One thread per output element; the geometry follows the arrays as scalar arguments,
+        in 32-bit ints when every array is small enough, else 64-bit."""
+        small = max(array.size for array in args) < INT_INDEX_LIMIT
+        index_type, index_name = (np.int32, "int") if small else (np.int64, "long long")
+        self._launch(kernel_name, output.dtype, output.size,
+                     args + _geometry_args(n, geom, index_type), index_name)  # fmt: skip
 
-    def _launch(self, kernel_name: str, dtype, total: int, args: tuple) -> None:
+    def _launch(self, kernel_name: str, dtype, total: int, args: tuple, index=None) -> None:
         if total == 0:
             return
-        kernel = _function(self.device_id, f"{kernel_name}<{_CUDA_TYPE[dtype]}>")
+        types = _CUDA_TYPE[dtype] + (f", {index}" if index else "")
+        kernel = _function(self.device_id, f"{kernel_name}<{types}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
         kernel((blocks,), (_THREADS_PER_BLOCK,), args)  # on the current stream: self.stream
 

@@ -19,17 +19,28 @@ SHARED_HEADER = "window.cuh"
 # Then the counter-based hash (random.cu, jitter.cu); harmless inline functions elsewhere.
 HASH_HEADER = "counter_hash.cuh"
 
-# The element types every window kernel is instantiated for (CUDA spelling).
+# The element types every kernel is instantiated for, and the index types of the window
+# kernels (CUDA spelling; see window.cuh for when each index type is used).
 ELEMENT_TYPES = ("float", "double")
+INDEX_TYPES = ("int", "long long")
 
 
 def _instantiate(*kernels: str) -> list[str]:
     return [f"{kernel}<{ctype}>" for kernel in kernels for ctype in ELEMENT_TYPES]
 
 
+def _instantiate_window(*kernels: str) -> list[str]:
+    return [
+        f"{kernel}<{ctype}, {itype}>"
+        for kernel in kernels
+        for ctype in ELEMENT_TYPES
+        for itype in INDEX_TYPES
+    ]
+
+
 KERNEL_SOURCES: dict[str, list[str]] = {
-    "im2col.cu": _instantiate("im2col_kernel", "col2im_kernel"),
-    "pooling.cu": _instantiate(
+    "im2col.cu": _instantiate_window("im2col_kernel", "col2im_kernel"),
+    "pooling.cu": _instantiate_window(
         "maxpool_forward_kernel",
         "maxpool_backward_kernel",
         "avgpool_forward_kernel",

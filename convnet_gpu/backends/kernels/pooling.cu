@@ -29,22 +29,22 @@ __device__ __forceinline__ T window_scale(long long kernel_h, long long kernel_w
     return static_cast<T>(1.0 / static_cast<double>(kernel_h * kernel_w));
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void maxpool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                        int* __restrict__ argmax,
-                                       long long n, long long channels, long long height,
-                                       long long width, long long kernel_h, long long kernel_w,
-                                       long long stride, long long pad, long long out_h,
-                                       long long out_w)
+                                       I n, I channels, I height,
+                                       I width, I kernel_h, I kernel_w,
+                                       I stride, I pad, I out_h,
+                                       I out_w)
 {
-    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
-    for (const long long i : grid_stride_range(n * channels * out_h * out_w)) {
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const I i : grid_stride_range(n * channels * out_h * out_w)) {
         const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
 
         T best = negative_infinity<T>();
         int best_k = 0;
-        for_each_input_of_window(g, oh, ow, [&](long long p, long long k) {
+        for_each_input_of_window(g, oh, ow, [&](I p, I k) {
             const T value = x_plane[p];
             if (value > best) {  // strict: the first maximum wins ties
                 best = value;
@@ -56,62 +56,62 @@ __global__ void maxpool_forward_kernel(const T* __restrict__ x, T* __restrict__ 
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void maxpool_backward_kernel(const T* __restrict__ dy, const int* __restrict__ argmax,
                                         T* __restrict__ dx,
-                                        long long n, long long channels, long long height,
-                                        long long width, long long kernel_h, long long kernel_w,
-                                        long long stride, long long pad, long long out_h,
-                                        long long out_w)
+                                        I n, I channels, I height,
+                                        I width, I kernel_h, I kernel_w,
+                                        I stride, I pad, I out_h,
+                                        I out_w)
 {
-    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
-    for (const long long i : grid_stride_range(n * channels * height * width)) {
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const I i : grid_stride_range(n * channels * height * width)) {
         const auto [plane, h, w] = split_index(i, height, width);
         const T* dy_plane = dy + plane * out_h * out_w;
         const int* argmax_plane = argmax + plane * out_h * out_w;
 
         T acc = T(0);
-        for_each_window_reading(g, h, w, [&](long long o, long long k) {
+        for_each_window_reading(g, h, w, [&](I o, I k) {
             if (argmax_plane[o] == (int)k) acc += dy_plane[o];  // (h, w) was that window's max
         });
         dx[i] = acc;
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void avgpool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
-                                       long long n, long long channels, long long height,
-                                       long long width, long long kernel_h, long long kernel_w,
-                                       long long stride, long long pad, long long out_h,
-                                       long long out_w)
+                                       I n, I channels, I height,
+                                       I width, I kernel_h, I kernel_w,
+                                       I stride, I pad, I out_h,
+                                       I out_w)
 {
-    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
     const T scale = window_scale<T>(kernel_h, kernel_w);
-    for (const long long i : grid_stride_range(n * channels * out_h * out_w)) {
+    for (const I i : grid_stride_range(n * channels * out_h * out_w)) {
         const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
 
         T acc = T(0);
-        for_each_input_of_window(g, oh, ow, [&](long long p, long long) { acc += x_plane[p]; });
+        for_each_input_of_window(g, oh, ow, [&](I p, I) { acc += x_plane[p]; });
         y[i] = acc * scale;
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void avgpool_backward_kernel(const T* __restrict__ dy, T* __restrict__ dx,
-                                        long long n, long long channels, long long height,
-                                        long long width, long long kernel_h, long long kernel_w,
-                                        long long stride, long long pad, long long out_h,
-                                        long long out_w)
+                                        I n, I channels, I height,
+                                        I width, I kernel_h, I kernel_w,
+                                        I stride, I pad, I out_h,
+                                        I out_w)
 {
-    const WindowGeometry g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
     const T scale = window_scale<T>(kernel_h, kernel_w);
-    for (const long long i : grid_stride_range(n * channels * height * width)) {
+    for (const I i : grid_stride_range(n * channels * height * width)) {
         const auto [plane, h, w] = split_index(i, height, width);
         const T* dy_plane = dy + plane * out_h * out_w;
 
         T acc = T(0);
-        for_each_window_reading(g, h, w, [&](long long o, long long) { acc += dy_plane[o]; });
+        for_each_window_reading(g, h, w, [&](I o, I) { acc += dy_plane[o]; });
         dx[i] = acc * scale;
     }
 }

@@ -1,0 +1,132 @@
+"""The CUDA window kernels (im2col.cu, pooling.cu), run on the CPU: a host C++ compiler builds
+them with a small shim for CUDA's keywords and thread indices, a loop plays every thread of a
+small grid (so the grid-stride loops wrap), and the results must equal the NumPy backend's, for
+both index types the kernels are instantiated with (int and long long). No GPU needed; skips
+without g++ or clang++."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import run_host_harness
+
+from convnet_gpu.backends import WindowGeometry, get_backend
+
+KERNELS_DIR = Path(__file__).resolve().parents[1] / "convnet_gpu" / "backends" / "kernels"
+GEOMETRIES = [
+    WindowGeometry(3, 8, 8, 5, 5, stride=1, pad=2),
+    WindowGeometry(2, 9, 7, 3, 3, stride=2, pad=1),
+    WindowGeometry(4, 6, 5, 1, 1, stride=1, pad=0),
+    WindowGeometry(3, 8, 6, 2, 2, stride=2, pad=0),
+    WindowGeometry(2, 7, 9, 3, 3, stride=2, pad=1),
+    WindowGeometry(1, 7, 9, 4, 2, stride=3, pad=3),
+]
+N = 2
+
+SHIM = r"""
+#include <cstdio>
+#include <cstring>
+#include <vector>
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+struct Dim3 { unsigned int x = 1, y = 1, z = 1; };
+static Dim3 blockIdx, threadIdx, blockDim, gridDim;
+inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }
+inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, 8); return d; }
+#include "window.cuh"
+#include "im2col.cu"
+#include "pooling.cu"
+
+// Every thread of a 3 x 5 grid in turn: 15 threads, so each grid-stride loop goes round.
+template <typename Kernel> void launch(Kernel kernel) {
+    gridDim.x = 3; blockDim.x = 5;
+    for (unsigned b = 0; b < 3; ++b)
+        for (unsigned t = 0; t < 5; ++t) { blockIdx.x = b; threadIdx.x = t; kernel(); }
+}
+template <typename V> void print(const V& values) {
+    for (auto v : values) std::printf("%.17g ", (double)v);
+    std::printf("\n");
+}
+// Input values exact in double on both sides: distinct, so max pooling has no ties.
+double value(long long i) { return (double)((i * 7919) % 1009) / 64.0 - 7.0; }
+"""
+
+
+def _values(count: int) -> np.ndarray:
+    return ((np.arange(count, dtype=np.int64) * 7919) % 1009) / 64.0 - 7.0
+
+
+def _harness(g: WindowGeometry, index: str) -> str:
+    """main(): the six kernels on one geometry with index type `index`, one output per line."""
+    args = (f"({index}){N}, ({index}){g.channels}, ({index}){g.height}, ({index}){g.width}, "
+            f"({index}){g.kernel_h}, ({index}){g.kernel_w}, ({index}){g.stride}, "
+            f"({index}){g.pad}, ({index}){g.out_h}, ({index}){g.out_w}")  # fmt: skip
+    x_size = N * g.channels * g.height * g.width
+    y_size = N * g.channels * g.out_h * g.out_w
+    col_size = g.col_rows * g.col_cols(N)
+    t = f"<double, {index}>"
+    return (
+        SHIM
+        + f"""
+int main() {{
+    std::vector<double> x({x_size}), col({col_size}), dx({x_size}), y({y_size}), dy({y_size});
+    std::vector<int> argmax({y_size});
+    for (long long i = 0; i < {x_size}; ++i) x[i] = value(i);
+    for (long long i = 0; i < {y_size}; ++i) dy[i] = value(i + 5);
+    launch([&] {{ im2col_kernel{t}(x.data(), col.data(), {args}); }}); print(col);
+    for (long long i = 0; i < {col_size}; ++i) col[i] = value(i + 3);
+    launch([&] {{ col2im_kernel{t}(col.data(), dx.data(), {args}); }}); print(dx);
+    launch([&] {{ maxpool_forward_kernel{t}(x.data(), y.data(), argmax.data(), {args}); }});
+    print(y); print(argmax);
+    launch([&] {{ maxpool_backward_kernel{t}(dy.data(), argmax.data(), dx.data(), {args}); }});
+    print(dx);
+    launch([&] {{ avgpool_forward_kernel{t}(x.data(), y.data(), {args}); }}); print(y);
+    launch([&] {{ avgpool_backward_kernel{t}(dy.data(), dx.data(), {args}); }}); print(dx);
+}}
+"""
+    )
+
+
+def _numpy_results(g: WindowGeometry) -> list[np.ndarray]:
+    be = get_backend("cpu")
+    x_shape, y_shape = (N, g.channels, g.height, g.width), (N, g.channels, g.out_h, g.out_w)
+    col_shape = (g.col_rows, g.col_cols(N))
+    x = _values(int(np.prod(x_shape))).reshape(x_shape)
+    dy = _values(int(np.prod(y_shape)) + 5)[5:].reshape(y_shape)
+    col_in = _values(int(np.prod(col_shape)) + 3)[3:].reshape(col_shape)
+    col, dx = np.empty(col_shape), np.empty(x_shape)
+    y, argmax = np.empty(y_shape), np.empty(y_shape, np.int32)
+    workspace = be.pool_workspace(y_shape, np.float64)
+    results = []
+    be.im2col(x, col, g)
+    results.append(col.copy())
+    be.col2im(col_in, dx, g)
+    results.append(dx.copy())
+    be.maxpool_forward(x, y, argmax, workspace, g)
+    results += [y.copy(), argmax.copy()]
+    be.maxpool_backward(dy, argmax, dx, workspace, g)
+    results.append(dx.copy())
+    be.avgpool_forward(x, y, g)
+    results.append(y.copy())
+    be.avgpool_backward(dy, dx, g)
+    results.append(dx.copy())
+    return results
+
+
+@pytest.mark.parametrize("index", ["int", "long long"])
+@pytest.mark.parametrize(
+    "g", GEOMETRIES, ids=lambda g: f"{g.kernel_h}x{g.kernel_w}s{g.stride}p{g.pad}"
+)
+def test_window_kernels_on_the_host_equal_numpy(tmp_path, g, index):
+    printed = run_host_harness(_harness(g, index), tmp_path, KERNELS_DIR, ragged=True)
+    names = ["im2col", "col2im", "maxpool y", "maxpool argmax", "maxpool dx", "avgpool y",
+             "avgpool dx"]  # fmt: skip
+    for name, row, expected in zip(names, printed, _numpy_results(g)):
+        # The same terms in the same order as NumPy; average pooling's 1/(KH*KW) is rounded
+        # once on both sides, so the results agree to the last bit or within an ulp or two.
+        np.testing.assert_allclose(row, expected.ravel(), rtol=1e-15, atol=1e-15, err_msg=name)
