@@ -130,3 +130,65 @@ def test_window_kernels_on_the_host_equal_numpy(tmp_path, g, index):
         # The same terms in the same order as NumPy; average pooling's 1/(KH*KW) is rounded
         # once on both sides, so the results agree to the last bit or within an ulp or two.
         np.testing.assert_allclose(row, expected.ravel(), rtol=1e-15, atol=1e-15, err_msg=name)
+
+
+# ---- channel.cu: per-channel sums and BatchNorm's passes ---------------------------------------
+CHANNEL_SHIM = SHIM.replace(
+    '#include "im2col.cu"\n#include "pooling.cu"\n', '#include "channel.cu"\n'
+)
+
+
+@pytest.mark.parametrize("index", ["int", "long long"])
+@pytest.mark.parametrize("shape, parts", [((3, 4, 5, 6), 32), ((5, 7), 32), ((2, 3, 9, 9), 64)])
+def test_channel_kernels_on_the_host_equal_numpy(tmp_path, shape, parts, index):
+    n, channels = shape[0], shape[1]
+    spatial = int(np.prod(shape[2:], dtype=np.int64))
+    size = n * channels * spatial
+    sizes = f"({index}){n}, ({index}){channels}, ({index}){spatial}"
+    flat = f"({index}){size}, ({index}){channels}, ({index}){spatial}"
+    source = (
+        CHANNEL_SHIM
+        + f"""
+int main() {{
+    const long long size = {size}, channels = {channels}, parts = {parts};
+    std::vector<double> a(size), b(size), center(channels), out(channels), out_b(channels);
+    std::vector<double> partial(channels * parts), partial_b(channels * parts);
+    std::vector<double> x_hat(size), y(size), dx(size);
+    for (long long i = 0; i < size; ++i) {{ a[i] = value(i); b[i] = value(i + 11); }}
+    for (long long c = 0; c < channels; ++c) center[c] = value(c + 3);
+    for (int mode = 0; mode < 3; ++mode) {{
+        launch([&] {{ channel_partials_kernel<double, {index}>(a.data(), b.data(), center.data(),
+            partial.data(), partial_b.data(), {sizes}, ({index})parts, mode); }});
+        launch([&] {{ channel_finish_kernel<double>(partial.data(), partial_b.data(), out.data(),
+            out_b.data(), channels, parts, mode == 1); }});
+        print(out); print(out_b);
+    }}
+    // normalize with (mean, inv_std, gamma, beta) = (center, b[:C], a[:C], b[C:2C])
+    launch([&] {{ batchnorm_normalize_kernel<double, {index}>(a.data(), center.data(), b.data(),
+        a.data(), b.data() + channels, x_hat.data(), y.data(), {flat}); }});
+    print(x_hat); print(y);
+    launch([&] {{ batchnorm_input_grad_kernel<double, {index}>(a.data(), b.data(), center.data(),
+        b.data() + channels, a.data() + channels, 1.0 / 7, dx.data(), {flat}); }});
+    print(dx);
+}}
+"""
+    )
+    rows = run_host_harness(source, tmp_path, KERNELS_DIR, ragged=True)
+    a, b = _values(size).reshape(shape), _values(size + 11)[11:].reshape(shape)
+    center = _values(channels + 3)[3:]
+    axes = (0,) + tuple(range(2, len(shape)))
+    centered = a - center.reshape((channels,) + (1,) * (len(shape) - 2))
+    expected = {0: a.sum(axis=axes), 2: a.sum(axis=axes), 3: (a * b).sum(axis=axes),
+                4: (centered**2).sum(axis=axes)}  # fmt: skip
+    for row, value in expected.items():  # the sums add in another order: equal within rounding
+        np.testing.assert_allclose(rows[row], value, rtol=1e-12, err_msg=f"row {row}")
+    from convnet_gpu.backends import channel_ops
+
+    flat_b = b.ravel()
+    x_hat, y, dx = np.empty(shape), np.empty(shape), np.empty(shape)
+    channel_ops.batchnorm_normalize(np, a, center, flat_b[:channels], a.ravel()[:channels],
+                                    flat_b[channels:2 * channels], x_hat, y)  # fmt: skip
+    channel_ops.batchnorm_input_grad(np, a, b, center, flat_b[channels:2 * channels],
+                                     a.ravel()[channels:2 * channels], 7, dx)  # fmt: skip
+    for name, row, expected in (("x_hat", rows[6], x_hat), ("y", rows[7], y), ("dx", rows[8], dx)):
+        np.testing.assert_array_equal(row, expected.ravel(), err_msg=name)  # same roundings

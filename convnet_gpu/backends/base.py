@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import updates
+from . import channel_ops, updates
 from .counter_rng import (
     check_jitter_batch_size,
     check_jitter_pad,
@@ -129,6 +129,34 @@ class Backend:
         """Adam / AdamW with the bias corrections of step `steps` (a 0-d counter)."""
         updates.adam_update(self.xp, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas,
                             eps, weight_decay, decoupled, scratch, decayed)  # fmt: skip
+
+    # ---- per-channel sums and BatchNorm's passes: (n, C, ...) arrays, channel axis 1 ------------
+    def channel_workspace(self, shape, dtype, weighted: bool = True):
+        """Scratch for the channel ops on batches of up to `shape` (n, C, ...); weighted=False
+        when only plain channel_sums are taken (Bias), which need less on some backends."""
+        return self._channel_workspace(tuple(shape), np.dtype(dtype), weighted)
+
+    def channel_sums(self, x, out, workspace, weight=None, weighted_out=None) -> None:
+        """out[c] = sum of x[:, c]; with a weight like x, weighted_out[c] = sum (x*weight)[:, c]."""
+        dtype = self._channel_input("channel_sums", x, out)
+        if weight is not None:
+            self._check_buffer("channel_sums", "weight", weight, tuple(x.shape), dtype)
+            self._output("channel_sums", "weighted_out", weighted_out, tuple(out.shape), dtype)
+        self._channel_sums(x, out, workspace, weight, weighted_out)
+
+    def channel_centered_squares(self, x, center, out, workspace) -> None:
+        """out[c] = sum of (x[:, c] - center[c])^2: the variance's sum, taken around the mean."""
+        dtype = self._channel_input("channel_centered_squares", x, out)
+        self._check_buffer("channel_centered_squares", "center", center, tuple(out.shape), dtype)
+        self._channel_centered_squares(x, center, out, workspace)
+
+    def batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
+        """x_hat = (x - mean) * inv_std and y = x_hat * gamma + beta, per channel."""
+        self._batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y)
+
+    def batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count: int, dx) -> None:
+        """dx = scale * (dy - (x_hat * d_gamma + d_beta) / count), per channel."""
+        self._batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, count, dx)
 
     # ---- windows: convolution lowering ------------------------------------------------------
     def im2col(self, x, col, geom: WindowGeometry) -> None:
@@ -239,6 +267,14 @@ class Backend:
         self._jitter(self._kernel_input(x), out, pad, flip, seed, counter, workspace)
 
     # ---- the argument checks every backend shares ---------------------------------------------
+    def _channel_input(self, op: str, x, out) -> np.dtype:
+        """The dtype of an (n, C, ...) x; out must be its (C,) per-channel result."""
+        dtype = self._float_dtype(op, "x", x)
+        if x.ndim < 2:
+            raise ValueError(f"{op}: x has shape {tuple(x.shape)}, expected (n, C, ...)")
+        self._output(op, "out", out, (x.shape[1],), dtype)
+        return dtype
+
     def _check_counter(self, op: str, seed: int, counter) -> None:
         """A counter is an int, or a 0-d int64 device array (see counter()) that the kernel
         reads where it lives, modulo 2**32."""
@@ -287,6 +323,21 @@ class Backend:
         return array
 
     # ---- implementations: each backend's kernels, called with checked arguments ----------------
+    def _channel_workspace(self, shape: tuple, dtype: np.dtype, weighted: bool):
+        return self.empty(shape, dtype) if weighted else None  # scratch like the batch
+
+    def _channel_sums(self, x, out, workspace, weight, weighted_out) -> None:
+        channel_ops.channel_sums(self.xp, x, out, workspace, weight, weighted_out)
+
+    def _channel_centered_squares(self, x, center, out, workspace) -> None:
+        channel_ops.channel_centered_squares(self.xp, x, center, out, workspace)
+
+    def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
+        channel_ops.batchnorm_normalize(self.xp, x, mean, inv_std, gamma, beta, x_hat, y)
+
+    def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
+        channel_ops.batchnorm_input_grad(self.xp, dy, x_hat, scale, d_beta, d_gamma, count, dx)
+
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import NamedTuple
 
 import cupy
 import numpy as np
@@ -194,6 +195,55 @@ class CupyBackend(Backend):
         args = (out, table, index, np.int64(table.shape[0]))
         self._launch("select_kernel", out.dtype, 1, args)
 
+    # ---- per-channel sums and BatchNorm's passes (kernels/channel.cu) ----------------------------
+    def _channel_workspace(self, shape: tuple, dtype: np.dtype, weighted: bool):
+        n, channels = shape[0], shape[1]
+        spatial = int(np.prod(shape[2:], dtype=np.int64))
+        parts = _channel_parts(n * spatial, channels)
+        partials = (cupy.empty(channels * parts, dtype), cupy.empty(channels * parts, dtype))
+        return ChannelWorkspace(*partials, parts)
+
+    def _channel_sums(self, x, out, workspace, weight, weighted_out) -> None:
+        mode = 0 if weight is None else 1
+        self._channel_partials(x, x if weight is None else weight, out, workspace, mode)
+        self._channel_finish(out, out if weighted_out is None else weighted_out, workspace, mode)
+
+    def _channel_centered_squares(self, x, center, out, workspace) -> None:
+        self._channel_partials(x, x, center, workspace, mode=2)
+        self._channel_finish(out, out, workspace, mode=2)
+
+    def _channel_partials(self, a, b, center, workspace, mode: int) -> None:
+        """Each (channel, part) thread's partial sum (see kernels/channel.cu)."""
+        n, channels = a.shape[0], a.shape[1]
+        spatial = a.size // max(n * channels, 1)
+        index_type, index_name = _index_type(a.size)
+        sizes = tuple(index_type(v) for v in (n, channels, spatial, workspace.parts))
+        args = (a, b, center, workspace.partial, workspace.partial_b, *sizes, np.int32(mode))
+        self._launch("channel_partials_kernel", a.dtype, channels * workspace.parts, args,
+                     index_name)  # fmt: skip
+
+    def _channel_finish(self, out, out_b, workspace, mode: int) -> None:
+        args = (workspace.partial, workspace.partial_b, out, out_b, np.int64(out.size),
+                np.int64(workspace.parts), np.int32(mode == 1))  # fmt: skip
+        self._launch("channel_finish_kernel", out.dtype, out.size, args)
+
+    def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
+        self._launch_channelwise(
+            "batchnorm_normalize_kernel", x, (x, mean, inv_std, gamma, beta, x_hat, y)
+        )
+
+    def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
+        args = (dy, x_hat, scale, d_beta, d_gamma, np.float64(1.0 / count), dx)
+        self._launch_channelwise("batchnorm_input_grad_kernel", dy, args)
+
+    def _launch_channelwise(self, kernel_name: str, x, args: tuple) -> None:
+        """One thread per element of the (n, C, ...) x; the sizes follow the arrays."""
+        channels = x.shape[1]
+        spatial = x.size // max(x.shape[0] * channels, 1)
+        index_type, index_name = _index_type(x.size)
+        sizes = tuple(index_type(v) for v in (x.size, channels, spatial))
+        self._launch(kernel_name, x.dtype, x.size, args + sizes, index_name)
+
     # ---- the optimizers' updates: one kernel each (kernels/update.cu) ---------------------------
     def sgd_update(self, w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
                    scratch, decayed) -> None:  # fmt: skip
@@ -295,8 +345,7 @@ class CupyBackend(Backend):
     def _launch_window(self, kernel_name: str, output, args: tuple, n: int, geom) -> None:
         """One thread per output element; the geometry follows the arrays as scalar arguments,
         in 32-bit ints when every array is small enough, else 64-bit."""
-        small = max(array.size for array in args) < INT_INDEX_LIMIT
-        index_type, index_name = (np.int32, "int") if small else (np.int64, "long long")
+        index_type, index_name = _index_type(max(array.size for array in args))
         self._launch(kernel_name, output.dtype, output.size,
                      args + _geometry_args(n, geom, index_type), index_name)  # fmt: skip
 
@@ -307,6 +356,26 @@ class CupyBackend(Backend):
         kernel = _function(self.device_id, f"{kernel_name}<{types}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
         kernel((blocks,), (_THREADS_PER_BLOCK,), args)  # on the current stream: self.stream
+
+
+class ChannelWorkspace(NamedTuple):
+    """The partial sums of the channel kernels: `parts` per channel (kernels/channel.cu)."""
+
+    partial: cupy.ndarray
+    partial_b: cupy.ndarray
+    parts: int
+
+
+def _channel_parts(values_per_channel: int, channels: int) -> int:
+    """Threads per channel for a channel sum: about 2^16 threads in all (enough loads in
+    flight to keep the memory busy), a multiple of 32, no more than there are values."""
+    parts = max(32, min(4096, (65536 // max(channels, 1)) // 32 * 32))
+    return max(1, min(parts, -(-values_per_channel // 32) * 32))
+
+
+def _index_type(largest: int):
+    """(numpy type, CUDA spelling) of the kernel index for arrays of up to `largest` elements."""
+    return (np.int32, "int") if largest < INT_INDEX_LIMIT else (np.int64, "long long")
 
 
 class CapturedStep:

@@ -12,6 +12,8 @@ class Bias(Layer):
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
         self.broadcast_shape, self.sum_axes = per_channel(input_shape)
+        batch_shape = (batch_size,) + tuple(input_shape)
+        self.workspace = backend.channel_workspace(batch_shape, dtype, weighted=False)
 
     def forward(self, x, y, train):
         xp = self.backend.xp
@@ -19,6 +21,6 @@ class Bias(Layer):
 
     def backward(self, x, y, dy, dx):
         xp = self.backend.xp
-        xp.sum(dy, axis=self.sum_axes, out=self.grads["bias"])
+        self.backend.channel_sums(dy, self.grads["bias"], self.workspace)
         if dx is not None:
             xp.copyto(dx, dy)

@@ -52,10 +52,9 @@ class BatchNorm(Layer):
             "running_var": backend.empty((channels,), dtype),
         }
         self.buffers["running_var"].fill(1.0)
-        self.x_hat = backend.empty((batch_size,) + tuple(input_shape), dtype)  # kept for backward
-        self.scratch = backend.empty(
-            (batch_size,) + tuple(input_shape), dtype
-        )  # squares, dy * x_hat
+        batch_shape = (batch_size,) + tuple(input_shape)
+        self.x_hat = backend.empty(batch_shape, dtype)  # kept for backward
+        self.workspace = backend.channel_workspace(batch_shape, dtype)
         self.mean = backend.empty((channels,), dtype)
         self.var = backend.empty((channels,), dtype)
         self.inv_std = backend.empty((channels,), dtype)  # kept for backward
@@ -65,8 +64,7 @@ class BatchNorm(Layer):
         return array.reshape(self.broadcast_shape)
 
     def forward(self, x, y, train):
-        xp, n = self.backend.xp, x.shape[0]
-        x_hat = self.x_hat[:n]
+        be, xp, n = self.backend, self.backend.xp, x.shape[0]
         self.used_batch_statistics = train
         if train:
             count = x.size // self.mean.size  # values per channel: n (* H * W)
@@ -75,24 +73,19 @@ class BatchNorm(Layer):
                     "BatchNorm in training needs more than one value per channel "
                     "(a batch of 1 without spatial dimensions has no variance)"
                 )
-            xp.sum(x, axis=self.sum_axes, out=self.mean)
+            be.channel_sums(x, self.mean, self.workspace)
             xp.multiply(self.mean, 1.0 / count, out=self.mean)
-            xp.subtract(x, self._per_channel(self.mean), out=x_hat)  # x - mean
-            squares = self.scratch[:n]
-            xp.multiply(x_hat, x_hat, out=squares)
-            xp.sum(squares, axis=self.sum_axes, out=self.var)
+            be.channel_centered_squares(x, self.mean, self.var, self.workspace)
             xp.multiply(self.var, 1.0 / count, out=self.var)  # biased variance
             self._update_running(self.mean, self.var, count)
-            variance = self.var
+            mean, variance = self.mean, self.var
         else:
-            xp.subtract(x, self._per_channel(self.buffers["running_mean"]), out=x_hat)
-            variance = self.buffers["running_var"]
+            mean, variance = self.buffers["running_mean"], self.buffers["running_var"]
         xp.add(variance, self.eps, out=self.inv_std)
         xp.sqrt(self.inv_std, out=self.inv_std)
         xp.divide(1.0, self.inv_std, out=self.inv_std)
-        xp.multiply(x_hat, self._per_channel(self.inv_std), out=x_hat)
-        xp.multiply(x_hat, self._per_channel(self.params["gamma"]), out=y)
-        xp.add(y, self._per_channel(self.params["beta"]), out=y)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        be.batchnorm_normalize(x, mean, self.inv_std, gamma, beta, self.x_hat[:n], y)
 
     def _update_running(self, mean, biased_var, count):
         """running += momentum * (batch statistic - running), with the unbiased variance."""
@@ -106,11 +99,9 @@ class BatchNorm(Layer):
             xp.add(running, step, out=running)
 
     def backward(self, x, y, dy, dx):
-        xp, n = self.backend.xp, x.shape[0]
+        be, xp, n = self.backend, self.backend.xp, x.shape[0]
         x_hat, d_gamma, d_beta = self.x_hat[:n], self.grads["gamma"], self.grads["beta"]
-        xp.sum(dy, axis=self.sum_axes, out=d_beta)
-        xp.multiply(dy, x_hat, out=self.scratch[:n])
-        xp.sum(self.scratch[:n], axis=self.sum_axes, out=d_gamma)
+        be.channel_sums(dy, d_beta, self.workspace, weight=x_hat, weighted_out=d_gamma)
         if dx is None:
             return
         scale = self.stat_scratch
@@ -120,12 +111,7 @@ class BatchNorm(Layer):
             return
         # The batch statistics depend on x too:
         #   dx = gamma / std * (dy - (d_beta + x_hat * d_gamma) / count)
-        count = x.size // scale.size
-        xp.multiply(x_hat, self._per_channel(d_gamma), out=dx)
-        xp.add(dx, self._per_channel(d_beta), out=dx)
-        xp.multiply(dx, 1.0 / count, out=dx)
-        xp.subtract(dy, dx, out=dx)
-        xp.multiply(dx, self._per_channel(scale), out=dx)
+        be.batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, x.size // scale.size, dx)
 
     def describe(self):
         return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"

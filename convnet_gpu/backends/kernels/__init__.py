@@ -49,11 +49,18 @@ KERNEL_SOURCES: dict[str, list[str]] = {
     "random.cu": _instantiate("uniform_kernel"),
     "jitter.cu": _instantiate("jitter_kernel"),
     "update.cu": _instantiate("sgd_update_kernel", "adam_update_kernel", "select_kernel"),
+    "channel.cu": _instantiate_window(
+        "channel_partials_kernel", "batchnorm_normalize_kernel", "batchnorm_input_grad_kernel"
+    )
+    + _instantiate("channel_finish_kernel"),
 }
 
 # NVRTC options beyond the shared ones, per source. update.cu must round every multiply and add
 # on its own (no fused multiply-add), as NumPy does, so the two updates agree bit for bit.
-EXTRA_OPTIONS: dict[str, tuple[str, ...]] = {"update.cu": ("--fmad=false",)}
+EXTRA_OPTIONS: dict[str, tuple[str, ...]] = {
+    "update.cu": ("--fmad=false",),
+    "channel.cu": ("--fmad=false",),
+}
 
 
 def compile_options(file_name: str) -> tuple[str, ...]:
