@@ -12,6 +12,8 @@ copy that last read it (its event). The host can thus run up to two steps ahead.
 
 from __future__ import annotations
 
+import ctypes
+
 import cupy
 import numpy as np
 
@@ -39,7 +41,7 @@ class HostStaging:
             event.synchronize()  # the GPU has copied what this buffer held last time
         staged = buffer[:size].view(host.dtype).reshape(host.shape)
         np.copyto(staged, host)
-        out.data.copy_from_host_async(staged.ctypes.data, size, stream)
+        out.data.copy_from_host_async(ctypes.c_void_p(staged.ctypes.data), size, stream)
         if event is None:
             event = slots[turn][1] = cupy.cuda.Event(disable_timing=True)
         event.record(stream)
