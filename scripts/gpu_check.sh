@@ -2,12 +2,13 @@
 # The device check: everything a GPU session should run, in one call that fits the device limits.
 #
 #   scripts/make_gpu_carry.sh        # here, once: the Fashion-MNIST files -> gpu-carry/ (ignored)
-#   OUT=dir BUDGET_S=400 scripts/gpu_check.sh [all|tests|bench|profile|train|cpu]   # there
+#   OUT=dir BUDGET_S=400 scripts/gpu_check.sh [all|verify|tests|bench|profile|train|cpu]   # there
 #
 # all = info, the GPU tests and gradcheck, the side-by-side benchmarks (scripts/gpu_bench.py),
 # the per-layer GPU profile, the CPU thread-scaling benchmark of the host, then the mini-resnet
 # recipe for what is left of the budget (its epochs are written as they finish). Each stage has
-# its own timeout inside BUDGET_S; a failed stage is logged and the next one still runs. Results
+# its own timeout inside BUDGET_S; a failed stage is logged and the next one still runs (verify =
+# tests, benchmarks, recipe: the short form after a fix). Results
 # go to $OUT (at most 8 files, the device returns no more); exit status 1 if any stage failed.
 # Run from the repository root on a machine with CuPy and a GPU (no install needed; PYTHONPATH=.).
 set -uo pipefail
@@ -41,10 +42,11 @@ info() {
   } > "$OUT/versions.txt" 2>&1
 }
 
-tests() {
+tests() {  # the replay tests first: they say most about a new capture problem
   log "GPU tests"
-  timeout "$(within 150 260)" $PY -m pytest -m gpu -q -p no:cacheprovider \
-    -o addopts="--benchmark-disable" -rfE --tb=short > "$OUT/pytest-gpu.txt" 2>&1
+  timeout "$(within 120 ${TESTS_RESERVE:-150})" $PY -m pytest -m gpu -q -p no:cacheprovider \
+    -o addopts="--benchmark-disable" -rfE --tb=short tests/test_replay.py tests \
+    > "$OUT/pytest-gpu.txt" 2>&1
   check $? "pytest -m gpu: $(tail -n 1 "$OUT/pytest-gpu.txt")"
   timeout 60 $PY -m convnet_gpu gradcheck --device cuda >> "$OUT/versions.txt" 2>&1
   check $? "gradcheck: $(tail -n 1 "$OUT/versions.txt")"
@@ -52,7 +54,7 @@ tests() {
 
 bench() {
   log "benchmarks"
-  timeout "$(within 140 150)" $PY scripts/gpu_bench.py "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+  timeout "$(within ${BENCH_LIMIT:-140} ${BENCH_RESERVE:-150})" $PY scripts/gpu_bench.py "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
   check $? "gpu_bench.py: $(grep -c 'convnet_gpu' "$OUT/bench.txt") rows"
 }
 
@@ -94,6 +96,7 @@ case "$STAGE" in
   train) train ;;
   cpu) cpu ;;
   all) tests; bench; profile; cpu; train ;;
+  verify) TESTS_RESERVE=100 tests; BENCH_LIMIT=45 BENCH_RESERVE=40 bench; train ;;
   *) echo "usage: OUT=dir [BUDGET_S=400] scripts/gpu_check.sh [all|tests|bench|profile|train|cpu]" >&2
      exit 2 ;;
 esac

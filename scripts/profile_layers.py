@@ -43,10 +43,10 @@ def seconds_of(function, *args) -> float:
     graph = backend.capture(lambda: function(*args))
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
     graph.replay()
-    start.record(backend.stream)
+    start.record()  # on the current stream, where the replays go
     for _ in range(REPLAYS):
         graph.replay()
-    end.record(backend.stream)
+    end.record()
     end.synchronize()
     return cupy.cuda.get_elapsed_time(start, end) / 1000 / REPLAYS
 

@@ -163,3 +163,13 @@ def test_each_replay_sees_its_own_batch_while_the_host_runs_ahead(cuda_backend):
     assert runner.replays == steps - 1
     np.testing.assert_array_equal(cuda_backend.to_host(image_log), np.arange(steps))
     np.testing.assert_array_equal(cuda_backend.to_host(label_log), np.arange(steps) % 3)
+
+
+@pytest.mark.gpu
+def test_eager_gpu_training_follows_the_cpu(cuda_backend, cpu_backend):
+    """The same run on NumPy and on CUDA (eager): the same masks and jitter (counter-based), so
+    the parameters differ only by float32 rounding after an epoch of BatchNorm training."""
+    states = [_trained(backend, "off")[0] for backend in (cpu_backend, cuda_backend)]
+    for key in states[0]:
+        np.testing.assert_allclose(states[1][key], states[0][key], rtol=1e-3, atol=1e-4,
+                                   err_msg=key)  # fmt: skip

@@ -1,8 +1,9 @@
 """cuBLAS through ctypes, on a handle the CUDA backend owns.
 
 CuPy refuses its own cuBLAS calls while a stream is being captured into a CUDA graph. Called
-directly, on a handle of our own whose stream is the backend's stream and whose workspace is
-allocated once, cuBLAS captures fine. So the CUDA backend's matmul comes here.
+directly, on a handle of our own that follows the caller's stream (the capturing one during a
+capture) and whose workspace is allocated once, cuBLAS captures fine. So the CUDA backend's
+matmul comes here.
 
 The library is the one CuPy's wheel loads (found by cuda.pathfinder, which CuPy uses too, or by
 its soname); loading it and binding the symbols needs no GPU, so CPU machines test the binding.
@@ -139,15 +140,16 @@ def gemm_plan(a, b, out) -> GemmPlan:
 
 
 class CublasHandle:
-    """A cuBLAS handle bound to one stream and one preallocated workspace (both kept alive)."""
+    """A cuBLAS handle with one preallocated workspace (kept alive); each product runs on the
+    stream it is given."""
 
-    def __init__(self, stream_ptr: int, workspace, precision: str = "fp32"):
+    def __init__(self, workspace, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
         self.library = load_library()
         self.handle = ctypes.c_void_p()
         _check(self.library.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
-        _check(self.library.cublasSetStream_v2(self.handle, stream_ptr), "cublasSetStream_v2")
+        self.stream_ptr = None  # the stream the handle was last set to
         self.workspace = workspace  # a device array; cuBLAS must never allocate during capture
         _check(
             self.library.cublasSetWorkspace_v2(self.handle, workspace.data.ptr, workspace.nbytes),
@@ -159,9 +161,12 @@ class CublasHandle:
             np.dtype(np.float64): (ctypes.c_double(1.0), ctypes.c_double(0.0)),
         }
 
-    def matmul(self, a, b, out) -> None:
-        """out = a @ b on the handle's stream (2-D device arrays of one float dtype)."""
+    def matmul(self, a, b, out, stream_ptr: int) -> None:
+        """out = a @ b on stream `stream_ptr` (2-D device arrays of one float dtype)."""
         plan = gemm_plan(a, b, out)
+        if stream_ptr != self.stream_ptr:
+            _check(self.library.cublasSetStream_v2(self.handle, stream_ptr), "cublasSetStream_v2")
+            self.stream_ptr = stream_ptr
         dtype = out.dtype
         data_type = CUDA_R_32F if dtype == np.float32 else CUDA_R_64F
         if dtype == np.float64:

@@ -2,15 +2,19 @@
 
 The kernels live in kernels/*.cu as templates over the element type; they are compiled with
 NVRTC (cupy.RawModule) the first time one is needed, once per process and device. Each window
-op is one launch of a grid-stride kernel on the backend's stream: no allocation (unless an input
+op is one launch of a grid-stride kernel on the current stream: no allocation (unless an input
 is a non-contiguous view, which is copied), no host sync, so a step built from these ops can be
 captured as a CUDA graph. Semantics match numpy_backend.py exactly (same summation order).
 
-Everything runs on one non-blocking stream the backend owns (a graph can only be captured from
-such a stream); matrix products go through cuBLAS on a handle of our own bound to that stream
-(cublas.py: CuPy refuses its cuBLAS calls during capture). CuPy's CUB reductions are switched
-off: they allocate scratch memory per call, which a captured graph cannot hold, and one plain
-reduction kernel per call keeps eager and replayed steps on the same summation order.
+Every piece of work goes to CuPy's *current* stream, as CuPy's own array operations do: kernel
+launches, copies, host reads, cuBLAS (whose handle follows the current stream) and graph
+replays. One stream for everything keeps every step ordered after the last one and every host
+read after the work it reads, whatever stream the caller has made current. Only a capture runs
+on a stream of its own (a graph cannot be captured from the default stream); what it records
+is then replayed on the current stream. Matrix products go through cuBLAS on a handle of our
+own (cublas.py: CuPy refuses its cuBLAS calls during capture). CuPy's CUB reductions are
+switched off: they allocate scratch memory per call, which a captured graph cannot hold, and one
+plain reduction kernel per call keeps eager and replayed steps on the same summation order.
 """
 
 from __future__ import annotations
@@ -36,18 +40,21 @@ _MAX_BLOCKS = 65535 * 4
 _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 _compile_lock = threading.Lock()
-_streams: dict[int, cupy.cuda.Stream] = {}  # device id -> the stream every backend there uses
+_capture_streams: dict[int, cupy.cuda.Stream] = {}  # device id -> its stream for captures
 _modules: dict[tuple[int, str], cupy.RawModule] = {}  # (device id, .cu file) -> module
 _functions: dict[tuple[int, str], cupy.RawKernel] = {}  # (device id, name expression) -> kernel
 
 
-def _device_stream(device_id: int) -> cupy.cuda.Stream:
-    """One non-blocking stream per device, shared by every CupyBackend on it: array operations
-    run on the current stream, so two backends must not make two different streams current."""
-    stream = _streams.get(device_id)
+def _capture_stream(device_id: int) -> cupy.cuda.Stream:
+    """The non-blocking stream a device's captures are recorded on (one per device)."""
+    stream = _capture_streams.get(device_id)
     if stream is None:
-        stream = _streams[device_id] = cupy.cuda.Stream(non_blocking=True)
+        stream = _capture_streams[device_id] = cupy.cuda.Stream(non_blocking=True)
     return stream
+
+
+def _current_stream() -> cupy.cuda.Stream:
+    return cupy.cuda.get_current_stream()
 
 
 def _module(device_id: int, file_name: str) -> cupy.RawModule:
@@ -113,15 +120,14 @@ class CupyBackend(Backend):
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
         self.precision = precision
-        self.stream = _device_stream(device_id)
-        self.stream.use()
+        self.capture_stream = _capture_stream(device_id)
         self._blas = None  # created at the first matmul, outside any capture
         self._counter_value = None  # where an int counter is written for the kernels to read
         self._staging = HostStaging()  # host -> device copies through pinned buffers
 
     # ---- memory -------------------------------------------------------------------------
     def to_host(self, array) -> np.ndarray:
-        return cupy.asnumpy(array, stream=self.stream, blocking=True)
+        return cupy.asnumpy(array, blocking=True)  # on the current stream, after its work
 
     def copy_from_host(self, host_array, out):
         if not isinstance(out, cupy.ndarray):
@@ -144,10 +150,10 @@ class CupyBackend(Backend):
             host = host.astype(out.dtype)
         if host.shape != out.shape:
             host = np.broadcast_to(host, out.shape)
-        self._staging.copy(np.ascontiguousarray(host), out, self.stream)
+        self._staging.copy(np.ascontiguousarray(host), out, _current_stream())
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        _current_stream().synchronize()
 
     def memory_in_use(self) -> int:
         return cupy.get_default_memory_pool().used_bytes()
@@ -165,15 +171,16 @@ class CupyBackend(Backend):
             self._check_device("matmul", name, array)
         if self._blas is None:
             workspace = cupy.empty(_CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
-            self._blas = CublasHandle(self.stream.ptr, workspace, self.precision)
-        self._blas.matmul(a, b, out)
+            self._blas = CublasHandle(workspace, self.precision)
+        self._blas.matmul(a, b, out, _current_stream().ptr)
         return out
 
     def capture(self, step):
-        """Record step() on the backend's stream as a CUDA graph. Run it eagerly once first (it
-        compiles kernels and creates the cuBLAS handle); an allocation during capture is refused
-        (GraphsUnsupported), since the graph would keep using memory the pool hands out again."""
-        stream = self.stream
+        """Record step() as a CUDA graph (on the capture stream, made current meanwhile). Run it
+        eagerly once first (it compiles kernels and creates the cuBLAS handle); an allocation
+        during capture is refused (GraphsUnsupported), since the graph would keep using memory
+        the pool hands out again. The graph replays on whatever stream is current then."""
+        stream = self.capture_stream
         previous = cupy.cuda.get_allocator()
         cupy.cuda.set_allocator(_refuse_allocation)
         try:
@@ -189,7 +196,7 @@ class CupyBackend(Backend):
             raise GraphsUnsupported(f"the step cannot be captured ({exc})") from exc
         finally:
             cupy.cuda.set_allocator(previous)
-        return CapturedStep(graph, stream)
+        return CapturedStep(graph)
 
     def select(self, table, index, out) -> None:
         args = (out, table, index, np.int64(table.shape[0]))
@@ -333,7 +340,7 @@ class CupyBackend(Backend):
         use only: a captured step must pass a counter() array, which replays then read)."""
         if isinstance(counter, cupy.ndarray):
             return counter
-        if self.stream.is_capturing():
+        if _current_stream().is_capturing():
             raise GraphsUnsupported("a random-number counter given as an int would be frozen "
                                     "into the graph; pass a device counter()")  # fmt: skip
         if self._counter_value is None:
@@ -355,7 +362,7 @@ class CupyBackend(Backend):
         types = _CUDA_TYPE[dtype] + (f", {index}" if index else "")
         kernel = _function(self.device_id, f"{kernel_name}<{types}>")
         blocks = min((total + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK, _MAX_BLOCKS)
-        kernel((blocks,), (_THREADS_PER_BLOCK,), args)  # on the current stream: self.stream
+        kernel((blocks,), (_THREADS_PER_BLOCK,), args)  # on the current stream
 
 
 class ChannelWorkspace(NamedTuple):
@@ -379,13 +386,14 @@ def _index_type(largest: int):
 
 
 class CapturedStep:
-    """A step recorded as a CUDA graph: replay() launches all of it on the stream at once."""
+    """A step recorded as a CUDA graph: replay() launches all of it at once, on the current
+    stream (after whatever work is queued there: the batch's copy, an eager step)."""
 
-    def __init__(self, graph, stream):
-        self.graph, self.stream = graph, stream
+    def __init__(self, graph):
+        self.graph = graph
 
     def replay(self) -> None:
-        self.graph.launch(self.stream)
+        self.graph.launch(_current_stream())
 
 
 def _refuse_allocation(size: int):
