@@ -153,14 +153,18 @@ int main() {{
     const long long size = {size}, channels = {channels}, parts = {parts};
     std::vector<double> a(size), b(size), center(channels), out(channels), out_b(channels);
     std::vector<double> partial(channels * parts), partial_b(channels * parts);
+    const long long lanes = 8;  // the backend uses 32; any count must give the same sums
+    std::vector<double> group(channels * lanes), group_b(channels * lanes);
     std::vector<double> x_hat(size), y(size), dx(size);
     for (long long i = 0; i < size; ++i) {{ a[i] = value(i); b[i] = value(i + 11); }}
     for (long long c = 0; c < channels; ++c) center[c] = value(c + 3);
     for (int mode = 0; mode < 3; ++mode) {{
         launch([&] {{ channel_partials_kernel<double, {index}>(a.data(), b.data(), center.data(),
             partial.data(), partial_b.data(), {sizes}, ({index})parts, mode); }});
-        launch([&] {{ channel_finish_kernel<double>(partial.data(), partial_b.data(), out.data(),
-            out_b.data(), channels, parts, mode == 1); }});
+        launch([&] {{ channel_regroup_kernel<double>(partial.data(), partial_b.data(),
+            group.data(), group_b.data(), channels, parts, lanes, mode == 1); }});
+        launch([&] {{ channel_finish_kernel<double>(group.data(), group_b.data(), out.data(),
+            out_b.data(), channels, lanes, mode == 1); }});
         print(out); print(out_b);
     }}
     // normalize with (mean, inv_std, gamma, beta) = (center, b[:C], a[:C], b[C:2C])

@@ -35,6 +35,7 @@ from .kernels import KERNEL_SOURCES, compile_options, read_source, source_of
 from .staging import HostStaging
 
 _CUBLAS_WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommendation for Hopper
+_LANES = 32  # threads per channel adding its partial sums (kernels/channel.cu)
 _THREADS_PER_BLOCK = 256
 _MAX_BLOCKS = 65535 * 4
 _CUDA_TYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -208,7 +209,8 @@ class CupyBackend(Backend):
         spatial = int(np.prod(shape[2:], dtype=np.int64))
         parts = _channel_parts(n * spatial, channels)
         partials = (cupy.empty(channels * parts, dtype), cupy.empty(channels * parts, dtype))
-        return ChannelWorkspace(*partials, parts)
+        groups = (cupy.empty(channels * _LANES, dtype), cupy.empty(channels * _LANES, dtype))
+        return ChannelWorkspace(*partials, *groups, parts)
 
     def _channel_sums(self, x, out, workspace, weight, weighted_out) -> None:
         mode = 0 if weight is None else 1
@@ -230,9 +232,13 @@ class CupyBackend(Backend):
                      index_name)  # fmt: skip
 
     def _channel_finish(self, out, out_b, workspace, mode: int) -> None:
-        args = (workspace.partial, workspace.partial_b, out, out_b, np.int64(out.size),
-                np.int64(workspace.parts), np.int32(mode == 1))  # fmt: skip
-        self._launch("channel_finish_kernel", out.dtype, out.size, args)
+        """Each channel's partials added in `_LANES` strided groups, then the groups in order."""
+        ws, with_b, channels = workspace, np.int32(mode == 1), np.int64(out.size)
+        regroup = (ws.partial, ws.partial_b, ws.group, ws.group_b, channels, np.int64(ws.parts),
+                   np.int64(_LANES), with_b)  # fmt: skip
+        self._launch("channel_regroup_kernel", out.dtype, out.size * _LANES, regroup)
+        finish = (ws.group, ws.group_b, out, out_b, channels, np.int64(_LANES), with_b)
+        self._launch("channel_finish_kernel", out.dtype, out.size, finish)
 
     def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
         self._launch_channelwise(
@@ -370,6 +376,8 @@ class ChannelWorkspace(NamedTuple):
 
     partial: cupy.ndarray
     partial_b: cupy.ndarray
+    group: cupy.ndarray  # the partials added in _LANES groups per channel
+    group_b: cupy.ndarray
     parts: int
 
 

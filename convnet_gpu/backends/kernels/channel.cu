@@ -1,15 +1,35 @@
 // Per-channel work on (n, C, S) arrays (S = H*W, or 1 for flat features): the sums Bias and
 // BatchNorm need, and BatchNorm's two elementwise passes (backends/base.py has the NumPy form).
 //
-// A channel's sum is taken in two deterministic steps, without atomics, so a step gives the
+// A channel's sum is taken in three deterministic steps, without atomics, so a step gives the
 // same bits every time (eager or replayed): channel_partials_kernel gives each (channel, part)
 // pair one thread, which adds the elements q = image*S + s of its channel with q = part,
-// part + parts, part + 2*parts, ... (neighbouring threads read neighbouring elements), and
-// channel_finish_kernel adds a channel's `parts` partial sums in order.
+// part + parts, part + 2*parts, ... (neighbouring threads read neighbouring elements);
+// channel_regroup_kernel adds each channel's partials in `lanes` strided groups, and
+// channel_finish_kernel adds a channel's groups in order.
 // Compiled with --fmad=false: the elementwise passes round each product and sum on its own, as
 // NumPy does, so they equal the NumPy backend's bit for bit; only the sums' order differs.
 
+// One term of a channel sum: a, a*b into *second (mode 1), or (a - middle)^2 (mode 2).
+template <typename T, typename I>
+__device__ __forceinline__ T channel_term(const T* a, const T* b, I index, int mode, T middle,
+                                          T& second)
+{
+    T value = a[index];
+    if (mode == 2) {
+        value = value - middle;
+        return value * value;
+    }
+    if (mode == 1) {
+        const T product = value * b[index];
+        second = second + product;
+    }
+    return value;
+}
+
 // mode 0: partial[t] = sum a;  mode 1: also partial_b[t] = sum a*b;  mode 2: sum (a - center[c])^2
+// Four accumulators, each adding every fourth of the thread's terms, keep four loads in flight
+// (a single running sum waits for each load in turn); they are added in a fixed order.
 template <typename T, typename I>
 __global__ void channel_partials_kernel(const T* __restrict__ a, const T* __restrict__ b,
                                         const T* __restrict__ center, T* __restrict__ partial,
@@ -17,33 +37,44 @@ __global__ void channel_partials_kernel(const T* __restrict__ a, const T* __rest
                                         I parts, int mode)
 {
     const I total = n * spatial;
-    const I image_step = parts / spatial, s_step = parts - image_step * spatial;
     for (const I t : grid_stride_range(channels * parts)) {
         const I c = t / parts;
-        const I first = t - c * parts;
         const T middle = mode == 2 ? center[c] : T(0);
-        T sum = T(0), sum_b = T(0);
-        I image = first / spatial, s = first - image * spatial;
-        for (I q = first; q < total; q += parts) {
-            const I index = (image * channels + c) * spatial + s;
-            T value = a[index];
-            if (mode == 2) {
-                value = value - middle;
-                value = value * value;
-            } else if (mode == 1) {
-                const T product = value * b[index];
-                sum_b = sum_b + product;
-            }
-            sum = sum + value;
-            image += image_step;  // q + parts = (image + image_step) * S + (s + s_step)
-            s += s_step;
-            if (s >= spatial) {
-                s -= spatial;
-                ++image;
+        T sum[4] = {T(0), T(0), T(0), T(0)}, sum_b[4] = {T(0), T(0), T(0), T(0)};
+        I q = t - c * parts;  // this thread's first term: q = image * S + s
+        for (; q < total; q += 4 * parts) {
+            for (int k = 0; k < 4; ++k) {
+                const I term = q + k * parts;
+                if (term < total) {
+                    const I image = term / spatial;
+                    const I index = (image * channels + c) * spatial + (term - image * spatial);
+                    sum[k] = sum[k] + channel_term(a, b, index, mode, middle, sum_b[k]);
+                }
             }
         }
-        partial[t] = sum;
-        if (mode == 1) partial_b[t] = sum_b;
+        partial[t] = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+        if (mode == 1) partial_b[t] = (sum_b[0] + sum_b[1]) + (sum_b[2] + sum_b[3]);
+    }
+}
+
+// The first of two steps that add a channel's partial sums: lane l of channel c adds the
+// partials p = l, l + lanes, l + 2*lanes, ... into middle[c*lanes + l] (with_b: middle_b too),
+// so `lanes` threads per channel share the work, reading neighbouring partials together.
+template <typename T>
+__global__ void channel_regroup_kernel(const T* __restrict__ partial,
+                                       const T* __restrict__ partial_b, T* __restrict__ middle,
+                                       T* __restrict__ middle_b, long long channels,
+                                       long long parts, long long lanes, int with_b)
+{
+    for (const long long t : grid_stride_range(channels * lanes)) {
+        const long long c = t / lanes, lane = t - c * lanes;
+        T sum = T(0), sum_b = T(0);
+        for (long long p = lane; p < parts; p += lanes) {
+            sum = sum + partial[c * parts + p];
+            if (with_b) sum_b = sum_b + partial_b[c * parts + p];
+        }
+        middle[t] = sum;
+        if (with_b) middle_b[t] = sum_b;
     }
 }
 
