@@ -28,12 +28,20 @@ class Chain:
                 raise ModelError(f"layer {index} ({layer.describe()}): {exc}") from None
         return shapes
 
-    def setup(self, backend, batch_size: int, dtype, input_shape) -> list[tuple]:
-        """Set up every layer and allocate its output blob; returns the planned shapes."""
+    def setup(self, backend, batch_size: int, dtype, input_shape, blobs=None,
+              layer_rows: int | None = None) -> list[tuple]:  # fmt: skip
+        """Set up every layer and allocate its output blob; returns the planned shapes.
+
+        `blobs` gives the output blobs instead (a worker's row slices of its net's blobs);
+        `layer_rows` sets the layers' own buffers up for fewer rows than the blobs hold (a net
+        whose workers do the computing needs none of its own).
+        """
         shapes = self.plan(input_shape)
-        self.blobs = [Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in shapes[1:]]
+        if blobs is None:
+            blobs = [Blob.allocate(backend, (batch_size,) + shape, dtype) for shape in shapes[1:]]
+        self.blobs = list(blobs)
         for layer, shape in zip(self.layers, shapes):
-            layer.setup(backend, shape, batch_size, dtype)
+            layer.setup(backend, shape, batch_size if layer_rows is None else layer_rows, dtype)
         self.learns = [_learns(layer) for layer in self.layers]
         return shapes
 

@@ -197,6 +197,8 @@ def load_into(meta: dict, arrays: dict, net, path="checkpoint") -> None:
     for layer_path, layer in walk(net.layers):
         if layer_path in saved["layer_scalars"]:
             layer.load_state_scalars(saved["layer_scalars"][layer_path])
+    if net.workers is not None:
+        net.workers.copy_state_from_net()
 
 
 def load_part(meta: dict, arrays: dict, part_name: str, part, path="checkpoint") -> None:

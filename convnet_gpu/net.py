@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .backends import get_backend
 from .blob import Blob
 from .chain import Chain
 from .errors import ModelError
-from .layers.base import walk, walk_with_inputs
+from .layers.base import BatchRows, walk, walk_with_inputs
 
 
 class ParamBuffer:
@@ -72,6 +74,8 @@ class Net:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.batch_size = None
+        self.rows = BatchRows()  # all rows of the batch: this net computes them itself
+        self.workers = None  # a WorkerGroup when the backend runs steps on several threads
 
     # ---- allocation -----------------------------------------------------------------------
     def setup(self, batch_size: int, input_shape, input_grad: bool = False) -> Net:
@@ -79,19 +83,30 @@ class Net:
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
         self.shapes = self.chain.plan(self.input_shape)
+        threads = min(getattr(be, "threads", 1), batch_size)
+        templates = copy.deepcopy((self.layers, self.loss)) if threads > 1 else None
         self._bind_parameters(np.random.default_rng(self.seed))
-        self._seed_random_layers()
+        self.seed_random_layers(self.layers)
         self.input = Blob.allocate(
             be, (batch_size,) + self.input_shape, dtype, with_grad=input_grad
         )
         self.labels = be.zeros((batch_size,), "int32")
-        self.chain.setup(be, batch_size, dtype, self.input_shape)
+        for _, layer in walk(self.layers):
+            layer.rows = self.rows
+        # With workers, the net's own layers keep parameters and buffers but compute nothing.
+        own_rows = 1 if threads > 1 else None
+        self.chain.setup(be, batch_size, dtype, self.input_shape, layer_rows=own_rows)
         self.blobs = [self.input] + self.chain.blobs
         if self.loss is not None:
+            self.loss.rows = self.rows
             try:
                 self.loss.setup(be, self.shapes[-1], batch_size, dtype)
             except ValueError as exc:  # a model whose output does not fit its loss
                 raise ModelError(f"the model's output {self.shapes[-1]}: {exc}") from None
+        if threads > 1:
+            from .workers import WorkerGroup
+
+            self.workers = WorkerGroup(self, templates, threads)
         return self
 
     def _bind_parameters(self, rng: np.random.Generator) -> None:
@@ -107,10 +122,11 @@ class Net:
             layer.params[spec.name] = self.params.views(index, self.params.data)
             layer.grads[spec.name] = self.params.views(index, self.params.grad)
 
-    def _seed_random_layers(self) -> None:
-        """Give each random layer left unseeded (seed None) its own seed, derived from the net's,
-        so two Dropout layers never share a mask stream."""
-        for position, (_, layer) in enumerate(walk(self.layers)):
+    def seed_random_layers(self, layers) -> None:
+        """Give each random layer left unseeded (seed None) its own seed, derived from the net's
+        and its position, so two Dropout layers never share a mask stream (and a worker's copy
+        of a layer draws what the net's would)."""
+        for position, (_, layer) in enumerate(walk(layers)):
             if getattr(layer, "seed", 0) is None:
                 layer.seed = (self.seed * 1_000_003 + position) % 2**32
 
@@ -136,6 +152,9 @@ class Net:
 
     def forward(self, n: int, train: bool = True):
         """Run the layers on the first n rows (and the loss, if any); returns the output view."""
+        if self.workers is not None:
+            return self.workers.forward(n, train)
+        self.rows.first, self.rows.total = 0, n
         output = self.chain.forward(self.input.data[:n], train)
         if self.loss is not None:
             self.loss.forward(output, self.labels[:n])
@@ -143,6 +162,9 @@ class Net:
 
     def backward(self, n: int) -> None:
         """Gradients of the loss (or of sum(output * blobs[-1].grad) without a loss)."""
+        if self.workers is not None:
+            self.workers.backward(n)
+            return
         if self.loss is not None:
             self.loss.backward(self.blobs[-1].grad[:n])
         x, dx = self.input.rows(n)

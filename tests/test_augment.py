@@ -346,3 +346,15 @@ def test_jitter_apply_on_cupy_matches_numpy_and_allocates_nothing():
 
     x = _random_batch((16, 3, 32, 32), np.float32)
     assert_backends_agree(apply_five_steps, x, tolerance="exact")
+
+
+@pytest.mark.parametrize("first", [1, 5])
+def test_jitter_from_a_first_image_is_that_slice_of_the_whole_batch(backend, first):
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((first + 4, 2, 6, 7)).astype(np.float32)
+    x = backend.asarray(images)
+    whole = backend.zeros(images.shape, np.float32)
+    backend.jitter(x, whole, 2, True, 11, 3)
+    part = backend.zeros((4, 2, 6, 7), np.float32)
+    backend.jitter(x[first:], part, 2, True, 11, 3, first=first)
+    np.testing.assert_array_equal(backend.to_host(part), backend.to_host(whole)[first:])

@@ -107,3 +107,13 @@ def test_cupy_uniform_refuses_strided_output(cuda_backend):
     assert cuda_backend.uniform_workspace((4, 8)) is None
     with pytest.raises(ValueError, match="C-contiguous"):
         cuda_backend.uniform(cupy.zeros((4, 8))[:, ::2], 0, 0)
+
+
+@pytest.mark.parametrize("first", [1, 17, 1000])
+def test_uniform_from_a_first_element_is_that_slice_of_the_whole_draw(backend, first):
+    """A slice of a batch (a worker's rows, a rank's share) draws what the whole batch would."""
+    whole = backend.zeros((first + 64,), np.float32)
+    backend.uniform(whole, 9, 4)
+    part = backend.zeros((64,), np.float32)
+    backend.uniform(part, 9, 4, first=first)
+    np.testing.assert_array_equal(backend.to_host(part), backend.to_host(whole)[first:])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from train_helpers import build_trainer
 
-from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
+from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, get_backend
 from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from convnet_gpu.data import Dataset
 from convnet_gpu.errors import TrainingDiverged, TrainingInterrupted, UserError
@@ -90,17 +90,19 @@ def stop_after(trainer, steps):
 
 @pytest.mark.parametrize("build", [tiny_net, tiny_resnet])
 @pytest.mark.parametrize("steps", [6, 13])  # end of epoch 1 (6 batches a epoch), mid-epoch 3
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, build):
-    straight = make_trainer(tmp_path / "straight", build=build)
+@pytest.mark.parametrize("threads", [1, 3])  # 3: the step on CPU worker threads (workers.py)
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, build, threads):
+    backend = get_backend("cpu", threads=threads)
+    straight = make_trainer(tmp_path / "straight", backend, build=build)
     straight.fit()
 
-    interrupted = make_trainer(tmp_path / "resumed", build=build)
+    interrupted = make_trainer(tmp_path / "resumed", backend, build=build)
     stop_after(interrupted, steps)
     with pytest.raises(TrainingInterrupted, match="saved") as stop:
         interrupted.fit()
     assert stop.value.saved == tmp_path / "resumed" / "checkpoint.npz"
 
-    resumed = make_trainer(tmp_path / "resumed", net_seed=99, build=build)  # the load must win
+    resumed = make_trainer(tmp_path / "resumed", backend, net_seed=99, build=build)  # load wins
     resumed.restore(*read_checkpoint(tmp_path / "resumed"))
     assert resumed.position.step == steps
     resumed.fit()

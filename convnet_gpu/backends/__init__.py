@@ -20,12 +20,15 @@ from .geometry import WindowGeometry
 from .numpy_backend import NumpyBackend
 
 
-def get_backend(device: str = "auto", announce=None, precision: str = "fp32") -> Backend:
+def get_backend(
+    device: str = "auto", announce=None, precision: str = "fp32", threads: int = 1
+) -> Backend:
     """Return the backend for `device`. `auto` takes CUDA when it works, else the CPU.
 
     `announce`, if given, receives one line saying which device `auto` chose and why.
     `precision` is how float32 matrix products are computed: "fp32", or "tf32" (tensor cores,
-    CUDA only). Raises DeviceUnavailable (one line: what is missing, how to fix it) for an
+    CUDA only). `threads` is how many CPU threads the NumPy backend runs a step on (the CUDA
+    backend ignores it). Raises DeviceUnavailable (one line: what is missing, how to fix it) for an
     unusable CUDA device.
     """
     if precision not in PRECISIONS:
@@ -34,7 +37,7 @@ def get_backend(device: str = "auto", announce=None, precision: str = "fp32") ->
         )
     kind, index = parse_device(device)
     if kind == "cpu":
-        return _numpy_backend(precision)
+        return _numpy_backend(precision, threads)
     if kind == "cuda":
         require_cuda(index, device)  # before importing cupy_backend: CuPy itself may be missing
         return _cupy_backend(index, precision)
@@ -42,19 +45,21 @@ def get_backend(device: str = "auto", announce=None, precision: str = "fp32") ->
     if problem is not None:
         if announce:
             announce(f"device auto: using the CPU ({problem.split(';')[0]})")
-        return _numpy_backend(precision)
+        return _numpy_backend(precision, threads)
     backend = _cupy_backend(index, precision)
     if announce:
         announce(f"device auto: using {backend.describe()}")
     return backend
 
 
-def _numpy_backend(precision: str) -> Backend:
+def _numpy_backend(precision: str, threads: int) -> Backend:
     if precision != "fp32":
         raise SettingError(
             "precision", f"{precision} needs a CUDA device (tensor cores); the CPU computes fp32"
         )
-    return NumpyBackend()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise SettingError("threads", f"must be a whole number >= 1, got {threads!r}")
+    return NumpyBackend(threads)
 
 
 def _cupy_backend(index: int, precision: str) -> Backend:

@@ -216,19 +216,19 @@ class Backend:
         check_uniform_size(size)
         return self._uniform_workspace(size)
 
-    def uniform(self, out, seed: int, counter: int, workspace=None) -> None:
+    def uniform(self, out, seed: int, counter: int, workspace=None, first: int = 0) -> None:
         """Fill the float array `out` with uniforms in [0, 1) from the counter-based hash.
 
-        Element i (C-order flat index) gets (counter_hash(seed, counter, i) >> 8) * 2**-24 (see
-        counter_rng.py), the same value on every backend and in float32 and float64. Without the
-        workspace from uniform_workspace(out.shape) the NumPy backend allocates one (setup-time
-        use only).
+        Element i (C-order flat index) gets (counter_hash(seed, counter, first + i) >> 8) * 2**-24
+        (see counter_rng.py), the same value on every backend and in float32 and float64: `first`
+        lets a slice of a batch draw the numbers the whole batch would. Without the workspace
+        from uniform_workspace(out.shape) the NumPy backend allocates one (setup-time use only).
         """
         self._float_dtype("uniform", "out", out)
         self._check_output_layout("uniform", "out", out)
         self._check_counter("uniform", seed, counter)
-        check_uniform_size(out.size)
-        self._uniform(out, seed, counter, workspace)
+        check_uniform_size(first + out.size)
+        self._uniform(out, seed, counter, workspace, int(first))
 
     # ---- data augmentation ------------------------------------------------------------------
     def jitter_workspace(self, batch_size: int):
@@ -236,7 +236,8 @@ class Backend:
         check_jitter_batch_size(batch_size)
         return self._jitter_workspace(batch_size)
 
-    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None) -> None:
+    def jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace=None,
+               first: int = 0) -> None:  # fmt: skip
         """Shift each image by a random (dy, dx) in [-pad, pad]^2; mirror it with probability 1/2.
 
         x and out are (n, C, H, W) float arrays of one shape and dtype; out must not overlap x
@@ -247,8 +248,9 @@ class Backend:
         and 0 where (h + dy, s + dx) falls outside the image. That is: shift first (take the HxW
         window at offset (pad+dy, pad+dx) of the image zero-padded by `pad` on every side), then
         mirror the window left-right. pad=0 and flip=False copies x. The same on every backend,
-        bit for bit (values are moved, never computed). Without the workspace from
-        jitter_workspace(n) the NumPy backend allocates one (setup-time use only).
+        bit for bit (values are moved, never computed). Image i draws as image first + i of the
+        stream would (a slice of a batch jitters as the whole batch does). Without the workspace
+        from jitter_workspace(n) the NumPy backend allocates one (setup-time use only).
         """
         self._check_counter("jitter", seed, counter)
         check_jitter_pad(pad)
@@ -263,8 +265,8 @@ class Backend:
                 "jitter: out must not overlap x (pixels move): write into a "
                 "scratch batch and copy back"
             )
-        check_jitter_batch_size(n)
-        self._jitter(self._kernel_input(x), out, pad, flip, seed, counter, workspace)
+        check_jitter_batch_size(first + n)
+        self._jitter(self._kernel_input(x), out, pad, flip, seed, counter, workspace, int(first))
 
     # ---- the argument checks every backend shares ---------------------------------------------
     def _channel_input(self, op: str, x, out) -> np.dtype:
@@ -362,11 +364,11 @@ class Backend:
     def _uniform_workspace(self, size: int):
         return None
 
-    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
+    def _uniform(self, out, seed: int, counter: int, workspace, first: int) -> None:
         raise NotImplementedError
 
     def _jitter_workspace(self, batch_size: int):
         return None
 
-    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
+    def _jitter(self, x, out, pad, flip, seed, counter, workspace, first: int) -> None:
         raise NotImplementedError

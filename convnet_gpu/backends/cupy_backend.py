@@ -298,22 +298,17 @@ class CupyBackend(Backend):
         self._launch_window("avgpool_backward_kernel", dx, (dy, dx), dy.shape[0], geom)
 
     # ---- random numbers (the kernel hashes its own element index: no workspace) ----------------
-    def _uniform(self, out, seed: int, counter, workspace) -> None:
-        args = (out, np.int64(out.size), np.uint32(seed), self._device_counter(counter))
+    def _uniform(self, out, seed: int, counter, workspace, first: int) -> None:
+        counter = self._device_counter(counter)
+        args = (out, np.int64(out.size), np.uint32(seed), counter, np.uint32(first))
         self._launch("uniform_kernel", out.dtype, out.size, args)
 
     # ---- data augmentation (each thread hashes its own image's draws: no workspace) ------------
-    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
+    def _jitter(self, x, out, pad, flip, seed, counter, workspace, first: int) -> None:
         n, channels, height, width = x.shape
         sizes = tuple(np.int64(v) for v in (n, channels, height, width, pad))
-        args = (
-            x,
-            out,
-            *sizes,
-            np.int32(bool(flip)),
-            np.uint32(seed),
-            self._device_counter(counter),
-        )
+        counter = self._device_counter(counter)
+        args = (x, out, *sizes, np.int32(bool(flip)), np.uint32(seed), counter, np.int64(first))
         self._launch("jitter_kernel", x.dtype, out.size, args)
 
     # ---- hooks: device residency, in-place outputs, contiguous inputs ---------------------------

@@ -8,10 +8,12 @@ an array: results go to `out=` views of buffers allocated in setup.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 
+from . import updates
 from .base import Backend
 from .counter_rng import JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, random_stream_key
 from .geometry import WindowGeometry
@@ -69,11 +71,52 @@ class JitterWorkspace(NamedTuple):
 
 
 class NumpyBackend(Backend):
+    """NumPy on the CPU. With threads > 1 a Net's steps run on that many worker threads (one
+    slice of the batch each, see workers.py), the optimizers' updates are split over them, and
+    BLAS is held to one thread so the two kinds of threads do not compete."""
+
     name = "cpu"
     xp = np
 
-    def __init__(self):
+    def __init__(self, threads: int = 1):
+        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.device = "cpu"
+        self.threads = int(threads)
+        self.pool = None
+        if self.threads > 1:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="convnet-cpu")
+            _single_threaded_blas()
+
+    def in_chunks(self, size: int, job) -> None:
+        """job(chunk) for `threads` contiguous slices of range(size), at once; waits for all."""
+        if self.pool is None or size < 2 * self.threads:
+            job(slice(0, size))
+            return
+        bounds = [size * k // self.threads for k in range(self.threads + 1)]
+        chunks = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        for future in [self.pool.submit(job, chunk) for chunk in chunks]:
+            future.result()
+
+    # ---- the optimizers' updates, split over the threads (elementwise: the same bits) ----------
+    def sgd_update(self, w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
+                   scratch, decayed) -> None:  # fmt: skip
+        def chunk(part):
+            updates.sgd_update(np, w[part], grad[part], velocity[part], decay_mask[part], lr,
+                               momentum, weight_decay, nesterov, scratch[part],
+                               None if decayed is None else decayed[part])  # fmt: skip
+
+        self.in_chunks(w.size, chunk)
+
+    def adam_update(self, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas, eps,
+                    weight_decay, decoupled, scratch, decayed) -> None:  # fmt: skip
+        def chunk(part):
+            decayed_part = None if decayed is None else decayed[part]
+            updates.adam_update(np, w[part], grad[part], exp_avg[part], exp_avg_sq[part],
+                                decay_mask[part], lr, steps, betas, eps, weight_decay, decoupled,
+                                scratch[part], decayed_part)  # fmt: skip
+
+        self.in_chunks(w.size, chunk)
 
     def copy_from_host(self, host_array, out):
         np.copyto(out, host_array, casting="same_kind")
@@ -82,7 +125,8 @@ class NumpyBackend(Backend):
         return 0  # NumPy has no pool; tests use tracemalloc instead
 
     def describe(self) -> str:
-        return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores)"
+        threads = f", {self.threads} threads" if self.threads > 1 else ""
+        return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores{threads})"
 
     # ---- convolution lowering -------------------------------------------------------------
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
@@ -183,7 +227,7 @@ class NumpyBackend(Backend):
             np.arange(size, dtype=np.uint32), np.empty(size, np.uint32), np.empty(size, np.uint32)
         )
 
-    def _uniform(self, out, seed: int, counter: int, workspace) -> None:
+    def _uniform(self, out, seed: int, counter: int, workspace, first: int) -> None:
         if workspace is None:
             workspace = self.uniform_workspace(out.shape)
         size = out.size
@@ -196,6 +240,8 @@ class NumpyBackend(Backend):
             workspace.bits[:size],
             workspace.scratch[:size],
         )
+        if first:  # element i draws as element first + i
+            index = np.add(index, first, out=bits)
         _counter_hash(index, random_stream_key(seed, int(counter) % UINT32_RANGE), bits, scratch)
         np.right_shift(bits, 8, out=bits)  # the top 24 bits
         np.copyto(out, bits.reshape(out.shape), casting="same_kind")  # exact: < 2**24
@@ -213,7 +259,7 @@ class NumpyBackend(Backend):
             np.empty(batch_size, np.uint32),
         )
 
-    def _jitter(self, x, out, pad: int, flip: bool, seed: int, counter: int, workspace) -> None:
+    def _jitter(self, x, out, pad, flip, seed, counter, workspace, first: int) -> None:
         n, _, height, width = x.shape
         if workspace is None:
             workspace = self.jitter_workspace(n)
@@ -222,7 +268,7 @@ class NumpyBackend(Backend):
                 f"the jitter workspace holds draws for {len(workspace.index)} images, x has {n}"
             )
         key = random_stream_key(seed, int(counter) % UINT32_RANGE)
-        shifts, flipped = _jitter_draws(n, pad, flip, key, workspace)
+        shifts, flipped = _jitter_draws(n, pad, flip, key, workspace, first)
         if pad:
             out.fill(0)  # the border the shift uncovers; the copies below write the rest
         for i, ((dy, dx), mirrored) in enumerate(zip(shifts.tolist(), flipped.tolist())):
@@ -233,10 +279,13 @@ class NumpyBackend(Backend):
             np.copyto(target[:, rows_out, cols_out], x[i, :, rows_in, cols_in])
 
 
-def _jitter_draws(n: int, pad: int, flip: bool, key: int, workspace: JitterWorkspace):
-    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of counter_rng.py's layout (views)."""
+def _jitter_draws(n: int, pad: int, flip: bool, key: int, workspace: JitterWorkspace, first=0):
+    """The (n, 2) int64 shifts (dy, dx) and (n,) flip flags of counter_rng.py's layout (views),
+    of images first .. first + n - 1."""
     index, bits, scratch = workspace.index[:n], workspace.bits[:n], workspace.scratch[:n]
     shifts, flipped = workspace.shifts[:n], workspace.flipped[:n]
+    if first:
+        index = np.add(index, JITTER_DRAWS_PER_IMAGE * first, out=bits)
     _counter_hash(index, key, bits, scratch)
     np.right_shift(bits, 8, out=bits)  # u: the top 24 bits of each draw
     np.copyto(shifts, bits[:, :2])  # int64: u * (2*pad + 1) < 2**55 fits
@@ -297,3 +346,13 @@ def _zero_outside(slab, out_sl, geom: WindowGeometry) -> None:
         slab[:, :, rows, : cols.start].fill(0)
     if cols.stop < geom.out_w:
         slab[:, :, rows, cols.stop :].fill(0)
+
+
+def _single_threaded_blas() -> None:
+    """Hold BLAS (OpenBLAS, MKL, ...) to one thread for the rest of the process: the workers
+    are the parallelism, and a second pool of spinning BLAS threads beside them only competes."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without threadpoolctl, BLAS keeps its own threads (slower, correct)
+        return
+    threadpool_limits(limits=1, user_api="blas")

@@ -35,6 +35,29 @@ def init_note(init: str) -> str:
     return "" if init == "he" else f", init={init}"
 
 
+class BatchRows:
+    """Which rows of a step's batch a net computes, and how they meet the rest of the batch.
+
+    A plain net computes all of them: first 0 of total n. When a backend runs a net on several
+    threads (workers.py), each worker's copy of the layers computes a contiguous slice, and the
+    few layers that look across rows ask here: Dropout draws the masks of its global rows, the
+    loss divides by the whole batch, and BatchNorm adds its per-channel sums over every slice
+    (all_reduce) and lets worker 0 alone update the running statistics they share.
+    """
+
+    def __init__(self, index: int = 0, group=None):
+        self.first = 0  # this copy's first row in the batch
+        self.total = 0  # the batch's rows (the step's n)
+        self.index = index  # the worker; 0 also for a net alone
+        self.group = group  # what all_reduce goes through (None: a net alone)
+
+    def all_reduce(self, arrays: tuple, scratch: tuple) -> None:
+        """Replace each array by its sum over the workers (the same sum, in the same order, on
+        every worker); `scratch` holds arrays like them. Alone, nothing to do."""
+        if self.group is not None:
+            self.group.all_reduce(self.index, arrays, scratch)
+
+
 class Layer:
     """One simple operation with its own backward.
 
@@ -45,6 +68,7 @@ class Layer:
     `buffers` holds state that is not learned but belongs in a checkpoint (BatchNorm's running
     statistics), allocated in setup. `min_rows` is the smallest batch the layer can take in
     training (set in setup; BatchNorm over flat features needs two rows for a variance).
+    `rows` (a BatchRows, set by the Net) says which rows of the batch the layer computes.
     """
 
     def __init__(self):
@@ -53,6 +77,7 @@ class Layer:
         self.buffers: dict = {}  # name -> array the layer owns and updates (not learnable)
         self.backend = None
         self.min_rows = 1
+        self.rows = BatchRows()  # replaced by the Net's
 
     @property
     def name(self) -> str:

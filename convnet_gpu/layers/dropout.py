@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backends.counter_rng import check_seed_and_counter
 from .base import Layer
 
@@ -38,6 +40,7 @@ class Dropout(Layer):
         if self.seed is None:  # used outside a Net
             self.seed = 0
         shape = (batch_size,) + tuple(input_shape)
+        self.row_size = int(np.prod(input_shape, dtype=np.int64))
         self.mask = backend.empty(shape, dtype)  # 0 or 1 / (1 - p), kept for backward
         self.workspace = backend.uniform_workspace(shape)
         self.counter = backend.counter(self._first_step)
@@ -61,7 +64,10 @@ class Dropout(Layer):
             xp.copyto(y, x)
             return
         mask = self.mask[: x.shape[0]]
-        be.uniform(mask, self.seed, self.counter, self.workspace)
+        # element indices of the whole batch: a worker's slice draws its rows' part of the mask
+        be.uniform(
+            mask, self.seed, self.counter, self.workspace, first=self.rows.first * self.row_size
+        )
         xp.greater_equal(mask, self.p, out=mask)  # keep with probability 1 - p
         xp.multiply(mask, 1.0 / (1.0 - self.p), out=mask)
         xp.multiply(x, mask, out=y)

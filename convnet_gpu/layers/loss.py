@@ -10,7 +10,9 @@ class SoftmaxCrossEntropy:
 
     The target t is the one-hot label, or with label smoothing e: (1 - e) * onehot + e / K.
     Everything, including the target matrix and the loss scalar, lives in buffers allocated in
-    setup, so the step makes no host round trip: `loss` is a 0-d device array.
+    setup, so the step makes no host round trip: `loss` is a 0-d device array. The mean is over
+    the whole batch (rows.total, see layers.base.BatchRows): a worker computing a slice of it
+    gives its share of the mean and of the gradient.
     """
 
     name = "SoftmaxCrossEntropy"
@@ -19,6 +21,10 @@ class SoftmaxCrossEntropy:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        self.rows = None  # the Net's BatchRows
+
+    def _batch_rows(self, n: int) -> int:
+        return self.rows.total if self.rows is not None and self.rows.total else n
 
     def setup(self, backend, input_shape, batch_size, dtype):
         if len(input_shape) != 1:
@@ -59,14 +65,14 @@ class SoftmaxCrossEntropy:
         xp.log(row_sum, out=row_sum)
         xp.add(per_sample, row_sum[:, 0], out=per_sample)
         xp.sum(per_sample, out=self.loss)
-        xp.multiply(self.loss, 1.0 / n, out=self.loss)
+        xp.multiply(self.loss, 1.0 / self._batch_rows(n), out=self.loss)
         return self.loss
 
     def backward(self, d_logits):
         xp = self.backend.xp
         n = d_logits.shape[0]
         xp.subtract(self.probs[:n], self.target[:n], out=d_logits)
-        xp.multiply(d_logits, 1.0 / n, out=d_logits)
+        xp.multiply(d_logits, 1.0 / self._batch_rows(n), out=d_logits)
 
     def count_correct(self, logits, labels):
         """Writes and returns self.correct (0-d int64 device array): rows whose argmax is right."""

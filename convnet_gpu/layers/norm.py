@@ -47,6 +47,7 @@ class BatchNorm(Layer):
         for dim in input_shape[1:]:
             values_per_row *= dim
         self.min_rows = 1 if values_per_row >= 2 else 2
+        self.values_per_row = values_per_row
         self.buffers = {
             "running_mean": backend.zeros((channels,), dtype),
             "running_var": backend.empty((channels,), dtype),
@@ -59,6 +60,13 @@ class BatchNorm(Layer):
         self.var = backend.empty((channels,), dtype)
         self.inv_std = backend.empty((channels,), dtype)  # kept for backward
         self.stat_scratch = backend.empty((channels,), dtype)
+        # Summed over every worker's rows when a net runs on threads (see BatchRows):
+        self.batch_sums = (backend.empty((channels,), dtype), backend.empty((channels,), dtype))
+        self.reduce_scratch = (backend.empty((channels,), dtype), backend.empty((channels,), dtype))
+
+    def _count(self, n: int) -> int:
+        """Values per channel in the whole batch (all workers' rows: see BatchRows)."""
+        return (self.rows.total or n) * self.values_per_row
 
     def _per_channel(self, array):
         return array.reshape(self.broadcast_shape)
@@ -67,17 +75,20 @@ class BatchNorm(Layer):
         be, xp, n = self.backend, self.backend.xp, x.shape[0]
         self.used_batch_statistics = train
         if train:
-            count = x.size // self.mean.size  # values per channel: n (* H * W)
+            count = self._count(n)  # values per channel in the whole batch: n (* H * W)
             if count < 2:
                 raise ValueError(
                     "BatchNorm in training needs more than one value per channel "
                     "(a batch of 1 without spatial dimensions has no variance)"
                 )
             be.channel_sums(x, self.mean, self.workspace)
+            self.rows.all_reduce((self.mean,), self.reduce_scratch[:1])
             xp.multiply(self.mean, 1.0 / count, out=self.mean)
             be.channel_centered_squares(x, self.mean, self.var, self.workspace)
+            self.rows.all_reduce((self.var,), self.reduce_scratch[:1])
             xp.multiply(self.var, 1.0 / count, out=self.var)  # biased variance
-            self._update_running(self.mean, self.var, count)
+            if self.rows.index == 0:  # the running statistics are one, shared by the workers
+                self._update_running(self.mean, self.var, count)
             mean, variance = self.mean, self.var
         else:
             mean, variance = self.buffers["running_mean"], self.buffers["running_var"]
@@ -104,6 +115,12 @@ class BatchNorm(Layer):
         be.channel_sums(dy, d_beta, self.workspace, weight=x_hat, weighted_out=d_gamma)
         if dx is None:
             return
+        sum_dy, sum_dy_x_hat = d_beta, d_gamma
+        if self.rows.group is not None:  # dx needs the sums over the whole batch; the parameter
+            sum_dy, sum_dy_x_hat = self.batch_sums  # gradients stay this worker's share
+            xp.copyto(sum_dy, d_beta)
+            xp.copyto(sum_dy_x_hat, d_gamma)
+            self.rows.all_reduce(self.batch_sums, self.reduce_scratch)
         scale = self.stat_scratch
         xp.multiply(self.params["gamma"], self.inv_std, out=scale)  # gamma / std
         if not self.used_batch_statistics:  # the statistics are constants: dx = dy * gamma / std
@@ -111,7 +128,7 @@ class BatchNorm(Layer):
             return
         # The batch statistics depend on x too:
         #   dx = gamma / std * (dy - (d_beta + x_hat * d_gamma) / count)
-        be.batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, x.size // scale.size, dx)
+        be.batchnorm_input_grad(dy, x_hat, scale, sum_dy, sum_dy_x_hat, self._count(n), dx)
 
     def describe(self):
         return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"

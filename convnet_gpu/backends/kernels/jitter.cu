@@ -55,13 +55,13 @@ template <typename T>
 __global__ void jitter_kernel(const T* __restrict__ x, T* __restrict__ out, long long n,
                               long long channels, long long height, long long width,
                               long long pad, int flip, unsigned int seed,
-                              const long long* __restrict__ counter)
+                              const long long* __restrict__ counter, long long first_image)
 {
     // The counter lives in device memory (mod 2^32), so a replayed graph jitters each step anew.
     const unsigned int key = random_stream_key(seed, static_cast<unsigned int>(*counter));
     for (const long long i : grid_stride_range(n * channels * height * width)) {
         const auto [plane, h, w] = split_index(i, height, width);  // plane = image*C + channel
-        const JitterDraw draw = jitter_draw(key, plane / channels, pad, flip != 0);
+        const JitterDraw draw = jitter_draw(key, first_image + plane / channels, pad, flip != 0);
         out[i] = jittered_pixel(x + plane * height * width, h, w, height, width, draw);
     }
 }

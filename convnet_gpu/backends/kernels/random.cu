@@ -13,14 +13,15 @@
 #endif
 
 #if defined(__CUDACC__)
-// out[i] = counter_uniform(key(seed, *counter), i) for i < total (< 2^32, checked on the host).
+// out[i] = counter_uniform(key(seed, *counter), first + i) for i < total (first + total < 2^32,
+// checked on the host): a slice of a batch draws what the whole batch would.
 template <typename T>
 __global__ void uniform_kernel(T* __restrict__ out, long long total, unsigned int seed,
-                               const long long* __restrict__ counter)
+                               const long long* __restrict__ counter, unsigned int first)
 {
     const unsigned int key = random_stream_key(seed, static_cast<unsigned int>(*counter));
     for (const long long i : grid_stride_range(total)) {
-        out[i] = counter_uniform<T>(key, static_cast<unsigned int>(i));
+        out[i] = counter_uniform<T>(key, first + static_cast<unsigned int>(i));
     }
 }
 #endif

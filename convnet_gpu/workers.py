@@ -1,0 +1,174 @@
+"""A net's step on several CPU threads: each worker runs its own copy of the layers on a
+contiguous slice of the batch.
+
+The copies compute on row slices of the net's own blobs (views), read the net's one parameter
+buffer, and write their parameter gradients into buffers of their own (worker 0 into the net's),
+which are then added in a fixed order. Everything a worker needs besides the blobs (im2col
+buffers, masks, BatchNorm's normalized input) is its own, allocated once in setup. Layers that
+look across rows ask their BatchRows (layers/base.py): Dropout draws its rows' part of the
+batch's masks, the loss divides by the whole batch, and BatchNorm adds its per-channel sums over
+all workers (all_reduce: two barriers, every worker adding the slots in the same order). So a
+step is deterministic for a given number of threads, and equals the one-thread step up to the
+order in which float sums are added.
+
+NumPy releases the GIL inside its array operations and BLAS calls, so the workers really run at
+once; BLAS itself is kept to one thread (backends/numpy_backend.py), so the threads do not
+compete with a second pool of BLAS threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+from .blob import Blob
+from .chain import Chain
+from .layers.base import BatchRows, walk, walk_with_inputs
+
+
+class WorkerGroup:
+    """The workers of a set-up net; net.forward and net.backward hand their work to run()."""
+
+    def __init__(self, net, templates, threads: int):
+        bounds = [net.batch_size * k // threads for k in range(threads + 1)]
+        slices = [(first, end - first) for first, end in zip(bounds, bounds[1:])]  # rows each
+        self.net, self.pool = net, net.backend.pool
+        self.barrier = threading.Barrier(len(slices))
+        self.slots = [None] * len(slices)  # each worker's arrays during an all_reduce
+        self.workers = [
+            Worker(net, copy.deepcopy(templates), index, first, rows, self)
+            for index, (first, rows) in enumerate(slices)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    # ---- a step ---------------------------------------------------------------------------
+    def forward(self, n: int, train: bool):
+        self._run(lambda worker: worker.forward(n, train))
+        loss = self.net.loss
+        if loss is not None:  # the batch's mean loss: the workers' shares, added in order
+            xp = self.net.backend.xp
+            xp.copyto(loss.loss, self.workers[0].loss.loss)
+            for worker in self.workers[1:]:
+                xp.add(loss.loss, worker.loss.loss, out=loss.loss)
+        return self.net.blobs[-1].data[:n]
+
+    def backward(self, n: int) -> None:
+        self._run(lambda worker: worker.backward(n))
+        grads = [worker.grad for worker in self.workers]  # worker 0's is the net's
+        xp = self.net.backend.xp
+
+        def add_chunk(chunk: slice) -> None:
+            for grad in grads[1:]:
+                xp.add(grads[0][chunk], grad[chunk], out=grads[0][chunk])
+
+        self.net.backend.in_chunks(grads[0].size, add_chunk)
+
+    def _run(self, job) -> None:
+        """job(worker) on every worker at once; an error in one stops the others (their
+        barrier breaks) and is raised here."""
+        futures = [self.pool.submit(self._guarded, job, worker) for worker in self.workers]
+        errors = [future.exception() for future in futures]
+        self.barrier.reset()  # a broken barrier is usable again for the next step
+        first = next((e for e in errors if e and not isinstance(e, threading.BrokenBarrierError)),
+                     next((e for e in errors if e), None))  # fmt: skip
+        if first is not None:
+            raise first
+
+    def _guarded(self, job, worker) -> None:
+        try:
+            job(worker)
+        except BaseException:
+            self.barrier.abort()
+            raise
+
+    # ---- what BatchNorm needs across workers -------------------------------------------------
+    def all_reduce(self, index: int, arrays: tuple, scratch: tuple) -> None:
+        """Called by every worker with arrays of the same shapes: each ends up holding their
+        sum over the workers, added in worker order (the same bits on every worker)."""
+        xp = self.net.backend.xp
+        self.slots[index] = arrays
+        self.barrier.wait()  # every worker's arrays are in place
+        for k, total in enumerate(scratch):
+            xp.copyto(total, self.slots[0][k])
+            for other in self.slots[1:]:
+                xp.add(total, other[k], out=total)
+        self.barrier.wait()  # every worker has read every slot: now overwrite one's own
+        for array, total in zip(arrays, scratch):
+            xp.copyto(array, total)
+
+    # ---- state the workers copy from the net ----------------------------------------------------
+    def copy_state_from_net(self) -> None:
+        """Give every worker's layers the net's layer state (Dropout's step after a checkpoint
+        is loaded, say): walk() pairs each net layer with the worker's copy of it."""
+        for worker in self.workers:
+            for (_, own), (_, theirs) in zip(walk(self.net.layers), walk(worker.layers)):
+                scalars = own.state_scalars()
+                if scalars:
+                    theirs.load_state_scalars(scalars)
+
+
+class Worker:
+    """Copies of a net's layers (and loss), set up for rows [first, first + rows) of its blobs."""
+
+    def __init__(self, net, templates, index: int, first: int, rows: int, group: WorkerGroup):
+        be, dtype = net.backend, net.dtype
+        self.layers, self.loss = templates
+        self.first, self.size = first, rows
+        self.rows = BatchRows(index, group)
+        net.seed_random_layers(self.layers)
+        self.grad = net.params.grad if index == 0 else be.zeros(net.params.grad.shape, dtype)
+        self._bind_parameters(net)
+        for _, layer in walk(self.layers):
+            layer.rows = self.rows
+        self.chain = Chain(self.layers)
+        in_rows = slice(first, first + rows)
+        views = [Blob(b.data[in_rows], None if b.grad is None else b.grad[in_rows])
+                 for b in net.blobs]  # fmt: skip
+        self.input, self.output = views[0], views[-1]
+        self.chain.setup(be, rows, dtype, net.input_shape, blobs=views[1:])
+        self.labels = net.labels[in_rows]
+        if self.loss is not None:
+            self.loss.rows = self.rows
+            self.loss.setup(be, net.output_shape, rows, dtype)
+        self._share_buffers(net)
+
+    def _bind_parameters(self, net) -> None:
+        """Views of the net's parameters (read by all) and of this worker's gradient buffer."""
+        owned = [
+            (layer, spec)
+            for _, layer, shape in walk_with_inputs(self.layers, net.input_shape)
+            for spec in layer.param_specs(shape)
+        ]
+        for index, (layer, spec) in enumerate(owned):
+            layer.params[spec.name] = net.params.views(index, net.params.data)
+            layer.grads[spec.name] = net.params.views(index, self.grad)
+
+    def _share_buffers(self, net) -> None:
+        """The net's layer buffers (BatchNorm's running statistics) in place of the copies':
+        one set of statistics, updated by worker 0 alone. Worker 0 also advances the net's
+        Dropout counters (the others keep their own, advancing in step), so the net's layers
+        hold the state a checkpoint saves."""
+        for (_, own), (_, theirs) in zip(walk(net.layers), walk(self.layers)):
+            for name in theirs.buffers:
+                theirs.buffers[name] = own.buffers[name]
+            if self.rows.index == 0 and getattr(own, "counter", None) is not None:
+                theirs.counter = own.counter
+
+    def _rows(self, n: int) -> int:
+        return max(0, min(self.size, n - self.first))
+
+    def forward(self, n: int, train: bool) -> None:
+        rows = self._rows(n)  # a worker past the batch's end still joins the all_reduces
+        self.rows.first, self.rows.total = self.first, n
+        output = self.chain.forward(self.input.data[:rows], train)
+        if self.loss is not None:
+            self.loss.forward(output, self.labels[:rows])
+
+    def backward(self, n: int) -> None:
+        rows = self._rows(n)
+        if self.loss is not None:
+            self.loss.backward(self.output.grad[:rows])
+        x, dx = self.input.rows(rows)
+        self.chain.backward(x, dx)
