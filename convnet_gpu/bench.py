@@ -67,9 +67,9 @@ def _result(engine, device, batch_size, train_s, infer_s, **notes) -> dict:
 def bench_convnet_gpu(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
     input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto",
+    cuda_graph: str = "auto", threads: int | None = None,
 ) -> dict:  # fmt: skip
-    backend = get_backend(device, precision=precision)
+    backend = get_backend(device, precision=precision, threads=threads)
     net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
     net.setup(batch_size, input_shape)
     optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
@@ -102,9 +102,10 @@ def bench_convnet_gpu(
 def bench_torch(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
     input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto",
+    cuda_graph: str = "auto", threads: int | None = None,
 ) -> dict:  # fmt: skip
-    """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run."""
+    """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run, on
+    `threads` CPU threads where given."""
     from .models import MODELS
 
     if model not in MODELS:
@@ -117,6 +118,8 @@ def bench_torch(
     if kind == "cpu" and precision != "fp32":
         raise PeerUnavailable(f"{precision} is a CUDA precision; the CPU rows are fp32 only")
     torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
+    if kind == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("PyTorch has no CUDA device here")
     tf32 = precision == "tf32"  # PyTorch's default lets cuDNN use TF32: say it either way
@@ -165,8 +168,10 @@ def run_benchmarks(
     num_classes: int = NUM_CLASSES,
     precision: str = "fp32",
     cuda_graph: str = "auto",
+    threads: int | None = None,
 ) -> list[dict]:
-    """One result per (engine, device); an unusable device or peer is reported as skipped."""
+    """One result per (engine, device); an unusable device or peer is reported as skipped.
+    `threads` is the CPU threads of both engines' CPU rows (None: each library's default)."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
     if peer == "torch":
         engines.append(("torch", bench_torch))
@@ -176,7 +181,7 @@ def run_benchmarks(
             try:
                 result = bench(
                     device, model, batch_size, steps, warmup, seed, input_shape, num_classes,
-                    precision=precision, cuda_graph=cuda_graph,
+                    precision=precision, cuda_graph=cuda_graph, threads=threads,
                 )  # fmt: skip
             except (DeviceUnavailable, PeerUnavailable, SettingError, ImportError) as exc:
                 result = {

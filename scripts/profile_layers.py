@@ -17,7 +17,7 @@ from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, build_model, get_backend
 
 bs = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 model = sys.argv[2] if len(sys.argv) > 2 else "simple-cnn"
-backend = get_backend(sys.argv[3] if len(sys.argv) > 3 else "cpu",
+backend = get_backend(sys.argv[3] if len(sys.argv) > 3 else "cpu", threads=1,
                       precision=sys.argv[4] if len(sys.argv) > 4 else "fp32")  # fmt: skip
 net = Net(build_model(model), SoftmaxCrossEntropy(), backend, seed=0).setup(bs, (1, 28, 28))
 optimizer = SGD(0.01, 0.9).setup(net)

@@ -21,14 +21,15 @@ from .numpy_backend import NumpyBackend
 
 
 def get_backend(
-    device: str = "auto", announce=None, precision: str = "fp32", threads: int = 1
+    device: str = "auto", announce=None, precision: str = "fp32", threads: int | None = None
 ) -> Backend:
     """Return the backend for `device`. `auto` takes CUDA when it works, else the CPU.
 
     `announce`, if given, receives one line saying which device `auto` chose and why.
     `precision` is how float32 matrix products are computed: "fp32", or "tf32" (tensor cores,
-    CUDA only). `threads` is how many CPU threads the NumPy backend runs a step on (the CUDA
-    backend ignores it). Raises DeviceUnavailable (one line: what is missing, how to fix it) for an
+    CUDA only). `threads` is how many CPU threads the NumPy backend runs a step on, BLAS held to
+    one (None: the calling thread, BLAS as configured); the CUDA backend ignores it.
+    Raises DeviceUnavailable (one line: what is missing, how to fix it) for an
     unusable CUDA device.
     """
     if precision not in PRECISIONS:
@@ -52,14 +53,15 @@ def get_backend(
     return backend
 
 
-def _numpy_backend(precision: str, threads: int) -> Backend:
+def _numpy_backend(precision: str, threads: int | None) -> Backend:
     if precision != "fp32":
         raise SettingError(
             "precision", f"{precision} needs a CUDA device (tensor cores); the CPU computes fp32"
         )
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise SettingError("threads", f"must be a whole number >= 1, got {threads!r}")
-    return NumpyBackend(threads)
+    try:
+        return NumpyBackend(threads)
+    except ValueError as exc:
+        raise SettingError("threads", str(exc).removeprefix("threads ")) from None
 
 
 def _cupy_backend(index: int, precision: str) -> Backend:

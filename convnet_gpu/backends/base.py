@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import channel_ops, updates
+from . import channel_ops, conv_lowering, updates
 from .counter_rng import (
     check_jitter_batch_size,
     check_jitter_pad,
@@ -157,6 +157,34 @@ class Backend:
     def batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count: int, dx) -> None:
         """dx = scale * (dy - (x_hat * d_gamma + d_beta) / count), per channel."""
         self._batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, count, dx)
+
+    # ---- convolution (conv_lowering.py): the whole batch lowered at once by default ------------
+    def conv_workspace(self, geom: WindowGeometry, out_channels: int, batch_size: int, dtype):
+        """Scratch for conv_forward and conv_backward on batches of up to batch_size."""
+        return self._conv_workspace(geom, out_channels, batch_size, np.dtype(dtype))
+
+    def conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
+        """y (n, F, OH, OW) = the cross-correlation of x (n, C, H, W) with weight (F, C, KH, KW)."""
+        self._check_conv("conv_forward", x, weight, y, geom)
+        self._conv_forward(x, weight, y, workspace, geom)
+
+    def conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom: WindowGeometry) -> None:
+        """d_weight (overwritten) and, unless dx is None, dx of conv_forward's y, given its dy.
+        Call it after the conv_forward of the same x (the default keeps its lowered x)."""
+        dtype, n = self._check_conv("conv_backward", x, weight, dy, geom, y_name="dy")
+        self._check_buffer("conv_backward", "d_weight", d_weight, tuple(weight.shape), dtype)
+        if dx is not None:
+            self._output("conv_backward", "dx", dx, image_shape(geom, n), dtype)
+        self._conv_backward(x, weight, dy, d_weight, dx, workspace, geom)
+
+    def _check_conv(self, op: str, x, weight, y, geom: WindowGeometry, y_name: str = "y"):
+        dtype, n = self._float_batch(op, "x", x)
+        self._check_buffer(op, "x", x, image_shape(geom, n), dtype)
+        out_channels = weight.shape[0]
+        shape = (out_channels, geom.channels, geom.kernel_h, geom.kernel_w)
+        self._check_buffer(op, "weight", weight, shape, dtype)
+        self._check_buffer(op, y_name, y, (n, out_channels, geom.out_h, geom.out_w), dtype)
+        return dtype, n
 
     # ---- windows: convolution lowering ------------------------------------------------------
     def im2col(self, x, col, geom: WindowGeometry) -> None:
@@ -339,6 +367,15 @@ class Backend:
 
     def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
         channel_ops.batchnorm_input_grad(self.xp, dy, x_hat, scale, d_beta, d_gamma, count, dx)
+
+    def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
+        return conv_lowering.whole_batch_workspace(self, geom, out_channels, batch_size, dtype)
+
+    def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
+        conv_lowering.whole_batch_forward(self, x, weight, y, workspace, geom)
+
+    def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
+        conv_lowering.whole_batch_backward(self, x, weight, dy, d_weight, dx, workspace, geom)
 
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
         raise NotImplementedError

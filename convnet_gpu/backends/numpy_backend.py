@@ -1,8 +1,8 @@
-"""NumPy (CPU) implementations of the kernels; base.py has checked their arguments.
+"""The CPU backend: NumPy arrays; base.py has checked the kernels' arguments.
 
-Every kernel loops over the KH*KW window offsets and moves one strided slab per offset with a
-single NumPy call, so the Python overhead is KH*KW calls, not one per pixel. No kernel allocates
-an array: results go to `out=` views of buffers allocated in setup.
+The window kernels are in cpu_windows.py; convolution runs a few images at a time, lowered
+channels-last (conv_lowering.py); a Net's step may run on several threads (workers.py). No
+kernel allocates an array: results go to `out=` views of buffers allocated in setup.
 """
 
 from __future__ import annotations
@@ -13,43 +13,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import updates
+from . import conv_lowering, cpu_windows, updates
 from .base import Backend
 from .counter_rng import JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, random_stream_key
 from .geometry import WindowGeometry
 
-
-def _window_slabs(geom: WindowGeometry):
-    """For each window offset: (k, input slices, output slices) covering the in-image positions.
-
-    Output position (oh, ow) with offset (kh, kw) reads input (oh*s + kh - pad, ow*s + kw - pad).
-    """
-    s = geom.stride
-    for kh in range(geom.kernel_h):
-        oh0, oh1 = geom.valid_range(kh, geom.height, geom.out_h)
-        for kw in range(geom.kernel_w):
-            ow0, ow1 = geom.valid_range(kw, geom.width, geom.out_w)
-            if oh0 >= oh1 or ow0 >= ow1:
-                in_sl = out_sl = None
-            else:
-                h0, w0 = oh0 * s + kh - geom.pad, ow0 * s + kw - geom.pad
-                in_sl = (
-                    slice(h0, h0 + (oh1 - oh0 - 1) * s + 1, s),
-                    slice(w0, w0 + (ow1 - ow0 - 1) * s + 1, s),
-                )
-                out_sl = (slice(oh0, oh1), slice(ow0, ow1))
-            yield kh * geom.kernel_w + kw, kh, kw, in_sl, out_sl
-
-
-class PoolWorkspace(NamedTuple):
-    """What NumpyBackend's max pooling writes per call: two arrays of the pooled output's shape.
-
-    Flags and scratch keep the loops branch-free (masked `where=` copies on random masks are ~8x
-    slower than arithmetic).
-    """
-
-    flags: np.ndarray  # int32: 1 where a window offset is the new maximum / the argmax
-    routed: np.ndarray  # the output dtype: the share of dy routed to one window offset
+# A block of images' lowered matrix: small enough to stay in a core's cache (measured on a
+# Zen 3 core: blocks of 1-3 images (1-4 MiB) run conv2 of simple-cnn fastest).
+LOWERED_BLOCK_BYTES = 4 << 20
+# Fewer input channels than this: the whole batch lowered channels-first. Channels-last, a
+# window of a one-channel image is KH runs of only KW values, and the output's transpose back to
+# channels-first costs more than it saves (simple-cnn's first conv: 20 against 13 ms a step).
+CHANNELS_LAST_MIN = 4
 
 
 class UniformWorkspace(NamedTuple):
@@ -71,22 +46,29 @@ class JitterWorkspace(NamedTuple):
 
 
 class NumpyBackend(Backend):
-    """NumPy on the CPU. With threads > 1 a Net's steps run on that many worker threads (one
-    slice of the batch each, see workers.py), the optimizers' updates are split over them, and
-    BLAS is held to one thread so the two kinds of threads do not compete."""
+    """NumPy on the CPU.
+
+    threads=None (the library's default): a step runs on the calling thread and BLAS uses the
+    threads it is configured for. threads=T: a Net's steps run on T worker threads (one slice of
+    the batch each, see workers.py), the optimizers' updates are split over them, and BLAS is
+    held to one thread, for the whole process, so that the two kinds of threads do not compete.
+    """
 
     name = "cpu"
     xp = np
 
-    def __init__(self, threads: int = 1):
-        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    def __init__(self, threads: int | None = None):
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                    or threads < 1):  # fmt: skip
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
         self.device = "cpu"
-        self.threads = int(threads)
+        self.threads = threads or 1
         self.pool = None
+        self.blas_single = threads is not None
+        if self.blas_single:
+            single_threaded_blas()
         if self.threads > 1:
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="convnet-cpu")
-            _single_threaded_blas()
 
     def in_chunks(self, size: int, job) -> None:
         """job(chunk) for `threads` contiguous slices of range(size), at once; waits for all."""
@@ -125,101 +107,50 @@ class NumpyBackend(Backend):
         return 0  # NumPy has no pool; tests use tracemalloc instead
 
     def describe(self) -> str:
-        threads = f", {self.threads} threads" if self.threads > 1 else ""
+        threads = "" if self.pool is None else f", {self.threads} threads"
+        if self.pool is None and self.blas_single:
+            threads = ", 1 thread"
         return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores{threads})"
 
-    # ---- convolution lowering -------------------------------------------------------------
+    # ---- convolution: blocks of images lowered channels-last, in cache (conv_lowering.py) -------
+    def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
+        if geom.channels < CHANNELS_LAST_MIN:
+            return super()._conv_workspace(geom, out_channels, batch_size, dtype)
+        return conv_lowering.block_workspace(
+            geom, out_channels, batch_size, dtype, LOWERED_BLOCK_BYTES
+        )
+
+    def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
+        if not isinstance(workspace, conv_lowering.BlockWorkspace):
+            return super()._conv_forward(x, weight, y, workspace, geom)
+        conv_lowering.blocked_forward(x, weight, y, workspace, geom)
+
+    def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
+        if not isinstance(workspace, conv_lowering.BlockWorkspace):
+            return super()._conv_backward(x, weight, dy, d_weight, dx, workspace, geom)
+        conv_lowering.blocked_backward(x, weight, dy, d_weight, dx, workspace, geom)
+
+    # ---- windows: the kernels in cpu_windows.py ------------------------------------------------
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
-        n = x.shape[0]
-        # col rows are (c, kh, kw), columns (image, oh, ow): view it as 6-D to write slabs.
-        col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
-        x_cn = x.transpose(1, 0, 2, 3)  # (C, n, H, W) view, matches col6[:, kh, kw]
-        for _, kh, kw, in_sl, out_sl in _window_slabs(geom):
-            slab = col6[:, kh, kw]
-            if in_sl is None:
-                slab.fill(0)
-                continue
-            _zero_outside(slab, out_sl, geom)
-            np.copyto(slab[:, :, out_sl[0], out_sl[1]], x_cn[:, :, in_sl[0], in_sl[1]])
+        cpu_windows.im2col(x, col, geom)
 
     def _col2im(self, col, dx, geom: WindowGeometry) -> None:
-        n = dx.shape[0]
-        col6 = col.reshape(geom.channels, geom.kernel_h, geom.kernel_w, n, geom.out_h, geom.out_w)
-        dx.fill(0)
-        dx_cn = dx.transpose(1, 0, 2, 3)
-        for _, kh, kw, in_sl, out_sl in _window_slabs(geom):
-            if in_sl is None:
-                continue
-            target = dx_cn[:, :, in_sl[0], in_sl[1]]
-            np.add(target, col6[:, kh, kw, :, out_sl[0], out_sl[1]], out=target)
+        cpu_windows.col2im(col, dx, geom)
 
-    # ---- pooling ---------------------------------------------------------------------------
-    def _pool_workspace(self, out_shape: tuple, dtype: np.dtype) -> PoolWorkspace:
-        return PoolWorkspace(np.empty(out_shape, np.int32), np.empty(out_shape, dtype))
+    def _pool_workspace(self, out_shape: tuple, dtype: np.dtype):
+        return cpu_windows.pool_workspace(out_shape, dtype)
 
     def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
-        n = x.shape[0]
-        flags = workspace.flags[:n]
-        slabs = list(_window_slabs(geom))
-        if geom.pad == 0:  # offset (0, 0) reads every window: start from it
-            first_in = slabs.pop(0)[3]
-            np.copyto(y, x[:, :, first_in[0], first_in[1]])
-        else:
-            y.fill(-np.inf)
-        argmax.fill(0)
-        for k, _, _, in_sl, out_sl in slabs:
-            if in_sl is None:
-                continue
-            src = x[:, :, in_sl[0], in_sl[1]]
-            best = y[:, :, out_sl[0], out_sl[1]]
-            is_new_max = flags[:, :, out_sl[0], out_sl[1]]
-            np.greater(src, best, out=is_new_max)  # strict: the first maximum wins ties
-            np.maximum(best, src, out=best)
-            # Offsets come in increasing k, so "k where new, else keep" is max(argmax, k * new).
-            np.multiply(is_new_max, k, out=is_new_max)
-            np.maximum(
-                argmax[:, :, out_sl[0], out_sl[1]],
-                is_new_max,
-                out=argmax[:, :, out_sl[0], out_sl[1]],
-            )
+        cpu_windows.maxpool_forward(x, y, argmax, workspace, geom)
 
     def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
-        n = dy.shape[0]
-        came_from_k, routed = workspace.flags[:n], workspace.routed[:n]
-        if _windows_tile_exactly(geom):
-            # Each pixel is in exactly one window: one write per slab, no zero fill, no adds.
-            for k, _, _, in_sl, _ in _window_slabs(geom):
-                np.equal(argmax, k, out=came_from_k)
-                np.multiply(dy, came_from_k, out=dx[:, :, in_sl[0], in_sl[1]])
-            return
-        dx.fill(0)
-        for k, _, _, in_sl, out_sl in _window_slabs(geom):
-            if in_sl is None:
-                continue
-            from_k = came_from_k[:, :, out_sl[0], out_sl[1]]
-            share = routed[:, :, out_sl[0], out_sl[1]]
-            np.equal(argmax[:, :, out_sl[0], out_sl[1]], k, out=from_k)
-            np.multiply(dy[:, :, out_sl[0], out_sl[1]], from_k, out=share)
-            target = dx[:, :, in_sl[0], in_sl[1]]
-            np.add(target, share, out=target)
+        cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
 
     def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
-        y.fill(0)
-        for _, _, _, in_sl, out_sl in _window_slabs(geom):
-            if in_sl is None:
-                continue
-            acc = y[:, :, out_sl[0], out_sl[1]]
-            np.add(acc, x[:, :, in_sl[0], in_sl[1]], out=acc)
-        np.multiply(y, 1.0 / (geom.kernel_h * geom.kernel_w), out=y)
+        cpu_windows.avgpool_forward(x, y, geom)
 
     def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
-        dx.fill(0)
-        for _, _, _, in_sl, out_sl in _window_slabs(geom):
-            if in_sl is None:
-                continue
-            target = dx[:, :, in_sl[0], in_sl[1]]
-            np.add(target, dy[:, :, out_sl[0], out_sl[1]], out=target)
-        np.multiply(dx, 1.0 / (geom.kernel_h * geom.kernel_w), out=dx)
+        cpu_windows.avgpool_backward(dy, dx, geom)
 
     # ---- random numbers --------------------------------------------------------------------
     def _uniform_workspace(self, size: int) -> UniformWorkspace:
@@ -325,34 +256,9 @@ def _fmix32(h, scratch) -> None:
     np.bitwise_xor(h, scratch, out=h)
 
 
-def _windows_tile_exactly(geom: WindowGeometry) -> bool:
-    """Windows side by side with no gap, overlap or padding (the common 2x2 stride-2 pool)."""
-    return (
-        geom.pad == 0
-        and geom.stride == geom.kernel_h == geom.kernel_w
-        and geom.height == geom.out_h * geom.stride
-        and geom.width == geom.out_w * geom.stride
-    )
-
-
-def _zero_outside(slab, out_sl, geom: WindowGeometry) -> None:
-    """Zero the border of a (C, n, OH, OW) slab that falls outside out_sl (the padding reads)."""
-    rows, cols = out_sl
-    if rows.start > 0:
-        slab[:, :, : rows.start].fill(0)
-    if rows.stop < geom.out_h:
-        slab[:, :, rows.stop :].fill(0)
-    if cols.start > 0:
-        slab[:, :, rows, : cols.start].fill(0)
-    if cols.stop < geom.out_w:
-        slab[:, :, rows, cols.stop :].fill(0)
-
-
-def _single_threaded_blas() -> None:
+def single_threaded_blas() -> None:
     """Hold BLAS (OpenBLAS, MKL, ...) to one thread for the rest of the process: the workers
     are the parallelism, and a second pool of spinning BLAS threads beside them only competes."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # without threadpoolctl, BLAS keeps its own threads (slower, correct)
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(limits=1, user_api="blas")

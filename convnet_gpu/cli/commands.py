@@ -19,7 +19,7 @@ def cmd_eval(args) -> int:
     run_dir = RunDir.of(args.checkpoint)
     meta, arrays = read_checkpoint(run_dir.checkpoint)
     settings = RunSettings.from_meta(meta["settings"])
-    backend = backend_for(args.device, args.precision or settings.precision)
+    backend = backend_for(args.device, args.precision or settings.precision, args.threads)
     dataset_name = args.dataset or settings.dataset
     dataset = load_dataset(dataset_name, args.data_dir)
     net = build_net(settings, backend, dataset, batch_size=args.batch_size)
@@ -44,7 +44,7 @@ def cmd_overfit(args) -> int:
 
     settings = RunSettings(model=args.model, seed=args.seed)
     batch_size = min(args.batch_size, args.samples)
-    backend = backend_for(args.device)
+    backend = backend_for(args.device, threads=args.threads)
     data = load_dataset("fashion-mnist", args.data_dir, train_subset=args.samples)
     net = build_net(settings, backend, data, batch_size=batch_size)
     optimizer = SGD(args.lr, 0.9).setup(net)
@@ -100,7 +100,7 @@ def cmd_bench(args) -> int:
         devices, args.model, args.batch_size, args.steps, args.warmup,
         peer=None if args.peer == "none" else args.peer,
         input_shape=info.input_shape, num_classes=info.num_classes, precision=args.precision,
-        cuda_graph=args.cuda_graph,
+        cuda_graph=args.cuda_graph, threads=args.threads,
     )  # fmt: skip
     print(
         f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -13,11 +14,20 @@ def print_flush(line: str) -> None:
     print(line, flush=True)
 
 
-def backend_for(device: str, precision: str = "fp32"):
-    """The backend of a --device value; `auto` says which device it chose."""
+def backend_for(device: str, precision: str = "fp32", threads: int | None = None):
+    """The backend of a --device value (and --threads, for the CPU); `auto` says which device
+    it chose."""
     from ..backends import get_backend
 
-    return get_backend(device, announce=print_flush, precision=precision)
+    return get_backend(device, announce=print_flush, precision=precision, threads=threads)
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def as_flags(text: str) -> str:

@@ -10,6 +10,7 @@ import argparse
 
 from .. import __version__
 from ..settings import CUDA_GRAPH_MODES, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from .common import machine_cores
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
@@ -82,9 +83,19 @@ def _add_device(parser, default="auto"):
     )
 
 
+def _add_threads(parser) -> None:
+    cores = machine_cores()
+    parser.add_argument(
+        "--threads", type=_positive_int, default=cores, metavar="N",
+        help="CPU threads a step runs on, each on a slice of the batch (default: this machine's "
+        f"{cores} cores; a CUDA device ignores it)",
+    )  # fmt: skip
+
+
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
     _add_device(train)
+    _add_threads(train)
     _setting(train, "model", MODEL_HELP)
     _setting(train, "dataset", choices=DATASET_NAMES)
     train.add_argument(
@@ -160,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", metavar="DIR", required=True, help="a run folder (or its checkpoint.npz)"
     )
     _add_device(evaluate)
+    _add_threads(evaluate)
     evaluate.add_argument(
         "--dataset", choices=DATASET_NAMES, help="default: the dataset the run trained on"
     )
@@ -172,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     over = sub.add_parser("overfit", help="sanity check: memorize K training images")
     _add_device(over)
+    _add_threads(over)
     over.add_argument("--model", default="simple-cnn", help=MODEL_HELP)
     over.add_argument("--samples", type=_positive_int, default=64, metavar="K")
     over.add_argument("--batch-size", type=_positive_int, default=32)
@@ -190,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu,cuda",
         help="comma-separated devices (default: %(default)s; absent ones are skipped)",
     )
+    _add_threads(bench)
     bench.add_argument("--model", default="simple-cnn", help=MODEL_HELP)
     bench.add_argument(
         "--dataset",

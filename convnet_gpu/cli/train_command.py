@@ -69,7 +69,7 @@ def _build_trainer(args, settings: RunSettings, run_dir):
     from ..train import Trainer
 
     build_model(settings.model)  # a bad model file is reported before the data is loaded
-    backend = backend_for(args.device, settings.precision)
+    backend = backend_for(args.device, settings.precision, args.threads)
     run_dir.create()  # fail now (unwritable folder), not after the first epoch
     dataset = load_dataset(settings.dataset, args.data_dir, settings.train_subset)
     net = build_net(settings, backend, dataset)

@@ -154,11 +154,3 @@ def per_channel(input_shape) -> tuple[tuple, tuple]:
     (n, C, H, W), summing axes (0, 2, 3); flat (F,) inputs: (F,) over (n, F), summing axis 0."""
     channels, spatial_dims = input_shape[0], len(input_shape) - 1
     return (channels,) + (1,) * spatial_dims, (0,) + tuple(range(2, spatial_dims + 2))
-
-
-def flat_view(flat_buffer, shape):
-    """A C-contiguous view of the first prod(shape) elements of a flat workspace."""
-    size = 1
-    for dim in shape:
-        size *= dim
-    return flat_buffer[:size].reshape(shape)

@@ -1,9 +1,9 @@
-"""Conv2D by lowering: im2col, one GEMM, and the adjoint GEMMs + col2im for backward."""
+"""Conv2D: the backend's convolution (lowered to matrix products, see conv_lowering.py)."""
 
 from __future__ import annotations
 
 from ..backends.geometry import WindowGeometry
-from .base import Layer, ParamSpec, check_weight_init, flat_view, init_note
+from .base import Layer, ParamSpec, check_weight_init, init_note
 
 
 def _pair(value) -> tuple[int, int]:
@@ -42,44 +42,15 @@ class Conv2D(Layer):
 
     def setup(self, backend, input_shape, batch_size, dtype):
         super().setup(backend, input_shape, batch_size, dtype)
-        self.geom = geom = self._geometry(input_shape)
-        # col: (C*KH*KW, n*OH*OW), reused as d_col in backward.
-        self.col_buf = backend.empty(geom.col_rows * geom.col_cols(batch_size), dtype)
-        # out_t: GEMM output (F, n*OH*OW), reused for dy transposed to (F, n, OH*OW).
-        self.out_t_buf = backend.empty(self.out_channels * geom.col_cols(batch_size), dtype)
-
-    def _views(self, n):
-        geom = self.geom
-        col = flat_view(self.col_buf, (geom.col_rows, geom.col_cols(n)))
-        out_t = flat_view(self.out_t_buf, (self.out_channels, geom.col_cols(n)))
-        return col, out_t
+        self.geom = self._geometry(input_shape)
+        self.workspace = backend.conv_workspace(self.geom, self.out_channels, batch_size, dtype)
 
     def forward(self, x, y, train):
-        be, xp = self.backend, self.backend.xp
-        n, spatial = x.shape[0], self.geom.out_h * self.geom.out_w
-        col, out_t = self._views(n)
-        be.im2col(x, col, self.geom)
-        weight_2d = self.params["weight"].reshape(self.out_channels, -1)
-        be.matmul(weight_2d, col, out_t)  # (F, CKK) @ (CKK, n*L)
-        xp.copyto(
-            y.reshape(n, self.out_channels, spatial),  # (F, n, L) -> (n, F, L)
-            out_t.reshape(self.out_channels, n, spatial).transpose(1, 0, 2),
-        )
+        self.backend.conv_forward(x, self.params["weight"], y, self.workspace, self.geom)
 
     def backward(self, x, y, dy, dx):
-        be, xp = self.backend, self.backend.xp
-        n, spatial = x.shape[0], self.geom.out_h * self.geom.out_w
-        col, dy_t = self._views(n)
-        xp.copyto(
-            dy_t.reshape(self.out_channels, n, spatial),
-            dy.reshape(n, self.out_channels, spatial).transpose(1, 0, 2),
-        )
-        d_weight_2d = self.grads["weight"].reshape(self.out_channels, -1)
-        be.matmul(dy_t, col.T, d_weight_2d)  # (F, n*L) @ (n*L, CKK)
-        if dx is not None:
-            weight_2d = self.params["weight"].reshape(self.out_channels, -1)
-            be.matmul(weight_2d.T, dy_t, col)  # d_col overwrites col
-            be.col2im(col, dx, self.geom)
+        weight, d_weight = self.params["weight"], self.grads["weight"]
+        self.backend.conv_backward(x, weight, dy, d_weight, dx, self.workspace, self.geom)
 
     def describe(self):
         return (

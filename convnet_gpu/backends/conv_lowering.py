@@ -1,0 +1,235 @@
+"""Convolution as matrix products ("lowering"), for the whole batch at once or in blocks.
+
+Each output pixel is the dot product of the weight (F, C, KH, KW) with the KH x KW x C input
+pixels its window covers, so copying every window's pixels into a row of a "lowered" matrix
+turns the convolution into one matrix product (im2col), and its gradients into two more:
+    y = lowered(x) @ weight.T,  d_weight = dy.T @ lowered(x),  d_lowered = dy @ weight,
+d_lowered's entries then added back onto the pixels they were read from (col2im) for dx.
+
+Whole batch (the default, what a GPU wants: one GEMM of n*OH*OW columns): lowered channels-first
+(a row per (c, kh, kw), a column per pixel, as cpu_windows.im2col), kept from forward for
+backward, the GEMM's (F, n, OH*OW) output transposed into y's (n, F, OH, OW).
+
+Blocks (the CPU's): a few images at a time, their lowered matrix small enough to stay in the
+core's cache between the copy and the GEMM that reads it (the whole batch's is tens of MB,
+written to memory and read back); recomputed in backward instead of kept. Each block is first
+turned channels-last (a small transpose, in cache), so that a window's pixels are KH runs of
+KW*C contiguous values: lowering channels-first copies runs of OW values, a dozen in a small
+image, and was 6-7x slower. With stride 1, dx is itself a convolution (of dy, padded by
+KH-1-p, with the flipped weight), lowered the same way, which replaces col2im's scattered adds
+(as slow as a GEMM) by one more GEMM.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .geometry import WindowGeometry
+
+
+def _flat_view(buffer, shape):
+    size = 1
+    for dim in shape:
+        size *= dim
+    return buffer[:size].reshape(shape)
+
+
+# ---- the whole batch --------------------------------------------------------------------------
+class WholeBatchWorkspace(NamedTuple):
+    col: object  # flat, holds (C*KH*KW, n*OH*OW); d_col in backward
+    out_t: object  # flat, holds (F, n*OH*OW): the GEMM's output, then dy transposed
+
+
+def whole_batch_workspace(backend, geom: WindowGeometry, out_channels, batch_size, dtype):
+    return WholeBatchWorkspace(
+        backend.empty(geom.col_rows * geom.col_cols(batch_size), dtype),
+        backend.empty(out_channels * geom.col_cols(batch_size), dtype),
+    )
+
+
+def whole_batch_forward(backend, x, weight, y, workspace, geom: WindowGeometry) -> None:
+    n, out_channels, spatial = x.shape[0], weight.shape[0], geom.out_h * geom.out_w
+    col = _flat_view(workspace.col, (geom.col_rows, geom.col_cols(n)))
+    out_t = _flat_view(workspace.out_t, (out_channels, geom.col_cols(n)))
+    backend.im2col(x, col, geom)
+    backend.matmul(weight.reshape(out_channels, -1), col, out_t)  # (F, CKK) @ (CKK, n*L)
+    backend.xp.copyto(
+        y.reshape(n, out_channels, spatial),  # (F, n, L) -> (n, F, L)
+        out_t.reshape(out_channels, n, spatial).transpose(1, 0, 2),
+    )
+
+
+def whole_batch_backward(backend, x, weight, dy, d_weight, dx, workspace, geom) -> None:
+    """Needs the forward's lowered matrix, still in the workspace."""
+    n, out_channels, spatial = x.shape[0], weight.shape[0], geom.out_h * geom.out_w
+    col = _flat_view(workspace.col, (geom.col_rows, geom.col_cols(n)))
+    dy_t = _flat_view(workspace.out_t, (out_channels, geom.col_cols(n)))
+    backend.xp.copyto(
+        dy_t.reshape(out_channels, n, spatial),
+        dy.reshape(n, out_channels, spatial).transpose(1, 0, 2),
+    )
+    backend.matmul(dy_t, col.T, d_weight.reshape(out_channels, -1))  # (F, n*L) @ (n*L, CKK)
+    if dx is not None:
+        backend.matmul(weight.reshape(out_channels, -1).T, dy_t, col)  # d_col overwrites col
+        backend.col2im(col, dx, geom)
+
+
+# ---- the CPU's: blocks of images, lowered channels-last ------------------------------------------
+class BlockWorkspace(NamedTuple):
+    """Buffers for a block of B images, lowered channels-last (see the module docstring)."""
+
+    x_pad: np.ndarray  # (B, H+2p, W+2p, C): the block's images, zero border written once
+    col: np.ndarray  # (B, OH, OW, KH, KW, C): a row per output pixel
+    out: np.ndarray  # (B, OH, OW, F): the GEMM's output, then dy channels-last
+    weight: np.ndarray  # (KH, KW, C, F): the weight in the lowered rows' order
+    d_weight: np.ndarray  # (KH, KW, C, F): the sum of the blocks' shares
+    d_weight_share: np.ndarray  # (KH, KW, C, F): one block's share
+    # dx, stride 1: the "full" correlation of dy with the flipped weight, lowered the same way
+    dy_pad: np.ndarray | None  # (B, OH+2(KH-1-p), OW+2(KW-1-p), F), zero border
+    dy_col: np.ndarray | None  # (B, H, W, KH, KW, F)
+    weight_flipped: np.ndarray | None  # (KH, KW, F, C): weight[f, c, KH-1-kh, KW-1-kw]
+    dx_t: np.ndarray | None  # (B, H, W, C)
+    # dx, other strides: d_col = dy @ weight.T (in col), added back onto the padded pixels
+    dx_pad: np.ndarray | None  # (B, H+2p, W+2p, C)
+
+
+def images_per_block(geom: WindowGeometry, out_channels, itemsize, block_bytes, batch_size):
+    """Images whose lowered matrices fit in block_bytes (the larger of x's and, for dx, dy's)."""
+    channels = max(geom.channels, out_channels)
+    image_bytes = channels * geom.kernel_h * geom.kernel_w * geom.height * geom.width * itemsize
+    return max(1, min(batch_size, block_bytes // image_bytes))
+
+
+def _dx_by_correlation(geom: WindowGeometry) -> bool:
+    return geom.stride == 1 and geom.pad <= min(geom.kernel_h, geom.kernel_w) - 1
+
+
+def block_workspace(geom: WindowGeometry, out_channels, batch_size, dtype, block_bytes):
+    dtype = np.dtype(dtype)
+    block = images_per_block(geom, out_channels, dtype.itemsize, block_bytes, batch_size)
+    c, f, kh, kw = geom.channels, out_channels, geom.kernel_h, geom.kernel_w
+    h, w, oh, ow = geom.height, geom.width, geom.out_h, geom.out_w
+    padded = (block, h + 2 * geom.pad, w + 2 * geom.pad, c)
+    weight_shape = (kh, kw, c, f)
+    if _dx_by_correlation(geom):
+        dy_padded = (block, oh + 2 * (kh - 1 - geom.pad), ow + 2 * (kw - 1 - geom.pad), f)
+        dx_buffers = dict(
+            dy_pad=np.zeros(dy_padded, dtype),
+            dy_col=np.empty((block, h, w, kh, kw, f), dtype),
+            weight_flipped=np.empty((kh, kw, f, c), dtype),
+            dx_t=np.empty((block, h, w, c), dtype),
+            dx_pad=None,
+        )
+    else:
+        dx_buffers = dict(dy_pad=None, dy_col=None, weight_flipped=None, dx_t=None,
+                          dx_pad=np.empty(padded, dtype))  # fmt: skip
+    return BlockWorkspace(
+        x_pad=np.zeros(padded, dtype),
+        col=np.empty((block, oh, ow, kh, kw, c), dtype),
+        out=np.empty((block, oh, ow, f), dtype),
+        weight=np.empty(weight_shape, dtype),
+        d_weight=np.empty(weight_shape, dtype),
+        d_weight_share=np.empty(weight_shape, dtype),
+        **dx_buffers,
+    )
+
+
+def _blocks(n: int, block: int):
+    for start in range(0, n, block):
+        yield slice(start, min(n, start + block))
+
+
+def _lower(padded, col, stride: int):
+    """Copy every window of the channels-last `padded` (b, H', W', C) into col (b, OH, OW, KH,
+    KW, C), one row of KH*KW*C values per output pixel, in runs of KW*C contiguous values
+    (lowering channels-first copies runs of OW, a dozen values in a small image). Returns col as
+    the matrix (b*OH*OW, KH*KW*C)."""
+    s_b, s_h, s_w, s_c = padded.strides
+    windows = as_strided(
+        padded,
+        shape=col.shape,
+        strides=(s_b, s_h * stride, s_w * stride, s_h, s_w, s_c),
+        writeable=False,
+    )
+    np.copyto(col, windows)
+    b, oh, ow, kh, kw, c = col.shape
+    return col.reshape(b * oh * ow, kh * kw * c)
+
+
+def _into_interior(padded, block, border_h: int, border_w: int) -> None:
+    """block (b, C, H, W) channels-last into the middle of padded (b, H+2bh, W+2bw, C)."""
+    _, _, height, width = block.shape
+    interior = padded[:, border_h : border_h + height, border_w : border_w + width]
+    np.copyto(interior, block.transpose(0, 2, 3, 1))
+
+
+def blocked_forward(x, weight, y, workspace: BlockWorkspace, geom: WindowGeometry) -> None:
+    out_channels = weight.shape[0]
+    weight_t = workspace.weight.reshape(geom.col_rows, out_channels)  # (KH*KW*C, F)
+    np.copyto(workspace.weight, weight.transpose(2, 3, 1, 0))
+    for rows in _blocks(len(x), len(workspace.col)):
+        b = rows.stop - rows.start
+        _into_interior(workspace.x_pad[:b], x[rows], geom.pad, geom.pad)
+        col = _lower(workspace.x_pad[:b], workspace.col[:b], geom.stride)
+        out = workspace.out[:b]
+        np.matmul(col, weight_t, out=out.reshape(len(col), out_channels))
+        np.copyto(y[rows], out.transpose(0, 3, 1, 2))  # (b, OH, OW, F) -> (b, F, OH, OW)
+
+
+def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geom) -> None:
+    out_channels, ws = weight.shape[0], workspace
+    np.copyto(ws.weight, weight.transpose(2, 3, 1, 0))
+    if dx is not None and ws.weight_flipped is not None:
+        np.copyto(ws.weight_flipped, weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+    total = ws.d_weight.reshape(geom.col_rows, out_channels)
+    share = ws.d_weight_share.reshape(geom.col_rows, out_channels)
+    total.fill(0)
+    for rows in _blocks(len(x), len(ws.col)):
+        b = rows.stop - rows.start
+        dy_t = ws.out[:b]
+        np.copyto(dy_t, dy[rows].transpose(0, 2, 3, 1))
+        dy_t = dy_t.reshape(-1, out_channels)  # (b*OH*OW, F)
+        _into_interior(ws.x_pad[:b], x[rows], geom.pad, geom.pad)
+        col = _lower(ws.x_pad[:b], ws.col[:b], geom.stride)  # recomputed: cheaper than kept
+        np.matmul(col.T, dy_t, out=share)  # (KH*KW*C, b*OH*OW) @ (b*OH*OW, F)
+        np.add(total, share, out=total)
+        if dx is None:
+            continue
+        if ws.weight_flipped is not None:
+            _dx_by_correlation_block(dy[rows], dx[rows], ws, geom)
+        else:
+            np.matmul(dy_t, ws.weight.reshape(geom.col_rows, -1).T, out=col)  # d_col
+            _add_back(ws, b, geom)
+            pad = geom.pad
+            interior = ws.dx_pad[:b, pad : pad + geom.height, pad : pad + geom.width]
+            np.copyto(dx[rows], interior.transpose(0, 3, 1, 2))
+    np.copyto(d_weight, ws.d_weight.transpose(3, 2, 0, 1))
+
+
+def _dx_by_correlation_block(dy_block, dx_block, ws: BlockWorkspace, geom) -> None:
+    """Stride 1: dx[c, h, w] = sum over f, kh, kw of dy[f, h+p-kh, w+p-kw] * weight[f, c, kh, kw],
+    the correlation of dy, padded by KH-1-p, with the flipped weight: lowered like x, so that
+    col2im's scattered adds become one more GEMM."""
+    b = len(dy_block)
+    _into_interior(ws.dy_pad[:b], dy_block, geom.kernel_h - 1 - geom.pad,
+                   geom.kernel_w - 1 - geom.pad)  # fmt: skip
+    dy_col = _lower(ws.dy_pad[:b], ws.dy_col[:b], 1)  # (b*H*W, KH*KW*F)
+    dx_t = ws.dx_t[:b]
+    np.matmul(dy_col, ws.weight_flipped.reshape(dy_col.shape[1], -1),
+              out=dx_t.reshape(len(dy_col), -1))  # fmt: skip
+    np.copyto(dx_block, dx_t.transpose(0, 3, 1, 2))
+
+
+def _add_back(workspace: BlockWorkspace, b: int, geom: WindowGeometry) -> None:
+    """col2im, channels-last: each window offset's (b, OH, OW, C) slab of d_col added onto the
+    pixels it read, offset by offset (runs of C contiguous values)."""
+    dx_pad, d_col, s = workspace.dx_pad[:b], workspace.col[:b], geom.stride
+    dx_pad.fill(0)
+    rows_span, cols_span = (geom.out_h - 1) * s + 1, (geom.out_w - 1) * s + 1
+    for kh in range(geom.kernel_h):
+        for kw in range(geom.kernel_w):
+            target = dx_pad[:, kh : kh + rows_span : s, kw : kw + cols_span : s]
+            np.add(target, d_col[:, :, :, kh, kw], out=target)
