@@ -52,23 +52,22 @@ def _time_loop(step, warmup: int, steps: int, synchronize) -> float:
 
 
 def _result(engine, device, batch_size, train_s, infer_s, **notes) -> dict:
-    return {
-        "engine": engine,
-        "device": device,
-        "batch_size": batch_size,
-        **notes,
-        "train_ms_per_step": train_s * 1e3,
-        "train_images_per_second": batch_size / train_s,
-        "infer_ms_per_step": infer_s * 1e3,
-        "infer_images_per_second": batch_size / infer_s,
-    }
+    """A result row; train_s None: training was not timed (the row has no train figures)."""
+    row = {"engine": engine, "device": device, "batch_size": batch_size, **notes}
+    if train_s is not None:
+        row["train_ms_per_step"] = train_s * 1e3
+        row["train_images_per_second"] = batch_size / train_s
+    row["infer_ms_per_step"] = infer_s * 1e3
+    row["infer_images_per_second"] = batch_size / infer_s
+    return row
 
 
 def bench_convnet_gpu(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
     input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto", threads: int | None = None,
+    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
 ) -> dict:  # fmt: skip
+    """Our training step and inference on `device`; train=False times inference alone."""
     backend = get_backend(device, precision=precision, threads=threads)
     net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
     net.setup(batch_size, input_shape)
@@ -84,25 +83,28 @@ def bench_convnet_gpu(
     infer_runner = StepRunner(
         backend, lambda n: net.forward(n, train=False), batch_size, cuda_graph
     )
-    train_s = _time_loop(
-        lambda: train_runner.run(net.load_batch(images, labels)), max(warmup, 2), steps,
-        backend.synchronize,
-    )  # fmt: skip
+    train_s = None
+    if train:
+        train_s = _time_loop(
+            lambda: train_runner.run(net.load_batch(images, labels)), max(warmup, 2), steps,
+            backend.synchronize,
+        )  # fmt: skip
     infer_s = _time_loop(
         lambda: infer_runner.run(net.load_batch(images)), max(warmup, 2), steps,
         backend.synchronize,
     )  # fmt: skip
-    graphs = "on" if train_runner.replays and infer_runner.replays else "off"
-    notes = {"precision": precision, "cuda_graph": graphs}
-    if train_runner.fallback or infer_runner.fallback:
-        notes["cuda_graph_fallback"] = train_runner.fallback or infer_runner.fallback
+    timed = [train_runner, infer_runner] if train else [infer_runner]
+    notes = {"precision": precision, "cuda_graph": "on" if all(r.replays for r in timed) else "off"}
+    fallback = next((r.fallback for r in timed if r.fallback), None)
+    if fallback:
+        notes["cuda_graph_fallback"] = fallback
     return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s, **notes)
 
 
 def bench_torch(
     device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
     input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto", threads: int | None = None,
+    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
 ) -> dict:  # fmt: skip
     """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run, on
     `threads` CPU threads where given."""
@@ -147,7 +149,7 @@ def bench_torch(
         with torch.no_grad():
             net(images.to(torch_device))
 
-    train_s = _time_loop(train_step, warmup, steps, sync)
+    train_s = _time_loop(train_step, warmup, steps, sync) if train else None
     infer_s = _time_loop(infer_step, warmup, steps, sync)
     name = f"{torch_device} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)"
     if torch_device.type == "cuda":
