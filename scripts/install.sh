@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick-start installer: Fashion-MNIST (Debian package) + a virtualenv in .venv with convnet-gpu.
+# Quick-start installer: Fashion-MNIST (Debian package) + a virtualenv in .venv with convnet-gpu,
+# its test tools and its compiled CPU kernels (the cpu-jit extra: numba).
 # Extra pip arguments are passed on, e.g.: scripts/install.sh cupy-cuda12x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]" "$@"
+.venv/bin/python -m pip install -q -e ".[test,cpu-jit]" "$@"
 echo "installed: $(.venv/bin/convnet-gpu --version) in .venv"

@@ -7,6 +7,7 @@ kernel allocates an array: results go to `out=` views of buffers allocated in se
 
 from __future__ import annotations
 
+import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -52,16 +53,19 @@ class NumpyBackend(Backend):
     threads it is configured for. threads=T: a Net's steps run on T worker threads (one slice of
     the batch each, see workers.py), the optimizers' updates are split over them, and BLAS is
     held to one thread, for the whole process, so that the two kinds of threads do not compete.
+    jit: whether to run the compiled kernels of cpu_jit.py (numba, the `cpu-jit` extra) where
+    they apply; None: where numba imports and CONVNET_GPU_JIT is not 0.
     """
 
     name = "cpu"
     xp = np
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, jit: bool | None = None):
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                     or threads < 1):  # fmt: skip
             raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
         self.device = "cpu"
+        self.jit = load_jit(jit)  # compiled kernels (cpu_jit.py), or None: NumPy's alone
         self.threads = threads or 1
         self.pool = None
         self.blas_single = threads is not None
@@ -110,7 +114,8 @@ class NumpyBackend(Backend):
         threads = "" if self.pool is None else f", {self.threads} threads"
         if self.pool is None and self.blas_single:
             threads = ", 1 thread"
-        return f"cpu (NumPy {np.__version__}, {os.cpu_count()} cores{threads})"
+        jit = "" if self.jit is None else f", numba {self.jit.numba.__version__}"
+        return f"cpu (NumPy {np.__version__}{jit}, {os.cpu_count()} cores{threads})"
 
     # ---- convolution: blocks of images lowered channels-last, in cache (conv_lowering.py) -------
     def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
@@ -141,10 +146,16 @@ class NumpyBackend(Backend):
         return cpu_windows.pool_workspace(out_shape, dtype)
 
     def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
-        cpu_windows.maxpool_forward(x, y, argmax, workspace, geom)
+        if self.jit is not None and geom.kernel_h == geom.kernel_w == 2 and _tiles(geom):
+            self.jit.maxpool2x2_forward(x, y, argmax)
+        else:
+            cpu_windows.maxpool_forward(x, y, argmax, workspace, geom)
 
     def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
-        cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
+        if self.jit is not None and _tiles(geom):
+            self.jit.maxpool_tiled_backward(dy, argmax, dx, geom.kernel_h)
+        else:
+            cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
 
     def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         cpu_windows.avgpool_forward(x, y, geom)
@@ -254,6 +265,27 @@ def _fmix32(h, scratch) -> None:
         np.multiply(h, multiplier, out=h)  # wraps mod 2**32
     np.right_shift(h, 16, out=scratch)
     np.bitwise_xor(h, scratch, out=h)
+
+
+def _tiles(geom: WindowGeometry) -> bool:
+    return cpu_windows.windows_tile_exactly(geom) and geom.kernel_h == geom.kernel_w
+
+
+def load_jit(jit: bool | None):
+    """The compiled kernels (cpu_jit.py) or None. jit=None: where numba imports and
+    CONVNET_GPU_JIT is not 0; True: or an ImportError that says how to install them."""
+    if jit is False or (jit is None and os.environ.get("CONVNET_GPU_JIT", "1") == "0"):
+        return None
+    try:  # import_module, not `from . import`: a failed import is retried, not cached as absent
+        cpu_jit = importlib.import_module(f"{__package__}.cpu_jit")
+    except Exception as exc:  # numba missing, or too old or too new for this NumPy
+        if jit:
+            raise ImportError(
+                f"compiled CPU kernels need numba ({exc}); install them with "
+                f"pip install 'convnet-gpu[cpu-jit]'"
+            ) from None
+        return None
+    return cpu_jit
 
 
 def single_threaded_blas() -> None:

@@ -1,0 +1,89 @@
+"""Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling.
+
+NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
+one compiled pass reads each pixel once, 4-5x faster on a Zen 3 core. The kernels are serial and
+release the GIL (nogil), so the CPU worker threads (workers.py) run them side by side; fastmath
+stays off, and each gives the NumPy kernel's values, NaNs included (tests/test_cpu_kernels.py).
+numba compiles them on first use for each dtype (about a second) and caches the machine code
+(cache=True), so later processes load it in milliseconds. Importing this module fails where
+numba is missing or does not support the installed NumPy; cpu_kernels.py then keeps NumPy's.
+"""
+
+from __future__ import annotations
+
+import numba
+
+_jit = numba.njit(nogil=True, cache=True, fastmath=False)
+
+
+def maxpool2x2_forward(x, y, argmax) -> None:
+    """2x2 windows, stride 2, no padding, H and W even: y = the max, argmax = the offset
+    kh*2 + kw of the first maximum, as NumPy's slab passes find them, NaNs included."""
+    if _maxpool2x2_forward(x, y, argmax):  # a NaN somewhere: redo it NaN by NaN (rare: slow)
+        _maxpool2x2_forward_nan(x, y, argmax)
+
+
+@_jit
+def _maxpool2x2_forward(x, y, argmax) -> bool:
+    """Without NaNs, branch-free enough to vectorize; returns whether x holds a NaN."""
+    n, channels, _, _ = x.shape
+    _, _, out_h, out_w = y.shape
+    saw_nan = False
+    for i in range(n):
+        for c in range(channels):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    a = x[i, c, 2 * oh, 2 * ow]
+                    b = x[i, c, 2 * oh, 2 * ow + 1]
+                    d = x[i, c, 2 * oh + 1, 2 * ow]
+                    e = x[i, c, 2 * oh + 1, 2 * ow + 1]
+                    best, arg = a, 0
+                    if b > best:  # strict: the first maximum wins ties
+                        best, arg = b, 1
+                    if d > best:
+                        best, arg = d, 2
+                    if e > best:
+                        best, arg = e, 3
+                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
+                    y[i, c, oh, ow] = best
+                    argmax[i, c, oh, ow] = arg
+    return saw_nan
+
+
+@_jit
+def _maxpool2x2_forward_nan(x, y, argmax) -> None:
+    """NumPy's order with NaNs: once a window's running maximum is NaN (np.maximum keeps one),
+    nothing compares greater, so the argmax stays where it was."""
+    n, channels, _, _ = x.shape
+    _, _, out_h, out_w = y.shape
+    for i in range(n):
+        for c in range(channels):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    best, arg = x[i, c, 2 * oh, 2 * ow], 0
+                    for k in range(1, 4):
+                        v = x[i, c, 2 * oh + k // 2, 2 * ow + k % 2]
+                        if v > best:
+                            best, arg = v, k
+                        elif v != v:
+                            best = v
+                    y[i, c, oh, ow] = best
+                    argmax[i, c, oh, ow] = arg
+
+
+@_jit
+def maxpool_tiled_backward(dy, argmax, dx, k) -> None:
+    """KxK windows, stride K, no padding, tiling the image: every pixel in at most one window,
+    so dx is zero but for each window's argmax, which gets its dy (NumPy computes dy * 0 for the
+    others: the same values for a finite dy)."""
+    n, channels, out_h, out_w = dy.shape
+    _, _, height, width = dx.shape
+    for i in range(n):
+        for c in range(channels):
+            for h in range(height):
+                for w in range(width):
+                    dx[i, c, h, w] = 0
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    arg = argmax[i, c, oh, ow]
+                    dx[i, c, oh * k + arg // k, ow * k + arg % k] = dy[i, c, oh, ow]

@@ -1,0 +1,96 @@
+"""The compiled CPU kernels (cpu_jit.py, numba) give the NumPy kernels' values (cpu_windows.py),
+NaNs included, and a backend without numba runs NumPy's."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
+from convnet_gpu.backends import NumpyBackend
+from convnet_gpu.backends.geometry import WindowGeometry
+from convnet_gpu.backends.numpy_backend import load_jit
+from convnet_gpu.models import simple_cnn
+
+JIT_MISSING = None
+try:
+    load_jit(True)
+except ImportError as exc:
+    JIT_MISSING = str(exc)
+needs_jit = pytest.mark.skipif(JIT_MISSING is not None, reason=f"{JIT_MISSING}")
+
+POOLS = [  # (channels, height, width, kernel, stride, pad): the first two tile exactly
+    (3, 8, 6, 2, 2, 0),
+    (2, 9, 9, 3, 3, 0),
+    (2, 7, 7, 2, 2, 0),  # odd sizes: the last row and column are in no window
+    (2, 8, 8, 3, 2, 1),  # overlapping, padded
+]
+
+
+def pool_case(window, dtype, seed=0):
+    channels, height, width, kernel, stride, pad = window
+    geom = WindowGeometry(channels, height, width, kernel, kernel, stride, pad)
+    rng = np.random.default_rng(seed)
+    x = (np.round(rng.standard_normal((3, channels, height, width)) * 2) / 2).astype(dtype)
+    x[0, 0, 0, 1] = np.nan  # a NaN makes its window's maximum NaN
+    x[1, 1, 2, 2] = -np.inf
+    shape = (3, channels, geom.out_h, geom.out_w)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return geom, x, dy, shape
+
+
+def pool(backend, geom, x, dy, shape):
+    y, argmax = np.full(shape, 7, x.dtype), np.full(shape, -1, np.int32)
+    dx = np.full_like(x, 7)
+    workspace = backend.pool_workspace(shape, x.dtype)
+    backend.maxpool_forward(x, y, argmax, workspace, geom)
+    backend.maxpool_backward(dy, argmax, dx, workspace, geom)
+    return y, argmax, dx
+
+
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", POOLS)
+def test_compiled_max_pooling_gives_the_numpy_bits(window, dtype):
+    case = pool_case(window, dtype)
+    numpy_result = pool(NumpyBackend(jit=False), *case)
+    compiled_result = pool(NumpyBackend(jit=True), *case)
+    for name, want, got in zip(("y", "argmax", "dx"), numpy_result, compiled_result):
+        # equal values, NaN where NaN (the sign of a zero max is SIMD's choice, in NumPy too)
+        np.testing.assert_array_equal(got, want, err_msg=name, strict=True)
+    assert np.isnan(numpy_result[0][0, 0, 0, 0])
+
+
+@needs_jit
+def test_a_training_step_is_the_same_with_and_without_numba():
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, 16).astype(np.int32)
+    params = []
+    for jit in (False, True):
+        net = Net(simple_cnn(), SoftmaxCrossEntropy(), NumpyBackend(jit=jit), seed=3)
+        net.setup(16, (1, 28, 28))
+        optimizer = SGD(0.1, momentum=0.9).setup(net)
+        for _ in range(2):
+            n = net.load_batch(images, labels)
+            net.forward(n)
+            net.backward(n)
+            optimizer.step()
+        params.append(net.params.data.copy())
+    assert np.array_equal(params[0], params[1])
+
+
+def test_without_numba_the_numpy_kernels_run(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    monkeypatch.delitem(sys.modules, "convnet_gpu.backends.cpu_jit", raising=False)
+    assert NumpyBackend().jit is None
+    assert "numba" not in NumpyBackend().describe()
+    with pytest.raises(ImportError, match=r"pip install 'convnet-gpu\[cpu-jit\]'"):
+        NumpyBackend(jit=True)
+
+
+def test_convnet_gpu_jit_0_turns_the_compiled_kernels_off(monkeypatch):
+    monkeypatch.setenv("CONVNET_GPU_JIT", "0")
+    assert NumpyBackend().jit is None
