@@ -2,13 +2,14 @@
 # The device check: everything a GPU session should run, in one call that fits the device limits.
 #
 #   scripts/make_gpu_carry.sh        # here, once: the Fashion-MNIST files -> gpu-carry/ (ignored)
-#   OUT=dir BUDGET_S=400 scripts/gpu_check.sh [all|verify|tests|bench|profile|train|cpu]   # there
+#   OUT=dir BUDGET_S=400 scripts/gpu_check.sh [all|verify|final|tests|bench|profile|train|cpu]
 #
 # all = info, the GPU tests and gradcheck, the side-by-side benchmarks (scripts/gpu_bench.py),
 # the per-layer GPU profile, the CPU thread-scaling benchmark of the host, then the mini-resnet
 # recipe for what is left of the budget (its epochs are written as they finish). Each stage has
 # its own timeout inside BUDGET_S; a failed stage is logged and the next one still runs (verify =
-# tests, benchmarks, recipe: the short form after a fix). Results
+# tests, benchmarks, recipe: the short form after a fix; final = verify with the CPU scaling
+# before the recipe). Results
 # go to $OUT (at most 8 files, the device returns no more); exit status 1 if any stage failed.
 # Run from the repository root on a machine with CuPy and a GPU (no install needed; PYTHONPATH=.).
 set -uo pipefail
@@ -69,8 +70,10 @@ profile() {
 cpu() {  # the CPU path on every core of the host, against PyTorch (issue 8's thread scaling)
   log "CPU thread scaling"
   if [ -f scripts/cpu_scaling.py ]; then
-    timeout "$(within 100 120)" $PY scripts/cpu_scaling.py "$OUT/cpu-scaling.json" \
-      >> "$OUT/bench.txt" 2>&1
+    local limit
+    limit=$(within ${CPU_LIMIT:-100} ${CPU_RESERVE:-120})
+    timeout "$limit" $PY scripts/cpu_scaling.py "$OUT/cpu-scaling.json" --threads 1,2,4,8,16 \
+      --rounds 1 --budget-s $((limit - 15)) >> "$OUT/bench.txt" 2>&1
     check $? "cpu scaling: $(tail -n 1 "$OUT/bench.txt")"
   else
     log "no scripts/cpu_scaling.py here: skipped"
@@ -97,7 +100,9 @@ case "$STAGE" in
   cpu) cpu ;;
   all) tests; bench; profile; cpu; train ;;
   verify) TESTS_RESERVE=100 tests; BENCH_LIMIT=45 BENCH_RESERVE=40 bench; train ;;
-  *) echo "usage: OUT=dir [BUDGET_S=400] scripts/gpu_check.sh [all|tests|bench|profile|train|cpu]" >&2
+  final) TESTS_RESERVE=150 tests; BENCH_LIMIT=40 BENCH_RESERVE=110 bench
+         CPU_LIMIT=80 CPU_RESERVE=30 cpu; train ;;
+  *) echo "usage: OUT=dir [BUDGET_S=400] scripts/gpu_check.sh [all|verify|final|tests|bench|profile|train|cpu]" >&2
      exit 2 ;;
 esac
 log "done (status $STATUS)"
