@@ -83,6 +83,9 @@ def skip_without_cuda() -> None:
 #   "net":    whole layers and nets. cuBLAS and NumPy's BLAS add a GEMM's products in other
 #             orders, and those rounding differences grow through the layers, the loss and the
 #             backward pass; still far below the O(1) error of a wrong index or a missed term.
+#             A sum's rounding error scales with its terms, not its result, so for "net" atol is
+#             taken relative to the array's largest value: a logit of -0.43 among logits of +-40
+#             differs by 6e-5 between cuBLAS and the CPU's blocked convolution (H200, float32).
 TOLERANCE = {
     "kernel": {
         np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
@@ -181,5 +184,7 @@ def _assert_close(actual, expected, tolerance: str, what: str) -> None:
     if tolerance == "exact" or expected.dtype.kind not in "fc":
         np.testing.assert_array_equal(actual, expected, err_msg=what)
     else:
-        bounds = TOLERANCE[tolerance][expected.dtype]
+        bounds = dict(TOLERANCE[tolerance][expected.dtype])
+        if tolerance == "net" and expected.size:
+            bounds["atol"] *= max(1.0, float(np.nanmax(np.abs(expected))))
         np.testing.assert_allclose(actual, expected, **bounds, err_msg=what)
