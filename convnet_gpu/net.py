@@ -38,6 +38,11 @@ class ParamBuffer:
         self.decay_mask = backend.asarray(host_decay)
         self._offsets = offsets
 
+    def span(self, index: int) -> tuple[int, int]:
+        """Where the index-th ParamSpec lies in the flat buffers: (start, stop)."""
+        _, start, size = self._offsets[index]
+        return start, start + size
+
     def views(self, index: int, buffer):
         """The arrays of the index-th ParamSpec inside `buffer` (data or grad)."""
         spec, start, size = self._offsets[index]

@@ -3,7 +3,9 @@ contiguous slice of the batch.
 
 The copies compute on row slices of the net's own blobs (views), read the net's one parameter
 buffer, and write their parameter gradients into buffers of their own (worker 0 into the net's),
-which are then added in a fixed order. Everything a worker needs besides the blobs (im2col
+which are then added in a fixed order; the weights of the net's top-level Dense layers, whose
+gradient is as big as the weight whatever the rows, get it once, over the whole batch, split
+over the threads by rows of the weight. Everything a worker needs besides the blobs (im2col
 buffers, masks, BatchNorm's normalized input) is its own, allocated once in setup. Layers that
 look across rows ask their BatchRows (layers/base.py): Dropout draws its rows' part of the
 batch's masks, the loss divides by the whole batch, and BatchNorm adds its per-channel sums over
@@ -24,6 +26,7 @@ import threading
 from .blob import Blob
 from .chain import Chain
 from .layers.base import BatchRows, walk, walk_with_inputs
+from .layers.dense import Dense
 
 
 class WorkerGroup:
@@ -39,6 +42,13 @@ class WorkerGroup:
             Worker(net, copy.deepcopy(templates), index, first, rows, self)
             for index, (first, rows) in enumerate(slices)
         ]
+        self.dense_weights = _top_level_dense_weights(net)  # (chain index, param index)
+        for worker in self.workers:
+            for chain_index, _ in self.dense_weights:
+                worker.layers[chain_index].weight_grad_elsewhere = True
+        # The gradients the workers' copies take, which are added up: all but those weights.
+        skipped = sorted(net.params.span(index) for _, index in self.dense_weights)
+        self.summed_spans = _complement(skipped, net.params.size)
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -56,14 +66,29 @@ class WorkerGroup:
 
     def backward(self, n: int) -> None:
         self._run(lambda worker: worker.backward(n))
+        for chain_index, param_index in self.dense_weights:
+            self._dense_weight_grad(n, chain_index, param_index)
         grads = [worker.grad for worker in self.workers]  # worker 0's is the net's
         xp = self.net.backend.xp
+        for start, stop in self.summed_spans:
 
-        def add_chunk(chunk: slice) -> None:
-            for grad in grads[1:]:
-                xp.add(grads[0][chunk], grad[chunk], out=grads[0][chunk])
+            def add_chunk(chunk: slice, start=start) -> None:
+                part = slice(start + chunk.start, start + chunk.stop)
+                for grad in grads[1:]:
+                    xp.add(grads[0][part], grad[part], out=grads[0][part])
 
-        self.net.backend.in_chunks(grads[0].size, add_chunk)
+            self.net.backend.in_chunks(stop - start, add_chunk)
+
+    def _dense_weight_grad(self, n: int, chain_index: int, param_index: int) -> None:
+        """A top-level Dense's weight gradient x.T @ dy over the whole batch (the workers wrote
+        their rows of x and dy into the net's blobs), the weight's rows split over the threads:
+        one GEMM with all n rows, where each worker would take a thin one and write the whole
+        gradient, and no sum of those copies afterwards (at 8 threads they dominated)."""
+        net = self.net
+        x, dy = net.blobs[chain_index].data[:n], net.blobs[chain_index + 1].grad[:n]
+        grad = net.params.views(param_index, net.params.grad)  # (in, out)
+        xp = net.backend.xp
+        net.backend.in_chunks(len(grad), lambda rows: xp.matmul(x[:, rows].T, dy, out=grad[rows]))
 
     def _run(self, job) -> None:
         """job(worker) on every worker at once; an error in one stops the others (their
@@ -107,6 +132,33 @@ class WorkerGroup:
                 scalars = own.state_scalars()
                 if scalars:
                     theirs.load_state_scalars(scalars)
+
+
+def _top_level_dense_weights(net) -> list[tuple[int, int]]:
+    """(chain index, parameter index) of every Dense weight in the net's chain itself (a Dense
+    nested in a block keeps its per-worker gradient)."""
+    params = [
+        (path, layer, spec)
+        for path, layer, shape in walk_with_inputs(net.layers, net.input_shape)
+        for spec in layer.param_specs(shape)
+    ]
+    return [
+        (int(path), index)
+        for index, (path, layer, spec) in enumerate(params)
+        if "." not in path and isinstance(layer, Dense) and spec.name == "weight"
+    ]
+
+
+def _complement(spans: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of [0, size) outside the sorted, disjoint spans."""
+    gaps, position = [], 0
+    for start, stop in spans:
+        if start > position:
+            gaps.append((position, start))
+        position = stop
+    if position < size:
+        gaps.append((position, size))
+    return gaps
 
 
 class Worker:

@@ -12,6 +12,9 @@ class Dense(Layer):
             raise ValueError("Dense needs out_features >= 1")
         self.out_features = out_features
         self.init = check_weight_init(init)
+        # True in a CPU worker's copy (workers.py): the weight's gradient is taken once, over
+        # the whole batch, after the workers' backward, instead of once per worker.
+        self.weight_grad_elsewhere = False
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -31,7 +34,8 @@ class Dense(Layer):
 
     def backward(self, x, y, dy, dx):
         be = self.backend
-        be.matmul(x.T, dy, self.grads["weight"])  # (in, n) @ (n, out)
+        if not self.weight_grad_elsewhere:
+            be.matmul(x.T, dy, self.grads["weight"])  # (in, n) @ (n, out)
         if dx is not None:
             be.matmul(dy, self.params["weight"].T, dx)  # (n, out) @ (out, in)
 
