@@ -7,7 +7,9 @@ device and read once per epoch; step losses are checked for NaN/inf every NAN_CH
 
 A checkpoint is written after every epoch (and on Ctrl-C, mid-epoch). With the epoch's sample
 order, the position in it and the RNG state, a resumed run continues exactly where the run
-stopped: on the CPU the result is bitwise identical to an uninterrupted run.
+stopped: on the CPU the result is bitwise identical to an uninterrupted run (with the same
+number of threads). The module is the epoch loop and what must sit next to it (evaluation,
+Ctrl-C, the progress line); each part with state of its own lives in its own module.
 """
 
 from __future__ import annotations

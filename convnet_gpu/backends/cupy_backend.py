@@ -15,6 +15,10 @@ is then replayed on the current stream. Matrix products go through cuBLAS on a h
 own (cublas.py: CuPy refuses its cuBLAS calls during capture). CuPy's CUB reductions are
 switched off: they allocate scratch memory per call, which a captured graph cannot hold, and one
 plain reduction kernel per call keeps eager and replayed steps on the same summation order.
+
+At ~400 lines it is the CUDA twin of numpy_backend.py plus what only CUDA has (the stream, the
+capture, the launch helpers); the kernels themselves, cuBLAS and the host staging are already
+modules of their own (kernels/, cublas.py, staging.py).
 """
 
 from __future__ import annotations
