@@ -10,7 +10,7 @@ from .backends import get_backend
 from .blob import Blob
 from .chain import Chain
 from .errors import ModelError
-from .layers.base import BatchRows, walk, walk_with_inputs
+from .layers.base import BatchRows, parameter_owners, walk
 
 
 class ParamBuffer:
@@ -88,7 +88,7 @@ class Net:
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
         self.shapes = self.chain.plan(self.input_shape)
-        threads = min(getattr(be, "threads", 1), batch_size)
+        threads = min(be.threads, batch_size)
         templates = copy.deepcopy((self.layers, self.loss)) if threads > 1 else None
         self._bind_parameters(np.random.default_rng(self.seed))
         self.seed_random_layers(self.layers)
@@ -117,15 +117,16 @@ class Net:
     def _bind_parameters(self, rng: np.random.Generator) -> None:
         """One flat buffer for every layer's parameters, nested ones included; each layer gets
         views of its own, found once by its path."""
-        owned = [
-            (layer, spec)
-            for _, layer, shape in walk_with_inputs(self.layers, self.input_shape)
-            for spec in layer.param_specs(shape)
-        ]
-        self.params = ParamBuffer(self.backend, [spec for _, spec in owned], self.dtype, rng)
-        for index, (layer, spec) in enumerate(owned):
+        specs = [spec for _, _, spec in parameter_owners(self.layers, self.input_shape)]
+        self.params = ParamBuffer(self.backend, specs, self.dtype, rng)
+        self.bind_parameters(self.layers, self.params.grad)
+
+    def bind_parameters(self, layers, grad) -> None:
+        """Give `layers` (this net's, or a worker's copy of them) views of the net's parameters
+        and of `grad`, a buffer like params.grad, where their gradients go."""
+        for index, (_, layer, spec) in enumerate(parameter_owners(layers, self.input_shape)):
             layer.params[spec.name] = self.params.views(index, self.params.data)
-            layer.grads[spec.name] = self.params.views(index, self.params.grad)
+            layer.grads[spec.name] = self.params.views(index, grad)
 
     def seed_random_layers(self, layers) -> None:
         """Give each random layer left unseeded (seed None) its own seed, derived from the net's

@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import threading
 
+from .backends.numpy_backend import split_evenly
 from .blob import Blob
 from .chain import Chain
-from .layers.base import BatchRows, walk, walk_with_inputs
+from .layers.base import BatchRows, parameter_owners, walk
 from .layers.dense import Dense
 
 
@@ -33,14 +34,13 @@ class WorkerGroup:
     """The workers of a set-up net; net.forward and net.backward hand their work to run()."""
 
     def __init__(self, net, templates, threads: int):
-        bounds = [net.batch_size * k // threads for k in range(threads + 1)]
-        slices = [(first, end - first) for first, end in zip(bounds, bounds[1:])]  # rows each
+        slices = split_evenly(net.batch_size, threads)  # each worker's rows
         self.net, self.pool = net, net.backend.pool
         self.barrier = threading.Barrier(len(slices))
         self.slots = [None] * len(slices)  # each worker's arrays during an all_reduce
         self.workers = [
-            Worker(net, copy.deepcopy(templates), index, first, rows, self)
-            for index, (first, rows) in enumerate(slices)
+            Worker(net, copy.deepcopy(templates), index, rows.start, rows.stop - rows.start, self)
+            for index, rows in enumerate(slices)
         ]
         self.dense_weights = _top_level_dense_weights(net)  # (chain index, param index)
         for worker in self.workers:
@@ -58,10 +58,8 @@ class WorkerGroup:
         self._run(lambda worker: worker.forward(n, train))
         loss = self.net.loss
         if loss is not None:  # the batch's mean loss: the workers' shares, added in order
-            xp = self.net.backend.xp
-            xp.copyto(loss.loss, self.workers[0].loss.loss)
-            for worker in self.workers[1:]:
-                xp.add(loss.loss, worker.loss.loss, out=loss.loss)
+            shares = [worker.loss.loss for worker in self.workers]
+            _add_in_order(self.net.backend.xp, shares, loss.loss)
         return self.net.blobs[-1].data[:n]
 
     def backward(self, n: int) -> None:
@@ -116,9 +114,7 @@ class WorkerGroup:
         self.slots[index] = arrays
         self.barrier.wait()  # every worker's arrays are in place
         for k, total in enumerate(scratch):
-            xp.copyto(total, self.slots[0][k])
-            for other in self.slots[1:]:
-                xp.add(total, other[k], out=total)
+            _add_in_order(xp, [slot[k] for slot in self.slots], total)
         self.barrier.wait()  # every worker has read every slot: now overwrite one's own
         for array, total in zip(arrays, scratch):
             xp.copyto(array, total)
@@ -134,17 +130,19 @@ class WorkerGroup:
                     theirs.load_state_scalars(scalars)
 
 
+def _add_in_order(xp, parts, out) -> None:
+    """out = parts[0] + parts[1] + ..., added in that order (the same bits wherever it runs)."""
+    xp.copyto(out, parts[0])
+    for part in parts[1:]:
+        xp.add(out, part, out=out)
+
+
 def _top_level_dense_weights(net) -> list[tuple[int, int]]:
     """(chain index, parameter index) of every Dense weight in the net's chain itself (a Dense
     nested in a block keeps its per-worker gradient)."""
-    params = [
-        (path, layer, spec)
-        for path, layer, shape in walk_with_inputs(net.layers, net.input_shape)
-        for spec in layer.param_specs(shape)
-    ]
     return [
         (int(path), index)
-        for index, (path, layer, spec) in enumerate(params)
+        for index, (path, layer, spec) in enumerate(parameter_owners(net.layers, net.input_shape))
         if "." not in path and isinstance(layer, Dense) and spec.name == "weight"
     ]
 
@@ -171,7 +169,7 @@ class Worker:
         self.rows = BatchRows(index, group)
         net.seed_random_layers(self.layers)
         self.grad = net.params.grad if index == 0 else be.zeros(net.params.grad.shape, dtype)
-        self._bind_parameters(net)
+        net.bind_parameters(self.layers, self.grad)  # the net's weights, read by all
         for _, layer in walk(self.layers):
             layer.rows = self.rows
         self.chain = Chain(self.layers)
@@ -185,17 +183,6 @@ class Worker:
             self.loss.rows = self.rows
             self.loss.setup(be, net.output_shape, rows, dtype)
         self._share_buffers(net)
-
-    def _bind_parameters(self, net) -> None:
-        """Views of the net's parameters (read by all) and of this worker's gradient buffer."""
-        owned = [
-            (layer, spec)
-            for _, layer, shape in walk_with_inputs(self.layers, net.input_shape)
-            for spec in layer.param_specs(shape)
-        ]
-        for index, (layer, spec) in enumerate(owned):
-            layer.params[spec.name] = net.params.views(index, net.params.data)
-            layer.grads[spec.name] = net.params.views(index, self.grad)
 
     def _share_buffers(self, net) -> None:
         """The net's layer buffers (BatchNorm's running statistics) in place of the copies':

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 
+from convnet_gpu.cli.common import machine_cores
+
 TRAIN_BATCH, INFER_BATCH = 128, 1000
+ENGINES = ("convnet_gpu", "torch")
 
 
 def measure_one(engine: str, model: str, threads: int) -> dict:
@@ -48,34 +50,23 @@ def run_child(engine: str, model: str, threads: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def summarize(rows: list[dict], model: str, threads: int) -> str:
-    def median(engine, key):
-        values = [r[key] for r in rows if (r["engine"], r["model"], r["threads"]) ==
-                  (engine, model, threads)]  # fmt: skip
-        return statistics.median(values) if values else float("nan")
+def median(rows, engine: str, model: str, threads: int, key: str) -> float:
+    values = [r[key] for r in rows if (r["engine"], r["model"], r["threads"]) ==
+              (engine, model, threads)]  # fmt: skip
+    return statistics.median(values) if values else float("nan")
 
-    ours_train, torch_train = (
-        median("convnet_gpu", "train_images_per_second"),
-        median("torch", "train_images_per_second"),
-    )
-    ours_infer, torch_infer = (
-        median("convnet_gpu", "infer_images_per_second"),
-        median("torch", "infer_images_per_second"),
-    )
-    single = median_at_one(rows, model)
-    efficiency = ours_train / (threads * single) if single else float("nan")
+
+def summarize(rows: list[dict], model: str, threads: int) -> str:
+    train, infer = "train_images_per_second", "infer_images_per_second"
+    ours_train, torch_train = (median(rows, e, model, threads, train) for e in ENGINES)
+    ours_infer, torch_infer = (median(rows, e, model, threads, infer) for e in ENGINES)
+    efficiency = ours_train / (threads * median(rows, "convnet_gpu", model, 1, train))
     return (
         f"{model:<12} {threads:>3} threads  train {ours_train:8.0f} img/s vs torch "
         f"{torch_train:8.0f} = {ours_train / torch_train:5.2f}x   infer {ours_infer:8.0f} vs "
         f"{torch_infer:8.0f} = {ours_infer / torch_infer:5.2f}x   per-core efficiency "
         f"{efficiency:4.2f}"
     )
-
-
-def median_at_one(rows, model):
-    values = [r["train_images_per_second"] for r in rows
-              if (r["engine"], r["model"], r["threads"]) == ("convnet_gpu", model, 1)]  # fmt: skip
-    return statistics.median(values) if values else None
 
 
 def main() -> None:
@@ -86,14 +77,14 @@ def main() -> None:
     parser.add_argument("--models", default="simple-cnn")
     parser.add_argument("--budget-s", type=float, default=float("inf"))
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    cores = machine_cores()
     thread_counts = [t for t in map(int, args.threads.split(",")) if t <= cores]
     started, rows = time.monotonic(), []
     print(f"CPU thread scaling on {cores} cores, medians of {args.rounds} rounds", flush=True)
     for model in args.models.split(","):
         for threads in thread_counts:
             for round_index in range(args.rounds):
-                engines = ["convnet_gpu", "torch"][:: 1 if round_index % 2 == 0 else -1]
+                engines = ENGINES[:: 1 if round_index % 2 == 0 else -1]
                 for engine in engines:
                     if time.monotonic() - started > args.budget_s:
                         print("budget spent: stopping", flush=True)

@@ -65,6 +65,7 @@ class Backend:
     xp = np
     precision = "fp32"  # float32 matrix products: "fp32", or "tf32" on tensor cores (CUDA)
     supports_graphs = False  # capture() works: a step can be recorded once and replayed
+    threads = 1  # CPU threads a Net's step runs on (NumpyBackend: see workers.py)
 
     # ---- memory -------------------------------------------------------------------------
     def empty(self, shape, dtype):

@@ -159,6 +159,13 @@ def _lower(padded, col, stride: int):
     return col.reshape(b * oh * ow, kh * kw * c)
 
 
+def _lower_x(x_block, ws: BlockWorkspace, geom: WindowGeometry):
+    """The block of x lowered: (b*OH*OW, KH*KW*C), in ws.col."""
+    b = len(x_block)
+    _into_interior(ws.x_pad[:b], x_block, geom.pad, geom.pad)
+    return _lower(ws.x_pad[:b], ws.col[:b], geom.stride)
+
+
 def _into_interior(padded, block, border_h: int, border_w: int) -> None:
     """block (b, C, H, W) channels-last into the middle of padded (b, H+2bh, W+2bw, C)."""
     _, _, height, width = block.shape
@@ -171,19 +178,18 @@ def blocked_forward(x, weight, y, workspace: BlockWorkspace, geom: WindowGeometr
     weight_t = workspace.weight.reshape(geom.col_rows, out_channels)  # (KH*KW*C, F)
     np.copyto(workspace.weight, weight.transpose(2, 3, 1, 0))
     for rows in _blocks(len(x), len(workspace.col)):
-        b = rows.stop - rows.start
-        _into_interior(workspace.x_pad[:b], x[rows], geom.pad, geom.pad)
-        col = _lower(workspace.x_pad[:b], workspace.col[:b], geom.stride)
-        out = workspace.out[:b]
+        col = _lower_x(x[rows], workspace, geom)
+        out = workspace.out[: rows.stop - rows.start]
         np.matmul(col, weight_t, out=out.reshape(len(col), out_channels))
         np.copyto(y[rows], out.transpose(0, 3, 1, 2))  # (b, OH, OW, F) -> (b, F, OH, OW)
 
 
 def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geom) -> None:
     out_channels, ws = weight.shape[0], workspace
-    np.copyto(ws.weight, weight.transpose(2, 3, 1, 0))
-    if dx is not None and ws.weight_flipped is not None:
+    if dx is not None and ws.weight_flipped is not None:  # what dx is computed with
         np.copyto(ws.weight_flipped, weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+    elif dx is not None:
+        np.copyto(ws.weight, weight.transpose(2, 3, 1, 0))
     total = ws.d_weight.reshape(geom.col_rows, out_channels)
     share = ws.d_weight_share.reshape(geom.col_rows, out_channels)
     total.fill(0)
@@ -192,8 +198,7 @@ def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geo
         dy_t = ws.out[:b]
         np.copyto(dy_t, dy[rows].transpose(0, 2, 3, 1))
         dy_t = dy_t.reshape(-1, out_channels)  # (b*OH*OW, F)
-        _into_interior(ws.x_pad[:b], x[rows], geom.pad, geom.pad)
-        col = _lower(ws.x_pad[:b], ws.col[:b], geom.stride)  # recomputed: cheaper than kept
+        col = _lower_x(x[rows], ws, geom)  # recomputed: cheaper than kept
         np.matmul(col.T, dy_t, out=share)  # (KH*KW*C, b*OH*OW) @ (b*OH*OW, F)
         np.add(total, share, out=total)
         if dx is None:

@@ -79,8 +79,7 @@ class NumpyBackend(Backend):
         if self.pool is None or size < 2 * self.threads:
             job(slice(0, size))
             return
-        bounds = [size * k // self.threads for k in range(self.threads + 1)]
-        chunks = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        chunks = split_evenly(size, self.threads)
         for future in [self.pool.submit(job, chunk) for chunk in chunks]:
             future.result()
 
@@ -111,9 +110,9 @@ class NumpyBackend(Backend):
         return 0  # NumPy has no pool; tests use tracemalloc instead
 
     def describe(self) -> str:
-        threads = "" if self.pool is None else f", {self.threads} threads"
-        if self.pool is None and self.blas_single:
-            threads = ", 1 thread"
+        threads = f", {self.threads} thread{'s' if self.threads > 1 else ''}"
+        if not self.blas_single:  # threads=None: one thread, BLAS as configured
+            threads = ""
         jit = "" if self.jit is None else f", numba {self.jit.numba.__version__}"
         return f"cpu (NumPy {np.__version__}{jit}, {os.cpu_count()} cores{threads})"
 
@@ -146,13 +145,13 @@ class NumpyBackend(Backend):
         return cpu_windows.pool_workspace(out_shape, dtype)
 
     def _maxpool_forward(self, x, y, argmax, workspace, geom: WindowGeometry) -> None:
-        if self.jit is not None and geom.kernel_h == geom.kernel_w == 2 and _tiles(geom):
+        if self.jit is not None and geom.kernel_h == 2 and cpu_windows.windows_tile_exactly(geom):
             self.jit.maxpool2x2_forward(x, y, argmax)
         else:
             cpu_windows.maxpool_forward(x, y, argmax, workspace, geom)
 
     def _maxpool_backward(self, dy, argmax, dx, workspace, geom: WindowGeometry) -> None:
-        if self.jit is not None and _tiles(geom):
+        if self.jit is not None and cpu_windows.windows_tile_exactly(geom):
             self.jit.maxpool_tiled_backward(dy, argmax, dx, geom.kernel_h)
         else:
             cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
@@ -267,8 +266,10 @@ def _fmix32(h, scratch) -> None:
     np.bitwise_xor(h, scratch, out=h)
 
 
-def _tiles(geom: WindowGeometry) -> bool:
-    return cpu_windows.windows_tile_exactly(geom) and geom.kernel_h == geom.kernel_w
+def split_evenly(size: int, parts: int) -> list[slice]:
+    """range(size) as `parts` contiguous slices whose lengths differ by at most one."""
+    bounds = [size * k // parts for k in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
 def load_jit(jit: bool | None):

@@ -142,6 +142,14 @@ def walk_with_inputs(layers, input_shape):
         shape = tuple(layer.output_shape(shape))
 
 
+def parameter_owners(layers, input_shape):
+    """(path, layer, ParamSpec) for every parameter of a list fed `input_shape`, nested layers
+    included, in the order of a Net's flat parameter buffer."""
+    for path, layer, shape in walk_with_inputs(layers, input_shape):
+        for spec in layer.param_specs(shape):
+            yield path, layer, spec
+
+
 def _walk_one_with_input(path: str, layer, input_shape: tuple):
     yield path, layer, input_shape
     for name, child, child_shape in layer.child_inputs(input_shape):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..numerics import softmax_into
+from .base import BatchRows
 
 
 class SoftmaxCrossEntropy:
@@ -21,10 +22,10 @@ class SoftmaxCrossEntropy:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
-        self.rows = None  # the Net's BatchRows
+        self.rows = BatchRows()  # replaced by the Net's
 
     def _batch_rows(self, n: int) -> int:
-        return self.rows.total if self.rows is not None and self.rows.total else n
+        return self.rows.total or n  # 0: used outside a Net
 
     def setup(self, backend, input_shape, batch_size, dtype):
         if len(input_shape) != 1:

@@ -115,17 +115,17 @@ class BatchNorm(Layer):
         be.channel_sums(dy, d_beta, self.workspace, weight=x_hat, weighted_out=d_gamma)
         if dx is None:
             return
+        scale = self.stat_scratch
+        xp.multiply(self.params["gamma"], self.inv_std, out=scale)  # gamma / std
+        if not self.used_batch_statistics:  # the statistics are constants: dx = dy * gamma / std
+            xp.multiply(dy, self._per_channel(scale), out=dx)
+            return
         sum_dy, sum_dy_x_hat = d_beta, d_gamma
         if self.rows.group is not None:  # dx needs the sums over the whole batch; the parameter
             sum_dy, sum_dy_x_hat = self.batch_sums  # gradients stay this worker's share
             xp.copyto(sum_dy, d_beta)
             xp.copyto(sum_dy_x_hat, d_gamma)
             self.rows.all_reduce(self.batch_sums, self.reduce_scratch)
-        scale = self.stat_scratch
-        xp.multiply(self.params["gamma"], self.inv_std, out=scale)  # gamma / std
-        if not self.used_batch_statistics:  # the statistics are constants: dx = dy * gamma / std
-            xp.multiply(dy, self._per_channel(scale), out=dx)
-            return
         # The batch statistics depend on x too:
         #   dx = gamma / std * (dy - (d_beta + x_hat * d_gamma) / count)
         be.batchnorm_input_grad(dy, x_hat, scale, sum_dy, sum_dy_x_hat, self._count(n), dx)
