@@ -3,8 +3,9 @@
 A meter is started before the net is built and read after its last timed step:
 
 * NumPy (and PyTorch on the CPU): the growth of the process's resident set, its peak (Linux's
-  VmHWM, reset at the start through /proc/self/clear_refs) less the resident set at the start;
-  the worker threads share the process, so they are in it.
+  VmHWM, reset at the start through /proc/self/clear_refs) less the resident set at the start,
+  after the heap's free memory went back to the OS (so the row's own allocations are seen, not
+  hidden in memory an earlier row freed); the worker threads share the process, so they are in it.
 * CuPy: the growth of the default memory pool's held bytes. The pool keeps every block it ever
   got from the driver until told to free them, so what it holds is its high-water mark.
 * PyTorch on CUDA: torch.cuda.max_memory_allocated, its peak reset at the start.
@@ -14,6 +15,8 @@ A meter is started before the net is built and read after its last timed step:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import re
 
@@ -27,6 +30,13 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free memory back to the OS (glibc's malloc_trim), so that memory an
+    earlier row freed is not reused unseen by the next; nothing where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _reset_peak_rss() -> bool:
@@ -44,6 +54,7 @@ class HostRssGrowth:
 
     def start(self) -> None:
         gc.collect()  # what an earlier row left behind is not this one's
+        _trim_heap()
         self.reset = _reset_peak_rss()
         self.before = _status_kib("VmRSS")
 
