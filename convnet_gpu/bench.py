@@ -39,7 +39,6 @@ class PeerUnavailable(RuntimeError):
 
 INPUT_SHAPE = (1, 28, 28)  # Fashion-MNIST's, the default
 NUM_CLASSES = 10
-ENGINES = ("convnet_gpu", "torch")
 
 
 @dataclass

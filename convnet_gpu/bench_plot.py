@@ -225,6 +225,8 @@ def _machine_title(rows: list[dict]) -> str:
         parts.append(f"commit {commit_id[:7]}" + (" (+ changes)" if commit.get("dirty") else ""))
     if row.get("measured_at"):
         parts.append(row["measured_at"][:10])
+    if row.get("load_average"):  # how busy a shared machine was
+        parts.append(f"load average {row['load_average'][0]:.2f}")
     return ", ".join(parts)
 
 

@@ -77,9 +77,11 @@ def _provenance_line(row: dict, name: str) -> str:
     if commit.get("dirty"):
         at += " plus uncommitted changes"
     gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    load = row.get("load_average")
+    busy = f", load average {load[0]:.2f} at the start" if load else ""
     return (
         f"Measured {row.get('measured_at', '?')[:16].replace('T', ' ')} UTC at commit {at} on "
-        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores{gpu}); Python "
+        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores{gpu}{busy}); Python "
         f"{machine.get('python', '?')}, {versions}. From `{name}`; "
         f"{row.get('steps', '?')} timed steps after {row.get('warmup', '?')} warm-up steps."
     )

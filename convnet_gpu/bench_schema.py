@@ -82,9 +82,15 @@ COMMON = {
     "machine": {"$ref": "#/$defs/machine"},
     "commit": {"$ref": "#/$defs/commit"},
     "measured_at": _described(TEXT, "When the run started: ISO 8601, UTC."),
+    "load_average": _described(
+        {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}},
+        "The system's load average over 1, 5 and 15 minutes when the run started (null: the "
+        "OS has none): how busy a shared machine was.",
+    ),
     "command": _described(TEXT, "The command line that wrote the file (the CLI sets it)."),
 }
-COMMON_REQUIRED = ["kind", *[k for k in COMMON if k != "command"]]
+OPTIONAL = ("command", "load_average")  # load_average: files written before it was recorded
+COMMON_REQUIRED = ["kind", *[k for k in COMMON if k not in OPTIONAL]]
 
 STEP_FIGURES = {
     "precision": _described({"enum": ["fp32", "tf32"]}, "How float32 matrix products ran."),

@@ -108,11 +108,22 @@ def describe_machine() -> dict:
     }
 
 
+def load_average() -> list[float] | None:
+    """The system's load average over 1, 5 and 15 minutes (None where the OS has none): on a
+    shared machine it says how busy the cores were when a figure was taken."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def provenance() -> dict:
-    """What a result row carries besides its figures: the machine, the commit, the time (UTC)."""
+    """What a result row carries besides its figures: the machine, the commit, the time (UTC)
+    and the load average when the run started."""
     now = datetime.datetime.now(datetime.timezone.utc)
     return {
         "machine": describe_machine(),
         "commit": git_commit(),
         "measured_at": now.isoformat(timespec="seconds"),
+        "load_average": load_average(),
     }

@@ -10,6 +10,7 @@ ORIGIN = {
                 "libraries": {"numpy": "2.4.6", "torch": "2.13.0", "cupy": None}},
     "commit": {"id": "abcdef0123456789", "dirty": False},
     "measured_at": "2026-11-29T23:50:00+00:00",
+    "load_average": [1.25, 1.0, 0.5],
     "command": "convnet-gpu bench --device cpu --model mini-resnet --peer torch",
     "steps": 20, "warmup": 3,
 }  # fmt: skip
@@ -50,7 +51,7 @@ def test_a_bench_file_becomes_its_command_its_provenance_and_its_tables():
     assert "### mini-resnet: `convnet-gpu bench --device cpu --model mini-resnet --peer torch`" in (
         section
     )
-    assert "commit abcdef0 on Test CPU (2 cores)" in section
+    assert "commit abcdef0 on Test CPU (2 cores, load average 1.25 at the start)" in section
     row = "| cpu | 2 | 128 | 380 | 400 | **0.95x** | 1,200 | 600 | **2.00x** | 900 / 450 |"
     assert row + " 300 / 100 |" in section
     assert "Skipped: convnet_gpu on cuda: no GPU." in section

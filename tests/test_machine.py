@@ -17,6 +17,8 @@ def test_provenance_names_the_cpu_the_cores_the_libraries_and_the_time():
     assert described["libraries"]["numpy"] == np.__version__
     assert set(described["libraries"]) == set(machine.LIBRARIES)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", origin["measured_at"])
+    load = origin["load_average"]
+    assert load is None or (len(load) == 3 and all(value >= 0 for value in load))
 
 
 def test_the_commit_is_this_checkout_s_or_null():

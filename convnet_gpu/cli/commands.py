@@ -124,7 +124,9 @@ def _machine_line(rows: list[dict]) -> str:
     machine, commit = rows[0]["machine"], rows[0]["commit"]
     changes = " + uncommitted changes" if commit["dirty"] else ""
     at = (commit["id"] or "no git checkout")[:10] + changes
-    return f"{machine['cpu']}, {machine['cores']} cores, commit {at}"
+    load = rows[0]["load_average"]
+    busy = f", load average {load[0]:.2f}" if load else ""
+    return f"{machine['cpu']}, {machine['cores']} cores, commit {at}{busy}"
 
 
 def _layer_rows(args, devices, step_rows, info) -> list[dict]:
@@ -137,7 +139,9 @@ def _layer_rows(args, devices, step_rows, info) -> list[dict]:
         if any(r["requested"] == device and r["engine"] == "convnet_gpu" and "skipped" not in r
                for r in step_rows)
     ]  # fmt: skip
-    origin = {key: step_rows[0][key] for key in ("machine", "commit", "measured_at")}
+    origin = {
+        key: step_rows[0][key] for key in ("machine", "commit", "measured_at", "load_average")
+    }
     rows = []
     for device in ran:
         for batch_size in args.batch_size:
