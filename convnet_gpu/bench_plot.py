@@ -4,8 +4,10 @@ threads, per engine and device, and the per-layer bars of `--layers`.
 `plot_bench(path)` writes next to the file (or into out_dir), named after its stem:
 
 * ``STEM-batch.png``: training and inference images/s against batch size, one line per engine,
-  device and thread count; drawn where some line has two batch sizes or more.
-* ``STEM-threads.png``: images/s against CPU threads, one line per engine and batch size, each
+  device and thread count (a colour per device and thread count; ours solid, PyTorch dashed);
+  drawn where some line has two batch sizes or more.
+* ``STEM-threads.png``: images/s against CPU threads, one line per engine and batch size (a
+  colour per batch size; ours solid, PyTorch dashed), each
   with its linear scaling from its fewest threads dotted (what a path that used every core
   fully would reach); drawn where some line has two thread counts or more.
 * ``STEM-layers-DEVICE-bBATCH.png``: each layer's forward and backward milliseconds as stacked
@@ -24,6 +26,10 @@ from .plot import DPI, PlotError, _matplotlib, _save
 
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "update": "tab:green"}
 ENGINE_NAMES = {"convnet_gpu": "convnet_gpu", "torch": "PyTorch"}
+ENGINE_STYLES = {
+    "convnet_gpu": {"linestyle": "-", "marker": "o"},
+    "torch": {"linestyle": "--", "marker": "s"},
+}
 PANELS = (("train_images_per_second", "training step"), ("infer_images_per_second", "inference"))
 
 
@@ -127,7 +133,9 @@ def _scaling_figure(Figure, rows: list[dict], x: str):
     models = {k[0] for k in lines}
     fig = Figure(figsize=(12, 5), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2)
-    colours = dict(zip(lines, _palette(len(lines))))
+    # One colour per configuration, one line style per engine: ours solid, PyTorch dashed.
+    configs = list(dict.fromkeys(_config(line) for line in lines))
+    colours = dict(zip(configs, _palette(len(configs))))
     xs = sorted({point[0] for points in lines.values() for point in points})
     for ax, (column, panel) in zip(axes, PANELS):
         for line, points in lines.items():
@@ -135,10 +143,13 @@ def _scaling_figure(Figure, rows: list[dict], x: str):
             if not drawn:
                 continue
             label = _line_label(line, x, len(models) > 1)
-            ax.plot(*zip(*drawn), marker="o", color=colours[line], label=label)
+            colour = colours[_config(line)]
+            style = ENGINE_STYLES.get(line[1], ENGINE_STYLES["convnet_gpu"])
+            ax.plot(*zip(*drawn), color=colour, label=label, **style)
             if x == "threads" and len(drawn) > 1:  # linear scaling from the fewest threads
                 (t0, v0), last = drawn[0], drawn[-1][0]
-                ax.plot([t0, last], [v0, v0 * last / t0], linestyle=":", color=colours[line])
+                ax.plot([t0, last], [v0, v0 * last / t0], linestyle=":", linewidth=1,
+                        color=colour)  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(xs))
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -200,6 +211,12 @@ def _layer_figure(Figure, pieces: list[dict]):
 
 
 # ---- labels -------------------------------------------------------------------------------------
+def _config(line: tuple) -> tuple:
+    """A line's key without its engine: what ours and PyTorch's lines of one colour share."""
+    model, _, device, last = line
+    return model, device, last
+
+
 def _line_label(line: tuple, x: str, with_model: bool) -> str:
     model, engine, device, last = line
     varying = f"{last} thread{'s' if last != 1 else ''}" if x == "batch_size" else f"batch {last}"
