@@ -174,10 +174,13 @@ def render_pytest_benchmark(name: str, document: dict) -> str:
     commit = ours.get("commit") or {}
     machine = ours.get("machine") or {"cpu": info.get("cpu", {}).get("brand_raw", "?")}
     row = {"machine": machine, "commit": commit, "measured_at": document.get("datetime", "?")}
+    if ours.get("load_average"):  # pytest-benchmark writes its JSON after the run
+        row["load_average"] = ours["load_average"]
     lines = [
         "### pytest-benchmark: `pytest tests/benchmarks --benchmark-only --benchmark-json=FILE`",
         "",
-        _provenance_line(row, name).split(" From ")[0] + f" From `{name}`.",
+        _provenance_line(row, name).split(" From ")[0].replace("at the start", "at the end")
+        + f" From `{name}`.",
         "",
         "Median time of one call (ms), each group's rows side by side; the ratio is PyTorch's "
         "time over ours (above 1: ours is faster).",

@@ -13,12 +13,15 @@ from __future__ import annotations
 import pytest
 from helpers import skip_without_cuda
 
-from convnet_gpu.machine import describe_machine, git_commit
+from convnet_gpu.machine import describe_machine, git_commit, load_average
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Our own account of the machine and commit beside pytest-benchmark's, as bench rows have."""
-    machine_info["convnet_gpu"] = {"machine": describe_machine(), "commit": git_commit()}
+    """Our own account of the machine, the commit and the load beside pytest-benchmark's, as
+    bench rows have (the load when the JSON is written: after the run)."""
+    machine_info["convnet_gpu"] = {
+        "machine": describe_machine(), "commit": git_commit(), "load_average": load_average(),
+    }  # fmt: skip
 
 
 @pytest.fixture(
