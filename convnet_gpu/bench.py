@@ -24,7 +24,7 @@ import numpy as np
 
 from .backends import DeviceUnavailable, get_backend, parse_device
 from .layers import SoftmaxCrossEntropy
-from .machine import provenance
+from .machine import gpu_name, provenance
 from .memory import memory_fields, meter_for
 from .models import build_model
 from .net import Net
@@ -284,6 +284,7 @@ def run_benchmarks(
                                   "steps": steps, "warmup": warmup, **origin})  # fmt: skip
                 add_ratios(group)
                 rows += group
+    origin["machine"]["gpu"] = gpu_name()  # CuPy is loaded once a CUDA row ran; rows share it
     return rows
 
 

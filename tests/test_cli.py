@@ -58,6 +58,7 @@ def tiny_idx_dir(tmp_path):
         (["bench", "--batch-size", "32,,64"], "--batch-size: expected whole numbers >= 1"),
         (["bench", "--threads", "1,0"], "--threads: expected whole numbers >= 1"),
         (["bench", "--model", "nope"], "unknown model 'nope'"),
+        (["bench", "--device", ","], "--device: no device in ','"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -32,3 +32,14 @@ def test_the_commit_is_this_checkout_s_or_null():
 def test_no_gpu_is_named_without_cupy_loaded(monkeypatch):
     monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
     assert machine.gpu_name() is None
+
+
+def test_the_gpu_is_named_once_cupy_is_loaded(monkeypatch):
+    class Runtime:
+        @staticmethod
+        def getDeviceProperties(index):
+            return {"name": b"Test GPU"}
+
+    fake_cupy = type("cupy", (), {"cuda": type("cuda", (), {"runtime": Runtime})})
+    monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy)
+    assert machine.gpu_name() == "Test GPU"

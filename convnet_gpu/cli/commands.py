@@ -7,7 +7,7 @@ import sys
 
 from .. import __version__
 from ..settings import RunSettings
-from .common import as_flags, backend_for
+from .common import UsageError, as_flags, backend_for
 from .parser import EXIT_FAILED
 
 
@@ -93,6 +93,8 @@ def cmd_bench(args) -> int:
     from ..models import build_model
 
     devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    if not devices:
+        raise UsageError(f"`device`: no device in {args.device!r}; give cpu, cuda or both")
     for device in devices:
         parse_device(device)
     build_model(args.model)  # a bad name or model file: one line, before any timing
