@@ -156,6 +156,18 @@ class NumpyBackend(Backend):
         else:
             cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
 
+    # ---- fused: the compiled 2x2 kernels of cpu_jit.py ------------------------------------------
+    def fuses_bias_relu_maxpool(self, geom: WindowGeometry) -> bool:
+        return (
+            self.jit is not None and geom.kernel_h == 2 and cpu_windows.windows_tile_exactly(geom)
+        )
+
+    def _bias_relu_maxpool_forward(self, x, bias, y, argmax, geom: WindowGeometry) -> bool:
+        return not self.jit.bias_relu_maxpool2x2_forward(x, bias, y, argmax)
+
+    def _bias_relu_maxpool_backward(self, dy, y, argmax, dx, geom: WindowGeometry) -> None:
+        self.jit.bias_relu_maxpool2x2_backward(dy, y, argmax, dx)
+
     def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         cpu_windows.avgpool_forward(x, y, geom)
 
