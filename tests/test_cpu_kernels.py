@@ -82,6 +82,38 @@ def test_a_training_step_is_the_same_with_and_without_numba():
     assert np.array_equal(params[0], params[1])
 
 
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [None, 2])
+@pytest.mark.parametrize(
+    "momentum, weight_decay, nesterov",
+    [
+        (0.9, 0.0, False),
+        (0.9, 5e-4, False),
+        (0.9, 5e-4, True),
+        (0.0, 0.0, False),
+        (0.0, 1e-3, False),
+    ],
+)
+def test_the_compiled_sgd_update_gives_the_numpy_bits(momentum, weight_decay, nesterov, threads,
+                                                      dtype):  # fmt: skip
+    rng = np.random.default_rng(2)
+    size = 1001
+    w, grad, velocity = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    mask = (rng.random(size) > 0.2).astype(dtype)
+    results = []
+    for jit in (False, True):
+        backend = NumpyBackend(threads=threads, jit=jit)
+        w_now, v_now = w.copy(), velocity.copy()
+        lr = np.array(0.0123, dtype)
+        backend.sgd_update(w_now, grad, v_now, mask, lr, momentum, weight_decay, nesterov,
+                           np.empty_like(w), np.empty_like(w))  # fmt: skip
+        results.append((w_now, v_now))
+    np.testing.assert_array_equal(results[1][0], results[0][0], strict=True)
+    np.testing.assert_array_equal(results[1][1], results[0][1], strict=True)
+    assert not np.array_equal(results[1][0], w)  # it did update
+
+
 def test_without_numba_the_numpy_kernels_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
     monkeypatch.delitem(sys.modules, "convnet_gpu.backends.cpu_jit", raising=False)

@@ -146,3 +146,21 @@ def bias_relu_maxpool2x2_backward(dy, y, argmax, dx) -> None:
                         g = g * 0
                     arg = argmax[i, c, oh, ow]
                     dx[i, c, 2 * oh + (arg >> 1), 2 * ow + (arg & 1)] = g
+
+
+@_jit
+def sgd_update(w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov) -> None:
+    """updates.sgd_update in one pass over the flat buffers (1-D), with its roundings in its
+    order: the NumPy form makes ten passes over three buffers. `lr` is the 0-d lr array;
+    momentum and weight_decay are scalars of w's dtype (NumPy rounds Python floats to it)."""
+    rate = lr[()]
+    for i in range(w.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = w[i] * decay_mask[i] * weight_decay + g
+        step = g
+        if momentum != 0:
+            v = velocity[i] * momentum + g
+            velocity[i] = v
+            step = v * momentum + g if nesterov else v
+        w[i] = w[i] - step * rate

@@ -91,7 +91,12 @@ class NumpyBackend(Backend):
                                momentum, weight_decay, nesterov, scratch[part],
                                None if decayed is None else decayed[part])  # fmt: skip
 
-        self.in_chunks(w.size, chunk)
+        def compiled_chunk(part):  # the same roundings in one pass (cpu_jit.py)
+            as_w = w.dtype.type  # what NumPy rounds the Python floats to
+            self.jit.sgd_update(w[part], grad[part], velocity[part], decay_mask[part], lr,
+                                as_w(momentum), as_w(weight_decay), nesterov)  # fmt: skip
+
+        self.in_chunks(w.size, chunk if self.jit is None else compiled_chunk)
 
     def adam_update(self, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas, eps,
                     weight_decay, decoupled, scratch, decayed) -> None:  # fmt: skip
