@@ -1,7 +1,7 @@
 """Stages of a chain: its layers one by one, or a run of them that the backend computes in one pass.
 
 Layers stay primitives (Bias, ReLU and MaxPool2D are three layers, each with its own backward),
-but three memory passes over a conv's output for what one pass can do cost a CPU step ~10%. So a
+but ten memory passes over a conv's output for what two can do cost a CPU step ~7%. So a
 chain asks its backend once, in setup, which runs it fuses, and runs those as one stage: the
 same values and gradients as the three layers (tests/test_fusion.py), without writing the blobs
 between them (a fused stage's inner blobs hold nothing). Where the backend has no such kernel, or
