@@ -52,26 +52,37 @@ class Chain:
         ]
         return shapes
 
-    def forward(self, x, train: bool):
-        """Run on x (n rows); returns the output view (x itself for an empty chain)."""
+    def forward(self, x, train: bool, span: range | None = None):
+        """Run on x (n rows); returns the output view (x itself for an empty chain). With a
+        span, only its layers run (the stages inside it), and x is the input of its first."""
         n = x.shape[0]
-        for stage in self.stages:
+        for stage, _ in self._inside(span):
             top = self.blobs[stage.last].data[:n]
             stage.runner.forward(x, top, train)
             x = top
         return x
 
-    def backward(self, x, dx, top_grad=None) -> None:
+    def backward(self, x, dx, top_grad=None, span: range | None = None) -> None:
         """Backward from the last output's gradient (its blob's grad, or `top_grad` if given)
-        down to dx (None when nothing below needs it; parameter gradients are still made)."""
+        down to dx (None when nothing below needs it; parameter gradients are still made).
+        With a span, only its layers: from their last output's grad to x, their first's input."""
         n, last = x.shape[0], len(self.layers) - 1
-        for stage, learns in zip(reversed(self.stages), reversed(self.learns)):
+        first = 0 if span is None else span.start
+        for stage, learns in reversed(self._inside(span)):
             top = self.blobs[stage.last]
-            bottom, d_bottom = (x, dx) if stage.first == 0 else self.blobs[stage.first - 1].rows(n)
+            bottom, d_bottom = (
+                (x, dx) if stage.first == first else self.blobs[stage.first - 1].rows(n)
+            )
             if d_bottom is None and not learns:
                 continue  # nothing below needs this gradient
             dy = top_grad if top_grad is not None and stage.last == last else top.grad[:n]
             stage.runner.backward(bottom, top.data[:n], dy, d_bottom)
+
+    def _inside(self, span: range | None) -> list[tuple]:
+        """(stage, whether it learns) of the stages that start inside span (all without one)."""
+        return [
+            pair for pair in zip(self.stages, self.learns) if span is None or pair[0].first in span
+        ]
 
 
 def _learns(layer) -> bool:
