@@ -4,7 +4,8 @@ Layers stay primitives (Bias, ReLU and MaxPool2D are three layers, each with its
 but ten memory passes over a conv's output for what two can do cost a CPU step ~7%. So a
 chain asks its backend once, in setup, which runs it fuses, and runs those as one stage: the
 same values and gradients as the three layers (tests/test_fusion.py), without writing the blobs
-between them (a fused stage's inner blobs hold nothing). Where the backend has no such kernel, or
+between them (a fused stage's two inner blobs stay allocated, for the steps that run unfused,
+but hold only what the last such step wrote: read a fused net's output blobs, not those). Where the backend has no such kernel, or
 the run starts the chain (its input gradient is not always asked for), each layer is its own
 stage, as before.
 """

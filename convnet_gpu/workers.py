@@ -5,7 +5,10 @@ The copies compute on row slices of the net's own blobs (views), read the net's 
 buffer, and write their parameter gradients into buffers of their own (worker 0 into the net's),
 which are then added in a fixed order; the weights of the net's top-level Dense layers, whose
 gradient is as big as the weight whatever the rows, get it once, over the whole batch, split
-over the threads by rows of the weight. Everything a worker needs besides the blobs (im2col
+over the threads by rows of the weight; those of 1 MiB or more (simple-cnn's first) run over the
+whole batch altogether: the workers run the spans of layers between them, and the group computes
+such a layer split over the threads by columns of its output (and, in backward, by rows of its
+weight). Everything a worker needs besides the blobs (im2col
 buffers, masks, BatchNorm's normalized input) is its own, allocated once in setup. Layers that
 look across rows ask their BatchRows (layers/base.py): Dropout draws its rows' part of the
 batch's masks, the loss divides by the whole batch, and BatchNorm adds its per-channel sums over
@@ -53,14 +56,10 @@ class WorkerGroup:
         skipped = sorted(net.params.span(index) for _, index in self.dense_weights)
         self.summed_spans = _complement(skipped, net.params.size)
         # Dense layers whose weight outgrows a core's cache run over the whole batch, between
-        # the workers' spans of layers (see _whole_batch_dense).
-        self.whole_batch = {
-            chain_index: param_index
-            for chain_index, param_index in self.dense_weights
-            if net.params.span(param_index)[1] - net.params.span(param_index)[0]
-            >= WHOLE_BATCH_DENSE_BYTES // net.dtype.itemsize
-        }
+        # the workers' spans of layers (_dense_forward, _dense_backward).
+        self.whole_batch = _whole_batch_dense(net, self.dense_weights)
         self.spans = _spans_between(len(net.layers), sorted(self.whole_batch))
+        _check_no_stage_crosses(self.workers[0].chain, self.whole_batch)
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -80,11 +79,11 @@ class WorkerGroup:
     def backward(self, n: int) -> None:
         for span in reversed(self.spans):
             if span.stop in self.whole_batch:
-                self._dense_backward(n, span.stop, self.whole_batch[span.stop])
+                self._dense_backward(n, span.stop, self.whole_batch[span.stop], input_grad=True)
             self._run(lambda worker, span=span: worker.backward(n, span))
         for chain_index, param_index in self.dense_weights:
-            if chain_index not in self.whole_batch:
-                self._dense_weight_grad(n, chain_index, param_index)
+            if chain_index not in self.whole_batch:  # the workers made its dx
+                self._dense_backward(n, chain_index, param_index, input_grad=False)
         grads = [worker.grad for worker in self.workers]  # worker 0's is the net's
         xp = self.net.backend.xp
         for start, stop in self.summed_spans:
@@ -96,22 +95,11 @@ class WorkerGroup:
 
             self.net.backend.in_chunks(stop - start, add_chunk)
 
-    def _dense_weight_grad(self, n: int, chain_index: int, param_index: int) -> None:
-        """A top-level Dense's weight gradient x.T @ dy over the whole batch (the workers wrote
-        their rows of x and dy into the net's blobs), the weight's rows split over the threads:
-        one GEMM with all n rows, where each worker would take a thin one and write the whole
-        gradient, and no sum of those copies afterwards (at 8 threads they dominated)."""
-        net = self.net
-        x, dy = net.blobs[chain_index].data[:n], net.blobs[chain_index + 1].grad[:n]
-        grad = net.params.views(param_index, net.params.grad)  # (in, out)
-        xp = net.backend.xp
-        net.backend.in_chunks(len(grad), lambda rows: xp.matmul(x[:, rows].T, dy, out=grad[rows]))
-
     # A Dense layer over the whole batch. Each worker's copy would read the whole weight (fc1 of
-    # simple-cnn: 12.8 MB, beyond a core's cache) for its few rows, twice a step: T threads
-    # streamed it 2T times. Split by columns of y (rows of the weight for dx and the gradient),
-    # each thread reads its share once; measured on 2 Zen 3 cores, fc1's forward at batch 128
-    # took 6.1 ms split by rows and 5.0 ms by columns.
+    # simple-cnn: 12.8 MB, beyond a core's cache) for its few rows, in forward and again for
+    # dx: T threads streamed it 2T times a step. Split by columns of y in forward and by rows of
+    # the weight in backward, the threads read it twice in all; measured on 2 Zen 3 cores, fc1's
+    # forward at batch 128 took 6.1 ms split by rows of x and 5.0 ms by columns of y.
     def _dense_forward(self, n: int, chain_index: int) -> None:
         net, xp = self.net, self.net.backend.xp
         x, y = net.blobs[chain_index].data[:n], net.blobs[chain_index + 1].data[:n]
@@ -120,17 +108,21 @@ class WorkerGroup:
             weight.shape[1], lambda cols: xp.matmul(x, weight[:, cols], out=y[:, cols])
         )
 
-    def _dense_backward(self, n: int, chain_index: int, param_index: int) -> None:
-        """dx = dy @ W.T and the weight's gradient x.T @ dy, both split by rows of W."""
+    def _dense_backward(self, n: int, chain_index: int, param_index: int, input_grad: bool):
+        """A top-level Dense's weight gradient x.T @ dy over the whole batch (the workers wrote
+        their rows of x and dy into the net's blobs), and with input_grad its dx = dy @ W.T,
+        both split over the threads by rows of the weight: one GEMM with all n rows, where each
+        worker would take a thin one and write the whole gradient, and no sum of those copies
+        afterwards (at 8 threads they dominated)."""
         net, xp = self.net, self.net.backend.xp
         x, dx = net.blobs[chain_index].rows(n)
         dy = net.blobs[chain_index + 1].grad[:n]
-        weight = net.layers[chain_index].params["weight"]
+        weight = net.layers[chain_index].params["weight"]  # (in, out)
         grad = net.params.views(param_index, net.params.grad)
 
         def rows_of_weight(rows: slice) -> None:
             xp.matmul(x[:, rows].T, dy, out=grad[rows])
-            if dx is not None:
+            if input_grad and dx is not None:
                 xp.matmul(dy, weight[rows].T, out=dx[:, rows])
 
         net.backend.in_chunks(len(weight), rows_of_weight)
@@ -192,6 +184,25 @@ def _top_level_dense_weights(net) -> list[tuple[int, int]]:
         for index, (path, layer, spec) in enumerate(parameter_owners(net.layers, net.input_shape))
         if "." not in path and isinstance(layer, Dense) and spec.name == "weight"
     ]
+
+
+def _whole_batch_dense(net, dense_weights) -> dict[int, int]:
+    """chain index -> parameter index of the top-level Dense layers whose weight is at least
+    WHOLE_BATCH_DENSE_BYTES."""
+    whole_batch = {}
+    for chain_index, param_index in dense_weights:
+        start, stop = net.params.span(param_index)
+        if (stop - start) * net.dtype.itemsize >= WHOLE_BATCH_DENSE_BYTES:
+            whole_batch[chain_index] = param_index
+    return whole_batch
+
+
+def _check_no_stage_crosses(chain, whole_batch) -> None:
+    """The spans between whole-batch layers must cut the chain between its stages (a fused
+    stage holding such a layer would run in a span it does not start in)."""
+    for stage in chain.stages:
+        if any(stage.first < index <= stage.last for index in whole_batch):
+            raise AssertionError(f"a fused stage {stage} holds a whole-batch layer")
 
 
 def _spans_between(layer_count: int, whole_batch: list[int]) -> list[range]:

@@ -93,6 +93,7 @@ def test_a_training_step_is_the_same_with_and_without_numba():
         (0.9, 5e-4, True),
         (0.0, 0.0, False),
         (0.0, 1e-3, False),
+        (1e-46, 1e-46, False),  # non-zero, but 0 in float32: NumPy still writes the velocity
     ],
 )
 def test_the_compiled_sgd_update_gives_the_numpy_bits(momentum, weight_decay, nesterov, threads,

@@ -9,7 +9,7 @@ import pytest
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
 from convnet_gpu.backends import NumpyBackend
 from convnet_gpu.fusion import BiasReLUMaxPool
-from convnet_gpu.layers import Bias, Conv2D, MaxPool2D, ReLU
+from convnet_gpu.layers import Bias, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Residual
 from convnet_gpu.models import simple_cnn
 from tests.test_cpu_kernels import needs_jit
 
@@ -55,6 +55,38 @@ def test_a_fused_net_steps_as_the_unfused_one_bit_for_bit(threads):
     assert fused[2] == unfused[2]
     np.testing.assert_array_equal(fused[3], unfused[3])
     np.testing.assert_array_equal(fused[0].params.data, unfused[0].params.data)
+
+
+@needs_jit
+@pytest.mark.parametrize("threads", [None, 2])
+def test_a_fused_stage_ending_a_residual_branch_steps_as_unfused(threads):
+    """The fused stage last in a residual body takes the block's dy (top_grad); a NaN in the
+    rows of one worker makes that worker alone run the three layers, for that step."""
+
+    def run(backend, poison):
+        body = [Conv2D(2, 3, pad=1), Bias(), ReLU(), MaxPool2D(2)]
+        layers = [Conv2D(2, 3, pad=1), Residual(body, [MaxPool2D(2)]), Flatten(), Dense(3)]
+        net = Net(layers, SoftmaxCrossEntropy(), backend, dtype=np.float64, seed=1)
+        net.setup(6, (1, 8, 8))
+        rng = np.random.default_rng(4)
+        images = rng.standard_normal((5, 1, 8, 8))  # a short batch
+        if poison:
+            images[4, 0, 3, 3] = np.nan  # in the second worker's rows
+        with np.errstate(invalid="ignore"):
+            n = net.load_batch(images, np.arange(5, dtype=np.int32) % 3)
+            net.forward(n)
+            net.backward(n)
+        chains = [w.layers for w in net.workers.workers] if net.workers else [net.layers]
+        stages = [c[1].body.stages[1].runner for c in chains]
+        unfused = [s.unfused for s in stages if isinstance(s, BiasReLUMaxPool)]
+        return net.blobs[-1].data[:n].copy(), net.params.grad.copy(), unfused
+
+    for poison in (False, True):
+        fused = run(NumpyBackend(threads=threads, jit=True), poison)
+        unfused = run(Unfused(threads=threads, jit=True), poison)
+        np.testing.assert_array_equal(fused[0], unfused[0])
+        np.testing.assert_array_equal(fused[1], unfused[1])
+        assert fused[2] == ([False, poison] if threads else [poison]) and unfused[2] == []
 
 
 def chain_run(backend, x, dy, bias_values):

@@ -120,6 +120,26 @@ def test_threaded_steps_equal_the_one_thread_steps_in_float64(threads, whole_bat
         assert relative_difference(array, expected[name]) < 1e-12, name
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_whole_batch_dense_layers_first_and_last_equal_the_one_thread_steps(threads, monkeypatch):
+    """Whole-batch Dense layers at both ends of the chain leave empty spans for the workers;
+    short batches (5 rows over 3 threads) leave some workers without rows."""
+    monkeypatch.setattr(workers, "WHOLE_BATCH_DENSE_BYTES", 0)
+
+    def layers():
+        return [Flatten(), Dense(7), Bias(), ReLU(), Dense(3)]
+
+    alone, alone_loss, alone_output = train(1, layers(), np.float64)
+    shared, shared_loss, shared_output = train(threads, layers(), np.float64)
+    assert sorted(shared.workers.whole_batch) == [1, 4]
+    assert shared.workers.spans == [range(0, 1), range(2, 4), range(5, 5)]
+    assert shared_loss == pytest.approx(alone_loss, rel=1e-12)
+    assert relative_difference(shared_output, alone_output) < 1e-12
+    expected = state(alone)
+    for name, array in state(shared).items():
+        assert relative_difference(array, expected[name]) < 1e-12, name
+
+
 def test_threaded_simple_cnn_is_within_float32_rounding():
     shape = (1, 28, 28)
     rng = np.random.default_rng(1)

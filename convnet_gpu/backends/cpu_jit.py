@@ -1,12 +1,14 @@
 """Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling, alone and
-fused with the Bias and ReLU before it (fusion.py).
+fused with the Bias and ReLU before it (fusion.py), and the SGD update in one pass.
 
 NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
 one compiled pass reads each pixel once, 4-5x faster on a Zen 3 core. The kernels are serial and
 release the GIL (nogil), so the CPU worker threads (workers.py) run them side by side; fastmath
-stays off, and each gives the NumPy kernel's values, NaNs included (tests/test_cpu_kernels.py).
-numba compiles them on first use for each dtype (about a second) and caches the machine code
-(cache=True), so later processes load it in milliseconds. Importing this module fails where
+stays off, and each gives the NumPy kernels' values, NaNs included (tests/test_cpu_kernels.py),
+but for the fused forward, which says where it met a NaN for the caller to run the NumPy
+kernels instead (tests/test_fusion.py). numba compiles them on first use for each dtype (about
+a second for those of a simple-cnn step) and caches the machine code (cache=True), so later
+processes load it in a fraction of that. Importing this module fails where
 numba is missing or does not support the installed NumPy; cpu_kernels.py then keeps NumPy's.
 """
 
@@ -149,17 +151,20 @@ def bias_relu_maxpool2x2_backward(dy, y, argmax, dx) -> None:
 
 
 @_jit
-def sgd_update(w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov) -> None:
+def sgd_update(w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
+               with_momentum, with_decay) -> None:  # fmt: skip
     """updates.sgd_update in one pass over the flat buffers (1-D), with its roundings in its
     order: the NumPy form makes ten passes over three buffers. `lr` is the 0-d lr array;
-    momentum and weight_decay are scalars of w's dtype (NumPy rounds Python floats to it)."""
+    momentum and weight_decay are scalars of w's dtype (NumPy rounds Python floats to it), and
+    with_momentum / with_decay say whether the Python floats were non-zero (as updates.py asks:
+    a momentum of 1e-46 is 0 in float32 but still writes the velocity there)."""
     rate = lr[()]
     for i in range(w.size):
         g = grad[i]
-        if weight_decay != 0:
+        if with_decay:
             g = w[i] * decay_mask[i] * weight_decay + g
         step = g
-        if momentum != 0:
+        if with_momentum:
             v = velocity[i] * momentum + g
             velocity[i] = v
             step = v * momentum + g if nesterov else v

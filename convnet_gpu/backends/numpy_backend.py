@@ -94,7 +94,8 @@ class NumpyBackend(Backend):
         def compiled_chunk(part):  # the same roundings in one pass (cpu_jit.py)
             as_w = w.dtype.type  # what NumPy rounds the Python floats to
             self.jit.sgd_update(w[part], grad[part], velocity[part], decay_mask[part], lr,
-                                as_w(momentum), as_w(weight_decay), nesterov)  # fmt: skip
+                                as_w(momentum), as_w(weight_decay), nesterov, bool(momentum),
+                                bool(weight_decay))  # fmt: skip
 
         self.in_chunks(w.size, chunk if self.jit is None else compiled_chunk)
 
