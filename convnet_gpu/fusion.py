@@ -1,13 +1,13 @@
 """Stages of a chain: its layers one by one, or a run of them that the backend computes in one pass.
 
 Layers stay primitives (Bias, ReLU and MaxPool2D are three layers, each with its own backward),
-but ten memory passes over a conv's output for what two can do cost a CPU step ~7%. So a
-chain asks its backend once, in setup, which runs it fuses, and runs those as one stage: the
-same values and gradients as the three layers (tests/test_fusion.py), without writing the blobs
-between them (a fused stage's two inner blobs stay allocated, for the steps that run unfused,
-but hold only what the last such step wrote: read a fused net's output blobs, not those). Where the backend has no such kernel, or
-the run starts the chain (its input gradient is not always asked for), each layer is its own
-stage, as before.
+but ten memory passes over a conv's output for what two can do cost a CPU step ~7% (and a GPU
+step kernel launches). So a chain asks its backend once, in setup, which runs it fuses, and runs
+those as one stage: the same values and gradients as the three layers (tests/test_fusion.py),
+without writing the blobs between them (a fused stage's two inner blobs stay allocated, for
+the steps that run unfused, but hold only what the last such step wrote: read the output blob
+of a fused stage, not those). Where the backend has no such kernel, or the run starts the
+chain (its input gradient is not always asked for), each layer is its own stage, as before.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def _is_bias_relu_maxpool(run) -> bool:
 class BiasReLUMaxPool:
     """Bias -> ReLU -> MaxPool2D as one pass forward and one backward (plus the bias's sums).
 
-    The first maximum of relu(x + b) over a window is that of x + b when positive, so the pass
-    pools x + b and applies the ReLU to the window's maximum alone. Where x + b holds a NaN the
-    backend says so, and this step runs the three layers over the inner blobs instead (in a
-    diverging run: their NaN rules are the reference).
+    The first maximum of relu(x + b) over a window is that of x + b when positive, so the CPU's
+    pass pools x + b and applies the ReLU to the window's maximum alone. Where x + b holds a NaN
+    the backend says so, and this step runs the three layers over the inner blobs instead (in a
+    diverging run: their NaN rules are the reference; CuPy's kernels apply them themselves).
     """
 
     def __init__(self, bias, relu, pool, inner_blobs):

@@ -146,3 +146,35 @@ def test_chains_fuse_only_where_the_backend_has_the_kernel():
     )
     # at the chain's start the stage's input gradient may be None: each layer on its own
     assert stages([Bias(), ReLU(), MaxPool2D(2)], NumpyBackend(jit=True)) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("poison", ["none", "nan"])
+def test_the_cuda_fused_stage_gives_the_three_layers_bits(cuda_backend, monkeypatch, poison):
+    """On CuPy the fused kernels (pooling.cu) follow the unfused kernels' rules in the kernel,
+    NaNs included (a NaN never wins a window there): the same bits, no host check."""
+    rng = np.random.default_rng(1)
+    x = (np.round(rng.standard_normal((3, 2, 6, 6)) * 2) / 2).astype(np.float32)
+    if poison == "nan":
+        x[0, 1, 2, 2] = np.nan
+    dy = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+
+    def run():
+        layers = [Conv2D(2, 1), Bias(), ReLU(), MaxPool2D(3, 2, pad=1)]
+        net = Net(layers, None, cuda_backend).setup(3, (2, 6, 6), input_grad=True)
+        cuda_backend.copy_from_host(np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1),
+                                    layers[0].params["weight"])  # fmt: skip
+        cuda_backend.copy_from_host(np.array([0.5, -0.5], np.float32), layers[1].params["bias"])
+        n = net.load_batch(x)
+        y = cuda_backend.to_host(net.forward(n))
+        cuda_backend.copy_from_host(dy, net.blobs[-1].grad)
+        net.backward(n)
+        grads = (net.input.grad, layers[1].grads["bias"])
+        return net, [y] + [cuda_backend.to_host(g) for g in grads]
+
+    fused_net, fused = run()
+    monkeypatch.setattr(cuda_backend, "fuses_bias_relu_maxpool", lambda geom: False)
+    unfused_net, unfused = run()
+    assert len(fused_stages(fused_net)) == 1 and fused_stages(unfused_net) == []
+    for want, got in zip(unfused, fused):
+        np.testing.assert_array_equal(got, want)
