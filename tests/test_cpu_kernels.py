@@ -115,6 +115,26 @@ def test_the_compiled_sgd_update_gives_the_numpy_bits(momentum, weight_decay, ne
     assert not np.array_equal(results[1][0], w)  # it did update
 
 
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (7, 4)])
+def test_the_compiled_batchnorm_passes_give_the_numpy_bits(shape, dtype):
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal(shape).astype(dtype) * 3 for _ in range(2))
+    mean, inv_std, gamma, beta, d_beta, d_gamma = (
+        rng.standard_normal(shape[1]).astype(dtype) for _ in range(6)
+    )
+    results = []
+    for jit in (False, True):
+        backend = NumpyBackend(jit=jit)
+        x_hat, y, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+        backend.batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y)
+        backend.batchnorm_input_grad(dy, x_hat, gamma, d_beta, d_gamma, 37, dx)
+        results.append((x_hat, y, dx))
+    for name, want, got in zip(("x_hat", "y", "dx"), *results):
+        np.testing.assert_array_equal(got, want, err_msg=name, strict=True)
+
+
 def test_without_numba_the_numpy_kernels_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
     monkeypatch.delitem(sys.modules, "convnet_gpu.backends.cpu_jit", raising=False)
