@@ -97,6 +97,18 @@ def check_train_subset(train_subset: int | None, available: int) -> int:
     return int(train_subset)
 
 
+def check_images(path: str | os.PathLike, images: np.ndarray, split: str) -> None:
+    """A split must hold images, and images must hold pixels: an empty training set has no
+    statistics to normalize with, an empty test set no accuracy, a 0x0 image no features."""
+    if images.shape[0] == 0:
+        raise DataError(f"{os.fspath(path)}: holds no {split} images; a dataset needs some")
+    if 0 in images.shape[1:]:
+        size = "x".join(str(d) for d in images.shape[-2:])
+        raise DataError(
+            f"{os.fspath(path)}: its {split} images are {size} pixels; need at least 1x1"
+        )
+
+
 def check_labels(path: str | os.PathLike, labels: np.ndarray, num_classes: int) -> None:
     """Every label of the file at `path` must be a class index in 0..num_classes-1."""
     if not labels.size:
