@@ -55,8 +55,9 @@ class RunDir:
         return self.path / name
 
     def holds_run(self) -> bool:
-        """True when a run was already saved here (its checkpoint would be overwritten)."""
-        return self.checkpoint.exists()
+        """True when a run was already saved here: its checkpoint, metrics or summary would be
+        overwritten (any one of them: a run whose checkpoint was deleted still has its figures)."""
+        return any(file.exists() for file in (self.checkpoint, self.metrics, self.summary))
 
     def create(self) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,14 @@ from .parser import EXIT_FAILED
 
 def cmd_eval(args) -> int:
     from ..checkpoint import load_into, read_checkpoint
+    from ..checkpoint_schema import settings_of
     from ..evaluate import evaluate_net, format_report
     from ..run import build_net, load_dataset
     from ..rundir import RunDir
 
     run_dir = RunDir.of(args.checkpoint)
     meta, arrays = read_checkpoint(run_dir.checkpoint)
-    settings = RunSettings.from_meta(meta["settings"])
+    settings = settings_of(meta, run_dir.checkpoint)
     backend = backend_for(args.device, args.precision or settings.precision, args.threads)
     dataset_name = args.dataset or settings.dataset
     dataset = load_dataset(dataset_name, args.data_dir)

@@ -12,6 +12,7 @@ from .parser import flag
 
 def cmd_train(args) -> int:
     from ..checkpoint import read_checkpoint
+    from ..checkpoint_schema import settings_of
     from ..rundir import RunDir
 
     if args.resume:
@@ -24,12 +25,13 @@ def cmd_train(args) -> int:
             )
         resumed = RunDir.of(args.resume)
         meta, arrays = read_checkpoint(resumed.checkpoint)
-        settings = RunSettings.from_meta(meta["settings"])
+        settings = settings_of(meta, resumed.checkpoint)
         run_dir = RunDir(args.out) if args.out else resumed
         if run_dir.path.resolve() != resumed.path.resolve() and run_dir.holds_run():
             raise UsageError(
-                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT} would be "
-                f"overwritten); pick another --out or leave it out to continue in {resumed}"
+                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT}, {RunDir.METRICS} "
+                f"and {RunDir.SUMMARY} would be overwritten); pick another --out or leave it out "
+                f"to continue in {resumed}"
             )
     else:
         settings = RunSettings.from_args(args)
