@@ -98,6 +98,13 @@ def check_meta(meta, path) -> None:
         settings_of(meta, path)
     if meta.get("train_images") is not None:
         require_int(path, "train_images", meta["train_images"])
+    if "data" in meta:  # the data's identity (Dataset.identity), compared on --resume
+        data = require_dict(path, "data", meta["data"])
+        require_keys(path, "data", data, ("train_images", "test_images", "labels_sha256"))
+        require_int(path, "data.train_images", data["train_images"])
+        require_int(path, "data.test_images", data["test_images"])
+        if not isinstance(data["labels_sha256"], str):
+            raise field_error(path, "data.labels_sha256", "must be a hex string")
     for part, check in (("optimizer", _check_optimizer), ("position", _check_position),
                         ("selection", _check_selection)):  # fmt: skip
         if part in meta:
@@ -141,7 +148,7 @@ _SETTING_RULES = {
     "plateau": (lambda v: isinstance(v, bool), "true or false"),
     "jitter": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "flip": (lambda v: v is None or isinstance(v, bool), "true or false"),
-    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in 0..2**63-1"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in 0..4294967295"),
     "train_subset": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     "precision": _choice(PRECISIONS),
 }

@@ -178,6 +178,10 @@ def load_model_file(path) -> list:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); a model file is TOML"
+        ) from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message names the line and column

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import write_json_atomic, write_jsonl_atomic
+from .fileio import remove_stale_temporaries, write_json_atomic, write_jsonl_atomic
 
 
 class RunDir:
@@ -63,10 +63,13 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    # A run has one writer, so a temporary file of its own beside it was left by a killed one.
     def write_metrics(self, records: list) -> None:
+        remove_stale_temporaries(self.metrics)
         write_jsonl_atomic(self.metrics, records)
 
     def write_summary(self, summary: dict) -> None:
+        remove_stale_temporaries(self.summary)
         write_json_atomic(self.summary, summary)
 
     def write_eval(self, report: dict) -> None:

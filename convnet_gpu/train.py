@@ -28,6 +28,7 @@ from .augment import Jitter
 from .checkpoint import copy_net_state, load_part, save_checkpoint
 from .checkpoint_schema import check_run_state, settings_of
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
+from .limits import check_fits, free_host_bytes
 from .position import Position
 from .replay import StepRunner
 from .run import TrainingData
@@ -35,6 +36,9 @@ from .schedules import scheduled_lr
 from .selection import Selection
 from .settings import RunSettings
 from .watch import NAN_CHECK_STEPS, DeviceTotals, NanWatch
+
+# Each step's lr: a Python float in a list, its float64 copy, the device table's value.
+_LR_TABLE_BYTES_PER_STEP = 8 + 24 + 8 + 8
 
 
 class _StopBetweenSteps(Exception):
@@ -75,6 +79,11 @@ class Trainer:
         # The device side of a step: its counter (jitter and the lr table read it there), and
         # every step's learning rate, so a replayed step needs nothing from the host.
         self.clock = backend.counter(0)
+        check_fits(
+            f"the learning-rate table of {self.total_steps} steps",
+            self.total_steps * _LR_TABLE_BYTES_PER_STEP, free_host_bytes(), "this machine",
+            "lower `epochs` or raise `batch_size`",
+        )  # fmt: skip
         self.lr_table = backend.zeros((max(self.total_steps, 1),), net.dtype)
         self._table_scale = None  # the plateau rule's lr scale the table was written with
         optimizer.follow_schedule(self.lr_table, self.clock)
@@ -269,9 +278,9 @@ class Trainer:
             f"{val_note}test acc {record['test_accuracy']:.4f}  "
             f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s"
         )
-        if self.run_dir is not None:
-            self.run_dir.write_metrics(pos.epoch_metrics)
+        if self.run_dir is not None:  # the checkpoint first: metrics never run ahead of it
             self.save_checkpoint()
+            self.run_dir.write_metrics(pos.epoch_metrics)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def parts(self) -> dict:

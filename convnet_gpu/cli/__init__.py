@@ -4,8 +4,8 @@ Commands: train, eval, overfit, plot, gradcheck, bench, download, info.
 
 Every problem a user can fix (a bad flag, missing data, a bad model file or checkpoint, a
 missing GPU) is a UserError: one line on stderr and exit status 2. A failed check or a diverged
-run exits 1, Ctrl-C 130; no traceback for any of them. The parser imports no part of the
-training stack, so `--help` answers at once.
+run exits 1, Ctrl-C 130 (from the first import of this package on); no traceback for any of
+them. The parser imports no part of the training stack, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         print(f"{prog}: stopped: {as_flags(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
-        print(f"{prog}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"{prog}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

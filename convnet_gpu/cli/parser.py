@@ -47,6 +47,9 @@ _non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0")
 _positive_float = _bounded(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
 _non_negative_float = _bounded(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
 _fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
+_seed = _bounded(
+    int, lambda v: 0 <= v < 2**32, "an integer in 0..4294967295"
+)  # counter_rng's uint32
 
 
 def flag(setting: str, value=None) -> str:
@@ -137,7 +140,7 @@ def _add_train(sub) -> None:
         train, "plateau", "on a validation regression: restore the best parameters, halve the "
         "learning rate, reset momentum", action="store_true",
     )  # fmt: skip
-    _setting(train, "seed", type=int)
+    _setting(train, "seed", type=_seed)
     _setting(
         train, "train_subset", "train on the first N training images only",
         type=_positive_int, metavar="N",
@@ -191,11 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--lr", type=_positive_float, default=0.01)
     over.add_argument("--max-steps", type=_positive_int, default=500)
     over.add_argument("--data-dir")
-    over.add_argument("--seed", type=int, default=0)
+    over.add_argument("--seed", type=_seed, default=0)
 
     check = sub.add_parser("gradcheck", help="check every layer's gradients numerically (float64)")
     _add_device(check, default="cpu")
-    check.add_argument("--seed", type=_non_negative_int, default=0)
+    check.add_argument("--seed", type=_seed, default=0)
 
     bench = sub.add_parser("bench", help="time training steps and inference per device")
     bench.add_argument(

@@ -7,6 +7,7 @@ depend on summation order.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def identity(self) -> dict:
+        """What tells this data from other data cheaply: the split sizes and a checksum of the
+        labels. A checkpoint keeps it, so a resumed run can refuse other training images."""
+        digest = hashlib.sha256()
+        for labels in (self.train_y, self.test_y):
+            digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+        return {
+            "train_images": int(len(self.train_y)),
+            "test_images": int(len(self.test_y)),
+            "labels_sha256": digest.hexdigest(),
+        }
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
