@@ -18,7 +18,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -29,6 +28,7 @@ from .checkpoint import copy_net_state, load_part, save_checkpoint
 from .checkpoint_schema import check_run_state, settings_of
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
 from .limits import check_fits, free_host_bytes
+from .numerics import quiet_float_errors
 from .position import Position
 from .replay import StepRunner
 from .run import TrainingData
@@ -321,16 +321,6 @@ def _check_finite_evaluation(record: dict, epoch: int) -> None:
         if key in record and not math.isfinite(record[key]):
             what = key.replace("_", " ")
             raise TrainingDiverged(f"the {what} became {record[key]} after epoch {epoch}")
-
-
-@contextmanager
-def quiet_float_errors():
-    """NumPy's RuntimeWarnings (overflow, invalid value) off while training: a diverging step
-    would print several before the NaN watch stops the run with the one line that names it.
-    errstate is per thread, so the warnings filter (process-wide) covers the CPU worker threads."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int | None, float]:

@@ -287,3 +287,45 @@ def test_a_full_disk_is_one_line_naming_the_file(capsys, tiny, tmp_path, monkeyp
     line = assert_refused(run_in_process(capsys, *argv), 2, "No space left on device")
     assert str(tmp_path / "run" / "checkpoint.npz") in line
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ("--epochs", "2"),
+        ("--lr", "0.02"),
+        ("--momentum", "0.9"),
+        ("--no-flip",),
+        ("--dataset", "fashion-mnist"),
+        ("--model", "simple-cnn"),
+        ("--seed", "0"),
+        ("--schedule", "cosine"),
+        ("--weight-decay", "0"),
+        ("--jitter", "0"),
+    ],
+    ids=lambda flag: flag[0],
+)
+def test_resume_refuses_a_setting_flag_even_at_its_default(capsys, tiny, tmp_path, flag):
+    data, model = tiny
+    _train(capsys, data, model, tmp_path / "run", "--epochs", "1")
+    before = tree_hashes(tmp_path / "run")
+    argv = ("train", "--device", "cpu", "--data-dir", data, "--resume", tmp_path / "run", *flag)
+    assert_refused(run_in_process(capsys, *argv), 2, f"drop {flag[0]}")
+    assert tree_hashes(tmp_path / "run") == before
+
+
+def test_eval_of_overflowing_weights_prints_no_warnings_and_strict_json(tiny, tmp_path):
+    """Finite weights (so the checkpoint is valid) too large for float32 products: eval reports
+    the non-finite loss as null, with no RuntimeWarning on stderr."""
+    data, model = tiny
+    run_dir = tmp_path / "run"
+    assert run_subprocess(*train_args(data, model, "--out", run_dir, "--epochs", "1"))[0] == 0
+    with np.load(run_dir / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["params"] = np.full_like(arrays["params"], 1e30)
+    np.savez(run_dir / "checkpoint.npz", **arrays)
+    code, out, err = run_subprocess("eval", "--device", "cpu", "--data-dir", data,
+                                    "--checkpoint", run_dir)  # fmt: skip
+    assert code == 0 and err == "", err
+    report = _strict((run_dir / "eval.json").read_text())
+    assert report["loss"] is None

@@ -14,6 +14,7 @@ def cmd_eval(args) -> int:
     from ..checkpoint import load_into, read_checkpoint
     from ..checkpoint_schema import settings_of
     from ..evaluate import evaluate_net, format_report
+    from ..numerics import quiet_float_errors
     from ..run import build_net, load_dataset
     from ..rundir import RunDir
 
@@ -25,9 +26,10 @@ def cmd_eval(args) -> int:
     dataset = load_dataset(dataset_name, args.data_dir)
     net = build_net(settings, backend, dataset, batch_size=args.batch_size)
     load_into(meta, arrays, net, path=run_dir.checkpoint)
-    report = evaluate_net(
-        net, dataset.test_x, dataset.test_y, dataset.num_classes, cuda_graph=args.cuda_graph
-    )
+    with quiet_float_errors():  # weights that overflow: the report shows the loss as nan
+        report = evaluate_net(
+            net, dataset.test_x, dataset.test_y, dataset.num_classes, cuda_graph=args.cuda_graph
+        )
     print(
         f"{settings.model} from {args.checkpoint} on {dataset_name} "
         f"({len(dataset.test_y)} test images), {backend.describe()}"
