@@ -29,7 +29,9 @@ import io
 import json
 import math
 import re
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +124,7 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         format_version = meta.get("format") if isinstance(meta, dict) else None
     except KeyError:
         raise CheckpointError(f"{path}: holds no meta; not a convnet-gpu checkpoint") from None
-    except (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__
         raise CheckpointError(
             f"{path}: not a readable convnet-gpu checkpoint ({problem})"
@@ -167,7 +169,11 @@ def _npy_header(path, archive, info) -> tuple:
                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
         if reader is None:
             raise ValueError(f"array {info.filename}: npy version {version} is not 1.0 or 2.0")
-        shape, _, dtype = reader(member, max_header_size=10_000)
+        try:
+            shape, _, dtype = reader(member, max_header_size=10_000)
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+            # NumPy parses the header's dict with Python's tokenizer: damage raises any of these
+            raise ValueError(f"array {info.filename}: unreadable npy header ({exc})") from None
         header_bytes = member.tell()
     name = info.filename[: -len(".npy")]
     if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.fields is not None:

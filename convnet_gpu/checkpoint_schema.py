@@ -26,7 +26,15 @@ import numpy as np
 
 from .errors import UserError
 from .layers.base import walk
-from .settings import OPTIMIZERS, PRECISIONS, SCHEDULES, RunSettings, SettingError
+from .settings import (
+    FLOAT32_MAX,
+    MAX_JITTER,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    RunSettings,
+    SettingError,
+)
 
 NET_DTYPES = ("float32", "float64")
 RUN_PARTS = ("optimizer", "position", "selection")  # a Trainer's parts (Trainer.parts)
@@ -134,11 +142,11 @@ _SETTING_RULES = {
     "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "optimizer": _choice(OPTIMIZERS),
-    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+    "lr": (lambda v: _is_number(v) and 0 < v <= FLOAT32_MAX, "a finite number > 0"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number >= 0"),
+    "weight_decay": (lambda v: _is_number(v) and 0 <= v <= FLOAT32_MAX, "a finite number >= 0"),
     "max_grad_norm": (
-        lambda v: v is None or (_is_number(v) and 0 < v < math.inf),
+        lambda v: v is None or (_is_number(v) and 0 < v <= FLOAT32_MAX),
         "null or a finite number > 0",
     ),
     "schedule": _choice(SCHEDULES),
@@ -146,7 +154,7 @@ _SETTING_RULES = {
     "val_split": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "early_stop": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     "plateau": (lambda v: isinstance(v, bool), "true or false"),
-    "jitter": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "jitter": (lambda v: _is_int(v) and 0 <= v <= MAX_JITTER, f"an integer in 0..{MAX_JITTER}"),
     "flip": (lambda v: v is None or isinstance(v, bool), "true or false"),
     "seed": (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in 0..4294967295"),
     "train_subset": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
@@ -180,7 +188,7 @@ def _check_optimizer(path, scalars: dict) -> None:
             path, "optimizer.class", f"must be a class name, got {scalars['class']!r}"
         )
     require_int(path, "optimizer.steps", scalars["steps"])
-    require_number(path, "optimizer.lr", scalars["lr"])
+    require_number(path, "optimizer.lr", scalars["lr"], high=FLOAT32_MAX)
 
 
 def _check_position(path, scalars: dict) -> None:
@@ -313,6 +321,8 @@ def check_run_state(meta: dict, arrays: dict, trainer, path) -> None:
     for key, like in expected.items():
         check_array(path, key, arrays[key], like)
     _check_position_fits(meta["position"], arrays.get("position.order"), trainer, path)
+    # the optimizer counts the steps since its last reset (the plateau rule's), never more
+    require_int(path, "optimizer.steps", meta["optimizer"]["steps"], 0, meta["position"]["step"])
 
 
 def _check_position_fits(position: dict, order, trainer, path) -> None:

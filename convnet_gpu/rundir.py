@@ -63,6 +63,12 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete what a killed earlier writer of this run left half-written; call it when this
+        process becomes the run's one writer."""
+        for file in (self.checkpoint, self.metrics, self.summary):
+            remove_stale_temporaries(file)
+
     # A run has one writer, so a temporary file of its own beside it was left by a killed one.
     def write_metrics(self, records: list) -> None:
         remove_stale_temporaries(self.metrics)

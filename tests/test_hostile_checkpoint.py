@@ -283,3 +283,73 @@ def test_a_truncated_npy_member_is_refused(capsys, saved_run, tmp_path):
         )
         archive.writestr("short.npy", header.getvalue() + bytes(40))
     _resume_and_eval(capsys, data, folder, "truncated or forged")
+
+
+# ---- fuzzing: random damage, each outcome one of the allowed ones -------------------------------
+def _outcome(capsys, argv, folder):
+    """Run argv; a refusal (2) or a divergence (1) must be one line and leave `folder` as it was,
+    a success (0) must print nothing on stderr."""
+    before = tree_hashes(folder)
+    code, _, err = run_in_process(capsys, *argv)
+    assert "Traceback" not in err
+    assert code in (0, 1, 2), (code, err)
+    assert len(err.strip().splitlines()) == (0 if code == 0 else 1), err
+    if code:
+        assert tree_hashes(folder) == before
+    return code
+
+
+def _both_commands(capsys, data, folder, tmp_path):
+    resume = ("train", "--device", "cpu", "--threads", "1", "--data-dir", data, "--no-progress",
+              "--resume", folder, "--out", tmp_path / "out")  # fmt: skip
+    codes = [_outcome(capsys, resume, folder)]
+    evaluate = ("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", folder)
+    codes.append(_outcome(capsys, evaluate, folder))
+    import shutil
+
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    return codes
+
+
+def test_random_byte_damage_is_refused_or_harmless(capsys, saved_run, tmp_path):
+    """200 copies of the checkpoint with 1-3 random bytes overwritten each."""
+    data, _, meta, arrays = saved_run
+    intact = (write_raw(tmp_path / "intact", meta, arrays) / "checkpoint.npz").read_bytes()
+    rng = np.random.default_rng(2026)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    codes = []
+    for _ in range(200):
+        damaged = bytearray(intact)
+        for position in rng.integers(0, len(damaged), rng.integers(1, 4)):
+            damaged[position] = rng.integers(0, 256)
+        (folder / "checkpoint.npz").write_bytes(bytes(damaged))
+        codes += _both_commands(capsys, data, folder, tmp_path)
+    assert codes.count(2) > 100  # most damage is caught (CRCs, headers); the rest is harmless
+
+
+def _leaves(value, path=()):
+    """Every path into the meta's objects and lists, leaves and containers alike."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, index))
+    if path:
+        yield path
+
+
+@pytest.mark.parametrize("replacement", [None, -1, "x", 2**70, [1]], ids=repr)
+def test_any_meta_field_replaced_is_refused_or_harmless(capsys, saved_run, tmp_path, replacement):
+    data, _, meta, arrays = saved_run
+    codes = []
+    for path in _leaves(meta):
+        changed = copy.deepcopy(meta)
+        owner = changed
+        for key in path[:-1]:
+            owner = owner[key]
+        owner[path[-1]] = replacement
+        folder = write_raw(tmp_path / "run", changed, arrays)
+        codes += _both_commands(capsys, data, folder, tmp_path)
+    assert codes.count(2) > len(codes) // 3

@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..settings import CUDA_GRAPH_MODES, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from ..settings import (
+    CUDA_GRAPH_MODES,
+    DEFAULTS,
+    FLOAT32_MAX,
+    MAX_JITTER,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+)
 from .common import machine_cores
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -44,8 +52,13 @@ def _bounded(kind, accepts, rule: str):
 
 _positive_int = _bounded(int, lambda v: v >= 1, ">= 1")
 _non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0")
-_positive_float = _bounded(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
-_non_negative_float = _bounded(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+_positive_float = _bounded(
+    float, lambda v: 0 < v <= FLOAT32_MAX, f"a finite number > 0 (at most {FLOAT32_MAX:.4g})"
+)
+_non_negative_float = _bounded(
+    float, lambda v: 0 <= v <= FLOAT32_MAX, f"a finite number >= 0 (at most {FLOAT32_MAX:.4g})"
+)
+_jitter_pad = _bounded(int, lambda v: 0 <= v <= MAX_JITTER, f"in 0..{MAX_JITTER}")
 _fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
 _seed = _bounded(
     int, lambda v: 0 <= v < 2**32, "an integer in 0..4294967295"
@@ -121,7 +134,7 @@ def _add_train(sub) -> None:
     _setting(
         train, "jitter", "image jitter on the device: shift each training image by up to PAD "
         "pixels (zero padding) and flip it horizontally at random",
-        type=_non_negative_int, metavar="PAD",
+        type=_jitter_pad, metavar="PAD",
     )  # fmt: skip
     _setting(
         train, "flip", "random horizontal flips of the training images (default: on with "

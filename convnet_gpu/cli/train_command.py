@@ -46,6 +46,8 @@ def cmd_train(args) -> int:
     if args.resume:
         _check_same_data(meta, dataset, resumed.checkpoint)
         trainer.restore(meta, arrays, resumed.checkpoint)
+    run_dir.remove_stale_temporaries()  # all is checked: this process writes the run from now
+    if args.resume:
         if trainer.finished:
             if run_dir is resumed:  # killed after its last checkpoint: its metrics catch up
                 resumed.write_metrics(trainer.epoch_metrics)
