@@ -44,9 +44,6 @@ from .rundir import RunDir
 
 FORMAT_VERSION = 4  # 4: settings stored once, parts under their own names (3: flat meta)
 _INIT_NOTE = re.compile(r", init=\w+")  # layers.base.init_note
-
-
-__all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "load_into", "load_part"]
 _NPY_KINDS = "biuf" + "U"  # numbers, and the meta's one string; never objects
 _NOT_A_FITTING_NET = (
     "no net that fits in memory has arrays that large: the file is forged or damaged"

@@ -329,3 +329,13 @@ def test_eval_of_overflowing_weights_prints_no_warnings_and_strict_json(tiny, tm
     assert code == 0 and err == "", err
     report = _strict((run_dir / "eval.json").read_text())
     assert report["loss"] is None
+
+
+def test_a_diverging_overfit_fails_without_warnings(tiny):
+    data, model = tiny
+    code, out, err = run_subprocess(
+        "overfit", "--device", "cpu", "--data-dir", data, "--model", model, "--samples", "8",
+        "--max-steps", "4", "--lr", "1e30",
+    )  # fmt: skip
+    assert code == 1 and "FAILED" in out
+    assert err == "", err

@@ -41,6 +41,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_overfit(args) -> int:
+    from ..numerics import quiet_float_errors
     from ..optim import SGD
     from ..run import build_net, load_dataset
     from ..train import overfit
@@ -51,7 +52,8 @@ def cmd_overfit(args) -> int:
     data = load_dataset("fashion-mnist", args.data_dir, train_subset=args.samples)
     net = build_net(settings, backend, data, batch_size=batch_size)
     optimizer = SGD(args.lr, 0.9).setup(net)
-    steps, accuracy = overfit(net, optimizer, data.train_x, data.train_y, args.max_steps)
+    with quiet_float_errors():  # a diverging --lr: the FAILED line says so, not NumPy's warnings
+        steps, accuracy = overfit(net, optimizer, data.train_x, data.train_y, args.max_steps)
     if steps is None:
         print(
             f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "
