@@ -39,7 +39,7 @@ import numpy as np
 from .checkpoint_schema import CheckpointError, check_meta, check_net_state, net_arrays
 from .fileio import json_text, remove_stale_temporaries, write_bytes_atomic
 from .layers.base import walk
-from .limits import check_host_fits
+from .limits import TooLarge, check_host_fits
 from .rundir import RunDir
 
 FORMAT_VERSION = 4  # 4: settings stored once, parts under their own names (3: flat meta)
@@ -121,6 +121,8 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         format_version = meta.get("format") if isinstance(meta, dict) else None
     except KeyError:
         raise CheckpointError(f"{path}: holds no meta; not a convnet-gpu checkpoint") from None
+    except TooLarge:  # already one line naming the file, the size and the limit
+        raise
     except (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__
         raise CheckpointError(
