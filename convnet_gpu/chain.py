@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from .blob import Blob
 from .errors import ModelError
+from .fusion import plan_stages
 
 
 class Chain:
     """Layers applied in order, each writing into an output blob allocated once in setup.
 
     The body of a Net, and each branch of a residual block. The chain's input is passed in
-    (a view of whatever blob feeds it), so chains nest without copies.
+    (a view of whatever blob feeds it), so chains nest without copies. It runs in stages
+    (fusion.py): a layer, or a run of layers the backend computes in one pass.
     """
 
     def __init__(self, layers):
         self.layers = list(layers)
         self.blobs = []
-        self.learns = []  # per layer: does it (or a layer inside it) have parameters?
+        self.stages = []  # fusion.Stage: which layers run as one
+        self.learns = []  # per stage: does it (or a layer inside it) have parameters?
 
     def plan(self, input_shape) -> list[tuple]:
         """Per-sample shapes: the input's, then each layer's output."""
@@ -42,28 +45,44 @@ class Chain:
         self.blobs = list(blobs)
         for layer, shape in zip(self.layers, shapes):
             layer.setup(backend, shape, batch_size if layer_rows is None else layer_rows, dtype)
-        self.learns = [_learns(layer) for layer in self.layers]
+        self.stages = plan_stages(backend, self.layers, self.blobs)
+        self.learns = [
+            any(_learns(layer) for layer in self.layers[stage.first : stage.last + 1])
+            for stage in self.stages
+        ]
         return shapes
 
-    def forward(self, x, train: bool):
-        """Run on x (n rows); returns the output view (x itself for an empty chain)."""
+    def forward(self, x, train: bool, span: range | None = None):
+        """Run on x (n rows); returns the output view (x itself for an empty chain). With a
+        span, only its layers run (the stages inside it), and x is the input of its first."""
         n = x.shape[0]
-        for layer, top in zip(self.layers, self.blobs):
-            layer.forward(x, top.data[:n], train)
-            x = top.data[:n]
+        for stage, _ in self._inside(span):
+            top = self.blobs[stage.last].data[:n]
+            stage.runner.forward(x, top, train)
+            x = top
         return x
 
-    def backward(self, x, dx, top_grad=None) -> None:
+    def backward(self, x, dx, top_grad=None, span: range | None = None) -> None:
         """Backward from the last output's gradient (its blob's grad, or `top_grad` if given)
-        down to dx (None when nothing below needs it; parameter gradients are still made)."""
-        n = x.shape[0]
-        for i in reversed(range(len(self.layers))):
-            layer, top = self.layers[i], self.blobs[i]
-            bottom, d_bottom = (x, dx) if i == 0 else self.blobs[i - 1].rows(n)
-            if d_bottom is None and not self.learns[i]:
+        down to dx (None when nothing below needs it; parameter gradients are still made).
+        With a span, only its layers: from their last output's grad to x, their first's input."""
+        n, last = x.shape[0], len(self.layers) - 1
+        first = 0 if span is None else span.start
+        for stage, learns in reversed(self._inside(span)):
+            top = self.blobs[stage.last]
+            bottom, d_bottom = (
+                (x, dx) if stage.first == first else self.blobs[stage.first - 1].rows(n)
+            )
+            if d_bottom is None and not learns:
                 continue  # nothing below needs this gradient
-            dy = top_grad if top_grad is not None and i == len(self.layers) - 1 else top.grad[:n]
-            layer.backward(bottom, top.data[:n], dy, d_bottom)
+            dy = top_grad if top_grad is not None and stage.last == last else top.grad[:n]
+            stage.runner.backward(bottom, top.data[:n], dy, d_bottom)
+
+    def _inside(self, span: range | None) -> list[tuple]:
+        """(stage, whether it learns) of the stages that start inside span (all without one)."""
+        return [
+            pair for pair in zip(self.stages, self.learns) if span is None or pair[0].first in span
+        ]
 
 
 def _learns(layer) -> bool:

@@ -14,31 +14,40 @@ Inside the file, a part's arrays are named "<part>.<key>" and its scalars sit un
 `meta` is one JSON string with the run's settings (stored once), the model signature and
 everything else. Arrays are stored as host NumPy arrays, so a checkpoint written on a GPU loads
 on the CPU and back. The write goes to a temporary file renamed over the old checkpoint, so a
-process killed mid-write leaves the previous checkpoint intact. Older formats (2 and 3) are
-migrated on reading.
+process killed mid-write leaves the previous checkpoint intact (its temporary file is removed at
+the next save). Older formats (2 and 3) are migrated on reading.
+
+Reading trusts nothing (checkpoint_schema.py): each array's npy header is read first and the
+bytes it claims are bounded by the file and by free memory before the array is read; the meta is
+checked field by field; and the arrays are checked against the net they will be copied into
+before any is copied.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import re
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .fileio import write_bytes_atomic
+from .checkpoint_schema import CheckpointError, check_meta, check_net_state, net_arrays
+from .fileio import json_text, remove_stale_temporaries, write_bytes_atomic
 from .layers.base import walk
+from .limits import TooLarge, check_host_fits
 from .rundir import RunDir
 
 FORMAT_VERSION = 4  # 4: settings stored once, parts under their own names (3: flat meta)
 _INIT_NOTE = re.compile(r", init=\w+")  # layers.base.init_note
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used here; the message says why and what to do."""
+_NPY_KINDS = "biuf" + "U"  # numbers, and the meta's one string; never objects
+_NOT_A_FITTING_NET = (
+    "no net that fits in memory has arrays that large: the file is forged or damaged"
+)
 
 
 def model_signature(net) -> list:
@@ -50,17 +59,13 @@ def model_signature(net) -> list:
         [layer.describe(), {name: list(p.shape) for name, p in net.layer_parameters(i).items()}]
         for i, layer in enumerate(net.layers)
     ]
-    return _without_inits(layers + [[str(net.input_shape)]])
+    return without_inits(layers + [[str(net.input_shape)]])
 
 
-def _without_inits(signature: list) -> list:
+def without_inits(signature: list) -> list:
     """A signature with the init notes taken out of its layer descriptions (checkpoints written
     before model_signature left them out still have them)."""
     return [[_INIT_NOTE.sub("", entry[0]), *entry[1:]] for entry in signature]
-
-
-def _buffer_key(name: str) -> str:
-    return f"layer{name}"
 
 
 def _layer_scalars(net) -> dict:
@@ -73,8 +78,7 @@ def save_checkpoint(path, net, meta: dict, parts: dict | None = None) -> Path:
     """Write the net's state, `meta` (JSON-able: the settings, the device, ...) and the state of
     each part (name -> object with state()/load_state()) to `path`, atomically."""
     to_host = net.backend.to_host
-    arrays = {"params": to_host(net.params.data)}
-    arrays.update({_buffer_key(name): to_host(array) for name, array in net.named_buffers()})
+    arrays = {key: to_host(array) for key, array in net_arrays(net).items()}
     full_meta = {
         **meta,
         "format": FORMAT_VERSION,
@@ -88,17 +92,19 @@ def save_checkpoint(path, net, meta: dict, parts: dict | None = None) -> Path:
         scalars, part_arrays = part.state()
         full_meta[part_name] = scalars
         arrays.update({f"{part_name}.{key}": to_host(a) for key, a in part_arrays.items()})
-    arrays["meta"] = np.array(json.dumps(full_meta))
+    arrays["meta"] = np.array(json_text(full_meta))
     payload = io.BytesIO()
     np.savez(payload, **arrays)
     path = Path(path)
+    remove_stale_temporaries(path)  # a killed earlier writer's half-written file
     write_bytes_atomic(path, payload.getvalue())
     return path
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
     """(meta, host arrays) of a checkpoint (its file, or the run folder holding it), with
-    one-line errors for what cannot be read; older formats come back migrated."""
+    one-line errors for what cannot be read or is malformed; older formats come back migrated.
+    The arrays are checked against a net by load_into (and a whole run by Trainer.restore)."""
     path = Path(path)
     if path.is_dir():
         path = RunDir(path).checkpoint
@@ -107,21 +113,78 @@ def read_checkpoint(path) -> tuple[dict, dict]:
             f"{path}: no checkpoint there; pass the run folder that a training run with an "
             f"output folder wrote"
         )
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (a copy that failed?); use an intact one")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        arrays = _read_arrays(path)
         meta = json.loads(str(arrays.pop("meta")))
         format_version = meta.get("format") if isinstance(meta, dict) else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable convnet-gpu checkpoint ({exc})") from None
+    except KeyError:
+        raise CheckpointError(f"{path}: holds no meta; not a convnet-gpu checkpoint") from None
+    except TooLarge:  # already one line naming the file, the size and the limit
+        raise
+    except (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable convnet-gpu checkpoint ({problem})"
+        ) from None
     if format_version in (2, 3):
-        meta, arrays = _from_format_3(meta, arrays, format_version)
+        meta, arrays = _migrated(path, meta, arrays, format_version)
     elif format_version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {format_version} is not {FORMAT_VERSION}; it was "
+            f"{path}: checkpoint format {format_version!r} is not {FORMAT_VERSION}; it was "
             f"written by another convnet-gpu version"
         )
+    check_meta(meta, path)
     return meta, arrays
+
+
+def _read_arrays(path: Path) -> dict:
+    """Every array of the npz, each header read and its size bounded before its data is."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        names = [info.filename for info in members]
+        if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in names):
+            raise ValueError("its members are not one .npy file per array")
+        headers = [_npy_header(path, archive, info) for info in members]
+        check_host_fits(
+            f"{path}: the checkpoint's arrays", sum(nbytes for _, _, nbytes in headers),
+            _NOT_A_FITTING_NET,
+        )  # fmt: skip
+        for info in members:
+            with archive.open(info) as member:
+                arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(
+                    member, allow_pickle=False
+                )
+    return arrays
+
+
+def _npy_header(path, archive, info) -> tuple:
+    """(shape, dtype, bytes) an npy member claims; its bytes must be what the member holds."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+        if reader is None:
+            raise ValueError(f"array {info.filename}: npy version {version} is not 1.0 or 2.0")
+        try:
+            shape, _, dtype = reader(member, max_header_size=10_000)
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+            # NumPy parses the header's dict with Python's tokenizer: damage raises any of these
+            raise ValueError(f"array {info.filename}: unreadable npy header ({exc})") from None
+        header_bytes = member.tell()
+    name = info.filename[: -len(".npy")]
+    if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.fields is not None:
+        raise ValueError(f"array {name} has dtype {dtype}, not a plain number type")
+    nbytes = math.prod(shape) * dtype.itemsize
+    check_host_fits(f"{path}: array {name} of shape {shape}", nbytes, _NOT_A_FITTING_NET)
+    if nbytes != info.file_size - header_bytes:
+        raise ValueError(
+            f"array {name}: its header claims {nbytes} bytes for shape {shape} of {dtype}, the "
+            f"file holds {info.file_size - header_bytes} (truncated or forged)"
+        )
+    return shape, dtype, nbytes
 
 
 # Format 3 kept settings and parts flat in meta; its part arrays had these prefixes.
@@ -135,6 +198,19 @@ _FORMAT_3_SETTINGS = (
     "max_grad_norm", "schedule", "label_smoothing", "val_split", "early_stop", "plateau",
     "jitter", "flip", "seed", "train_subset",
 )  # fmt: skip
+
+
+def _migrated(path, meta: dict, arrays: dict, version: int) -> tuple[dict, dict]:
+    try:
+        return _from_format_3(meta, arrays, version)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path}: format {version} meta lacks {exc}; use an intact copy"
+        ) from None
+    except (TypeError, AttributeError, ValueError):
+        raise CheckpointError(
+            f"{path}: format {version} meta is malformed; use an intact copy"
+        ) from None
 
 
 def _from_format_3(meta: dict, arrays: dict, version: int) -> tuple[dict, dict]:
@@ -176,27 +252,21 @@ def part_arrays(arrays: dict, part_name: str) -> dict:
 
 
 def load_into(meta: dict, arrays: dict, net, path="checkpoint") -> None:
-    """Copy a checkpoint's net state into a set-up net, in place, on any device."""
-    saved = meta["net"]
-    if _without_inits(saved["signature"]) != model_signature(net):
-        model = meta.get("settings", {}).get("model", "?")
-        raise CheckpointError(
-            f"{path}: the checkpoint is of a different model ({model}, "
-            f"{len(saved['signature']) - 1} layers, input {saved['signature'][-1][0]}) than the "
-            f"one built here; use the model and the dataset (its input shape) of the run that "
-            f"wrote it"
-        )
-    if np.dtype(saved["dtype"]) != net.dtype:
-        raise CheckpointError(
-            f"{path}: checkpoint dtype {saved['dtype']} differs from the net's {net.dtype}"
-        )
+    """Copy a checkpoint's net state into a set-up net, in place, on any device, once every
+    array and scalar of it has been checked against the net (checkpoint_schema.py)."""
+    check_net_state(meta, arrays, net, path)
+    copy_net_state(meta, arrays, net)
+
+
+def copy_net_state(meta: dict, arrays: dict, net) -> None:
+    """load_into without the checks (for a caller that has made them)."""
     backend = net.backend
-    backend.copy_from_host(arrays["params"], net.params.data)
-    for name, array in net.named_buffers():
-        backend.copy_from_host(arrays[_buffer_key(name)], array)
+    for key, array in net_arrays(net).items():
+        backend.copy_from_host(arrays[key], array)
+    layer_scalars = meta["net"]["layer_scalars"]
     for layer_path, layer in walk(net.layers):
-        if layer_path in saved["layer_scalars"]:
-            layer.load_state_scalars(saved["layer_scalars"][layer_path])
+        if layer_path in layer_scalars:
+            layer.load_state_scalars(layer_scalars[layer_path])
     if net.workers is not None:
         net.workers.copy_state_from_net()
 

@@ -165,6 +165,10 @@ _LAYER_KEYS = {
     "flatten": (Flatten, {}),
 }
 _FLOAT_ARGS = {"slope", "momentum", "eps", "p"}
+# The smallest value of each integer argument: a kernel of 0 has no window, a stride of 0 never
+# moves. Upper bounds come from memory: Net.setup refuses a net that cannot fit (limits.py).
+_INT_MINIMUM = {"out_channels": 1, "out_features": 1, "kernel_size": 1, "stride": 1, "pad": 0}
+MAX_NESTING = 32  # residual blocks inside residual blocks (mini-resnet nests 1)
 _STRING_ARGS = {"init"}
 
 
@@ -174,10 +178,19 @@ def load_model_file(path) -> list:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); a model file is TOML"
+        ) from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message names the line and column
         raise ModelFileError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested hundreds deep: the parser recurses
+        raise ModelFileError(
+            f"{path}: arrays or tables nested too deeply for the TOML parser; a model file "
+            f"nests residual blocks at most {MAX_NESTING} deep"
+        ) from None
     unknown = set(document) - {"layers"}
     if unknown:
         raise ModelFileError(
@@ -190,13 +203,19 @@ def load_model_file(path) -> list:
     return _build_layers(layers, f"{path}: layers")
 
 
-def _build_layers(specs, where: str) -> list:
+def _build_layers(specs, where: str, depth: int = 0) -> list:
     if not isinstance(specs, list):
         raise ModelFileError(f"{where}: expected a list of layer tables")
-    return [_build_layer(spec, f"{where}[{index}]") for index, spec in enumerate(specs)]
+    if depth > MAX_NESTING:  # the net's walks and plans recurse once per level
+        outermost = where.split(".body")[0]  # the full path would be as deep as the nesting
+        raise ModelFileError(
+            f"{outermost}: residual blocks nested more than {MAX_NESTING} deep, the most a "
+            f"model file may nest"
+        )
+    return [_build_layer(spec, f"{where}[{index}]", depth) for index, spec in enumerate(specs)]
 
 
-def _build_layer(spec, where: str):
+def _build_layer(spec, where: str, depth: int = 0):
     if not isinstance(spec, dict):
         raise ModelFileError(f'{where}: expected a table like {{type = "relu"}}')
     kind = spec.get("type")
@@ -209,8 +228,8 @@ def _build_layer(spec, where: str):
             )
         if "body" not in spec:
             raise ModelFileError(f"{where}.body: a residual block needs a body")
-        body = _build_layers(spec["body"], f"{where}.body")
-        shortcut = _build_layers(spec.get("shortcut", []), f"{where}.shortcut")
+        body = _build_layers(spec["body"], f"{where}.body", depth + 1)
+        shortcut = _build_layers(spec.get("shortcut", []), f"{where}.shortcut", depth + 1)
         return _construct(Residual, {"body": body, "shortcut": shortcut}, where)
     if kind not in _LAYER_KEYS:
         known = ", ".join(sorted([*_LAYER_KEYS, "residual"]))
@@ -229,6 +248,10 @@ def _build_layer(spec, where: str):
         wanted, kind_name = _expected_type(argument)
         if isinstance(value, bool) or not isinstance(value, wanted):
             raise ModelFileError(f"{where}.{key}: expected {kind_name}, got {value!r}")
+        if argument in _INT_MINIMUM and value < _INT_MINIMUM[argument]:
+            raise ModelFileError(
+                f"{where}.{key}: must be at least {_INT_MINIMUM[argument]}, got {value}"
+            )
         if argument == "init":
             try:
                 check_weight_init(value)

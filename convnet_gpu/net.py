@@ -11,6 +11,7 @@ from .blob import Blob
 from .chain import Chain
 from .errors import ModelError
 from .layers.base import BatchRows, parameter_owners, walk
+from .limits import check_net_fits
 
 
 class ParamBuffer:
@@ -88,6 +89,7 @@ class Net:
         be, dtype = self.backend, self.dtype
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
         self.shapes = self.chain.plan(self.input_shape)
+        check_net_fits(be, self.layers, self.shapes, batch_size, dtype)  # before any allocation
         threads = min(be.threads, batch_size)
         templates = copy.deepcopy((self.layers, self.loss)) if threads > 1 else None
         self._bind_parameters(np.random.default_rng(self.seed))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import write_json_atomic, write_jsonl_atomic
+from .fileio import remove_stale_temporaries, write_json_atomic, write_jsonl_atomic
 
 
 class RunDir:
@@ -55,17 +55,27 @@ class RunDir:
         return self.path / name
 
     def holds_run(self) -> bool:
-        """True when a run was already saved here (its checkpoint would be overwritten)."""
-        return self.checkpoint.exists()
+        """True when a run was already saved here: its checkpoint, metrics or summary would be
+        overwritten (any one of them: a run whose checkpoint was deleted still has its figures)."""
+        return any(file.exists() for file in (self.checkpoint, self.metrics, self.summary))
 
     def create(self) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete what a killed earlier writer of this run left half-written; call it when this
+        process becomes the run's one writer."""
+        for file in (self.checkpoint, self.metrics, self.summary):
+            remove_stale_temporaries(file)
+
+    # A run has one writer, so a temporary file of its own beside it was left by a killed one.
     def write_metrics(self, records: list) -> None:
+        remove_stale_temporaries(self.metrics)
         write_jsonl_atomic(self.metrics, records)
 
     def write_summary(self, summary: dict) -> None:
+        remove_stale_temporaries(self.summary)
         write_json_atomic(self.summary, summary)
 
     def write_eval(self, report: dict) -> None:

@@ -21,6 +21,10 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 CUDA_GRAPH_MODES = ("auto", "on", "off")  # how steps run on CUDA: not a setting (see replay.py)
 PRECISIONS = ("fp32", "tf32")  # float32 matrix products: exact fp32, or TF32 on tensor cores
+# The largest hyper-parameter (lr, weight decay, gradient norm) a run takes: float32's largest
+# number, since the device holds them in the net's dtype (a larger one overflows to inf there).
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_JITTER = 2**31 - 1  # the jitter kernels' int32 pad
 
 
 class SettingError(UserError):

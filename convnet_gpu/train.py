@@ -24,8 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .augment import Jitter
-from .checkpoint import load_into, load_part, save_checkpoint
+from .checkpoint import copy_net_state, load_part, save_checkpoint
+from .checkpoint_schema import check_run_state, settings_of
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
+from .limits import check_fits, free_host_bytes
+from .numerics import quiet_float_errors
 from .position import Position
 from .replay import StepRunner
 from .run import TrainingData
@@ -33,6 +36,9 @@ from .schedules import scheduled_lr
 from .selection import Selection
 from .settings import RunSettings
 from .watch import NAN_CHECK_STEPS, DeviceTotals, NanWatch
+
+# Each step's lr: a Python float in a list, its float64 copy, the device table's value.
+_LR_TABLE_BYTES_PER_STEP = 8 + 24 + 8 + 8
 
 
 class _StopBetweenSteps(Exception):
@@ -73,6 +79,11 @@ class Trainer:
         # The device side of a step: its counter (jitter and the lr table read it there), and
         # every step's learning rate, so a replayed step needs nothing from the host.
         self.clock = backend.counter(0)
+        check_fits(
+            f"the learning-rate table of {self.total_steps} steps",
+            self.total_steps * _LR_TABLE_BYTES_PER_STEP, free_host_bytes(), "this machine",
+            "lower `epochs` or raise `batch_size`",
+        )  # fmt: skip
         self.lr_table = backend.zeros((max(self.total_steps, 1),), net.dtype)
         self._table_scale = None  # the plateau rule's lr scale the table was written with
         optimizer.follow_schedule(self.lr_table, self.clock)
@@ -172,7 +183,7 @@ class Trainer:
         started = time.perf_counter()
         train_seconds, trained_images = 0.0, 0
         try:
-            with self._ctrl_c_stops_at_a_step_boundary():
+            with self._ctrl_c_stops_at_a_step_boundary(), quiet_float_errors():
                 while not self.finished:
                     train_loss, train_acc, seconds, images = self.train_epoch()
                     train_seconds += seconds
@@ -193,7 +204,7 @@ class Trainer:
             ) from None
         except TrainingDiverged as exc:
             raise TrainingDiverged(
-                f"{exc}; lower `lr` (now {self.base_lr})"
+                f"{exc}; {self._divergence_advice()}"
                 + self._kept_checkpoint("the last good checkpoint")
             ) from None
         last = self.epoch_metrics[-1]
@@ -212,8 +223,16 @@ class Trainer:
             self.run_dir.write_summary(summary)
         return summary
 
+    def _divergence_advice(self) -> str:
+        """What to lower: the learning rate, and weight decay too where it is on (a large decay
+        diverges at any lr)."""
+        settings = self.settings
+        if settings.weight_decay:
+            return f"lower `lr` (now {settings.lr}) or `weight_decay` (now {settings.weight_decay})"
+        return f"lower `lr` (now {settings.lr})"
+
     def _kept_checkpoint(self, which: str) -> str:
-        if self.run_dir is None or not self.run_dir.holds_run():
+        if self.run_dir is None or not self.run_dir.checkpoint.exists():
             return ""
         return f"; {which} ({self.run_dir.checkpoint}) is kept"
 
@@ -251,6 +270,7 @@ class Trainer:
                 pos.stopped_early = True
                 val_note += f"(no better for {self.settings.early_stop} epochs: stopping)  "
         record["test_loss"], record["test_accuracy"] = self.evaluate()
+        _check_finite_evaluation(record, pos.epoch)  # a NaN epoch is never saved as a good one
         record.update(seconds=seconds, images_per_second=images / seconds)
         pos.next_epoch(record)
         self.log(
@@ -258,9 +278,9 @@ class Trainer:
             f"{val_note}test acc {record['test_accuracy']:.4f}  "
             f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s"
         )
-        if self.run_dir is not None:
-            self.run_dir.write_metrics(pos.epoch_metrics)
+        if self.run_dir is not None:  # the checkpoint first: metrics never run ahead of it
             self.save_checkpoint()
+            self.run_dir.write_metrics(pos.epoch_metrics)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def parts(self) -> dict:
@@ -275,8 +295,9 @@ class Trainer:
         return save_checkpoint(self.run_dir.checkpoint, self.net, meta, self.parts())
 
     def restore(self, meta: dict, arrays: dict, path="checkpoint") -> None:
-        """Continue from a checkpoint written by save_checkpoint (read_checkpoint's output)."""
-        saved = RunSettings.from_meta(meta["settings"])
+        """Continue from a checkpoint written by save_checkpoint (read_checkpoint's output);
+        all of it is checked against this run before any of it is copied."""
+        saved = settings_of(meta, path)
         if saved != self.settings:
             changed = next(
                 name for name in RunSettings.names()
@@ -287,9 +308,19 @@ class Trainer:
                 f"{getattr(saved, changed)!r}, not {getattr(self.settings, changed)!r}; resume "
                 f"with the run's own settings"
             )
-        load_into(meta, arrays, self.net, path)
+        check_run_state(meta, arrays, self, path)
+        copy_net_state(meta, arrays, self.net)
         for name, part in self.parts().items():
             load_part(meta, arrays, name, part, path)
+
+
+def _check_finite_evaluation(record: dict, epoch: int) -> None:
+    """A finite training loss can still give NaN on the test or validation set (weights just
+    past the edge): such an epoch diverged too, and its checkpoint must not be written."""
+    for key in ("val_loss", "test_loss"):
+        if key in record and not math.isfinite(record[key]):
+            what = key.replace("_", " ")
+            raise TrainingDiverged(f"the {what} became {record[key]} after epoch {epoch}")
 
 
 def overfit(net, optimizer, images, labels, max_steps: int = 500) -> tuple[int | None, float]:

@@ -5,7 +5,10 @@ The copies compute on row slices of the net's own blobs (views), read the net's 
 buffer, and write their parameter gradients into buffers of their own (worker 0 into the net's),
 which are then added in a fixed order; the weights of the net's top-level Dense layers, whose
 gradient is as big as the weight whatever the rows, get it once, over the whole batch, split
-over the threads by rows of the weight. Everything a worker needs besides the blobs (im2col
+over the threads by rows of the weight; those of 1 MiB or more (simple-cnn's first) run over the
+whole batch altogether: the workers run the spans of layers between them, and the group computes
+such a layer split over the threads by columns of its output (and, in backward, by rows of its
+weight). Everything a worker needs besides the blobs (im2col
 buffers, masks, BatchNorm's normalized input) is its own, allocated once in setup. Layers that
 look across rows ask their BatchRows (layers/base.py): Dropout draws its rows' part of the
 batch's masks, the loss divides by the whole batch, and BatchNorm adds its per-channel sums over
@@ -29,6 +32,9 @@ from .chain import Chain
 from .layers.base import BatchRows, parameter_owners, walk
 from .layers.dense import Dense
 
+# A top-level Dense weight at least this big runs over the whole batch (_dense_forward).
+WHOLE_BATCH_DENSE_BYTES = 1 << 20
+
 
 class WorkerGroup:
     """The workers of a set-up net; net.forward and net.backward hand their work to run()."""
@@ -49,13 +55,21 @@ class WorkerGroup:
         # The gradients the workers' copies take, which are added up: all but those weights.
         skipped = sorted(net.params.span(index) for _, index in self.dense_weights)
         self.summed_spans = _complement(skipped, net.params.size)
+        # Dense layers whose weight outgrows a core's cache run over the whole batch, between
+        # the workers' spans of layers (_dense_forward, _dense_backward).
+        self.whole_batch = _whole_batch_dense(net, self.dense_weights)
+        self.spans = _spans_between(len(net.layers), sorted(self.whole_batch))
+        _check_no_stage_crosses(self.workers[0].chain, self.whole_batch)
 
     def __len__(self) -> int:
         return len(self.workers)
 
     # ---- a step ---------------------------------------------------------------------------
     def forward(self, n: int, train: bool):
-        self._run(lambda worker: worker.forward(n, train))
+        for span in self.spans:
+            self._run(lambda worker, span=span: worker.forward(n, train, span))
+            if span.stop in self.whole_batch:
+                self._dense_forward(n, span.stop)
         loss = self.net.loss
         if loss is not None:  # the batch's mean loss: the workers' shares, added in order
             shares = [worker.loss.loss for worker in self.workers]
@@ -63,9 +77,13 @@ class WorkerGroup:
         return self.net.blobs[-1].data[:n]
 
     def backward(self, n: int) -> None:
-        self._run(lambda worker: worker.backward(n))
+        for span in reversed(self.spans):
+            if span.stop in self.whole_batch:
+                self._dense_backward(n, span.stop, self.whole_batch[span.stop], input_grad=True)
+            self._run(lambda worker, span=span: worker.backward(n, span))
         for chain_index, param_index in self.dense_weights:
-            self._dense_weight_grad(n, chain_index, param_index)
+            if chain_index not in self.whole_batch:  # the workers made its dx
+                self._dense_backward(n, chain_index, param_index, input_grad=False)
         grads = [worker.grad for worker in self.workers]  # worker 0's is the net's
         xp = self.net.backend.xp
         for start, stop in self.summed_spans:
@@ -77,16 +95,37 @@ class WorkerGroup:
 
             self.net.backend.in_chunks(stop - start, add_chunk)
 
-    def _dense_weight_grad(self, n: int, chain_index: int, param_index: int) -> None:
+    # A Dense layer over the whole batch. Each worker's copy would read the whole weight (fc1 of
+    # simple-cnn: 12.8 MB, beyond a core's cache) for its few rows, in forward and again for
+    # dx: T threads streamed it 2T times a step. Split by columns of y in forward and by rows of
+    # the weight in backward, the threads read it twice in all; measured on 2 Zen 3 cores, fc1's
+    # forward at batch 128 took 6.1 ms split by rows of x and 5.0 ms by columns of y.
+    def _dense_forward(self, n: int, chain_index: int) -> None:
+        net, xp = self.net, self.net.backend.xp
+        x, y = net.blobs[chain_index].data[:n], net.blobs[chain_index + 1].data[:n]
+        weight = net.layers[chain_index].params["weight"]  # (in, out)
+        net.backend.in_chunks(
+            weight.shape[1], lambda cols: xp.matmul(x, weight[:, cols], out=y[:, cols])
+        )
+
+    def _dense_backward(self, n: int, chain_index: int, param_index: int, input_grad: bool):
         """A top-level Dense's weight gradient x.T @ dy over the whole batch (the workers wrote
-        their rows of x and dy into the net's blobs), the weight's rows split over the threads:
-        one GEMM with all n rows, where each worker would take a thin one and write the whole
-        gradient, and no sum of those copies afterwards (at 8 threads they dominated)."""
-        net = self.net
-        x, dy = net.blobs[chain_index].data[:n], net.blobs[chain_index + 1].grad[:n]
-        grad = net.params.views(param_index, net.params.grad)  # (in, out)
-        xp = net.backend.xp
-        net.backend.in_chunks(len(grad), lambda rows: xp.matmul(x[:, rows].T, dy, out=grad[rows]))
+        their rows of x and dy into the net's blobs), and with input_grad its dx = dy @ W.T,
+        both split over the threads by rows of the weight: one GEMM with all n rows, where each
+        worker would take a thin one and write the whole gradient, and no sum of those copies
+        afterwards (at 8 threads they dominated)."""
+        net, xp = self.net, self.net.backend.xp
+        x, dx = net.blobs[chain_index].rows(n)
+        dy = net.blobs[chain_index + 1].grad[:n]
+        weight = net.layers[chain_index].params["weight"]  # (in, out)
+        grad = net.params.views(param_index, net.params.grad)
+
+        def rows_of_weight(rows: slice) -> None:
+            xp.matmul(x[:, rows].T, dy, out=grad[rows])
+            if input_grad and dx is not None:
+                xp.matmul(dy, weight[rows].T, out=dx[:, rows])
+
+        net.backend.in_chunks(len(weight), rows_of_weight)
 
     def _run(self, job) -> None:
         """job(worker) on every worker at once; an error in one stops the others (their
@@ -147,6 +186,36 @@ def _top_level_dense_weights(net) -> list[tuple[int, int]]:
     ]
 
 
+def _whole_batch_dense(net, dense_weights) -> dict[int, int]:
+    """chain index -> parameter index of the top-level Dense layers whose weight is at least
+    WHOLE_BATCH_DENSE_BYTES."""
+    whole_batch = {}
+    for chain_index, param_index in dense_weights:
+        start, stop = net.params.span(param_index)
+        if (stop - start) * net.dtype.itemsize >= WHOLE_BATCH_DENSE_BYTES:
+            whole_batch[chain_index] = param_index
+    return whole_batch
+
+
+def _check_no_stage_crosses(chain, whole_batch) -> None:
+    """The spans between whole-batch layers must cut the chain between its stages (a fused
+    stage holding such a layer would run in a span it does not start in)."""
+    for stage in chain.stages:
+        if any(stage.first < index <= stage.last for index in whole_batch):
+            raise AssertionError(f"a fused stage {stage} holds a whole-batch layer")
+
+
+def _spans_between(layer_count: int, whole_batch: list[int]) -> list[range]:
+    """The spans of layers the workers run, split at each whole-batch layer (which the group
+    runs after the span that ends at it): 10 layers with 4 whole-batch -> [0, 4), [5, 10)."""
+    spans, start = [], 0
+    for index in whole_batch:
+        spans.append(range(start, index))
+        start = index + 1
+    spans.append(range(start, layer_count))
+    return spans
+
+
 def _complement(spans: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
     """The parts of [0, size) outside the sorted, disjoint spans."""
     gaps, position = [], 0
@@ -198,16 +267,20 @@ class Worker:
     def _rows(self, n: int) -> int:
         return max(0, min(self.size, n - self.first))
 
-    def forward(self, n: int, train: bool) -> None:
+    def _span_input(self, span: range):
+        """The input blob (a row view) of a span's first layer."""
+        return self.input if span.start == 0 else self.chain.blobs[span.start - 1]
+
+    def forward(self, n: int, train: bool, span: range) -> None:
         rows = self._rows(n)  # a worker past the batch's end still joins the all_reduces
         self.rows.first, self.rows.total = self.first, n
-        output = self.chain.forward(self.input.data[:rows], train)
-        if self.loss is not None:
+        output = self.chain.forward(self._span_input(span).data[:rows], train, span)
+        if self.loss is not None and span.stop == len(self.layers):
             self.loss.forward(output, self.labels[:rows])
 
-    def backward(self, n: int) -> None:
+    def backward(self, n: int, span: range) -> None:
         rows = self._rows(n)
-        if self.loss is not None:
+        if self.loss is not None and span.stop == len(self.layers):
             self.loss.backward(self.output.grad[:rows])
-        x, dx = self.input.rows(rows)
-        self.chain.backward(x, dx)
+        x, dx = self._span_input(span).rows(rows)
+        self.chain.backward(x, dx, span=span)

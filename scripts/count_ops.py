@@ -2,7 +2,8 @@
 
     python scripts/count_ops.py simple-cnn mini-resnet
 
-Wraps the NumPy backend's `xp` and its window kernels in counters, runs one warm-up step and
+Wraps the NumPy backend's `xp` and its kernels in counters (with the cpu-jit extra the chains
+fuse as on CUDA: Bias, ReLU and max pooling count as one kernel), runs one warm-up step and
 one counted step (forward, backward, SGD with momentum and weight decay) at batch 8. The
 trainer adds a few more per step (jitter, the loss and accuracy totals, the NaN window).
 """
@@ -29,8 +30,12 @@ KERNELS = (
     "maxpool_backward",
     "avgpool_forward",
     "avgpool_backward",
+    "bias_relu_maxpool_forward",
+    "bias_relu_maxpool_backward",
     "uniform",
     "jitter",
+    "sgd_update",  # one kernel on CUDA (the NumPy backend's array operations are not counted)
+    "adam_update",
 )
 
 

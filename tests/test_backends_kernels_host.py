@@ -132,6 +132,61 @@ def test_window_kernels_on_the_host_equal_numpy(tmp_path, g, index):
         np.testing.assert_allclose(row, expected.ravel(), rtol=1e-15, atol=1e-15, err_msg=name)
 
 
+# ---- pooling.cu: Bias, ReLU and max pooling fused ------------------------------------------------
+def _fused_harness(g: WindowGeometry, index: str) -> str:
+    """main(): the fused forward (y, argmax) and backward (dx) with a per-channel bias."""
+    args = (f"({index}){N}, ({index}){g.channels}, ({index}){g.height}, ({index}){g.width}, "
+            f"({index}){g.kernel_h}, ({index}){g.kernel_w}, ({index}){g.stride}, "
+            f"({index}){g.pad}, ({index}){g.out_h}, ({index}){g.out_w}")  # fmt: skip
+    x_size = N * g.channels * g.height * g.width
+    y_size = N * g.channels * g.out_h * g.out_w
+    t = f"<double, {index}>"
+    return (
+        SHIM
+        + f"""
+int main() {{
+    std::vector<double> x({x_size}), bias({g.channels}), dx({x_size}), y({y_size}), dy({y_size});
+    std::vector<int> argmax({y_size});
+    for (long long i = 0; i < {x_size}; ++i) x[i] = value(i);
+    for (long long c = 0; c < {g.channels}; ++c) bias[c] = 1.5 - c;
+    for (long long i = 0; i < {y_size}; ++i) dy[i] = value(i + 5);
+    launch([&] {{ bias_relu_maxpool_forward_kernel{t}(x.data(), bias.data(), y.data(),
+                                                      argmax.data(), {args}); }});
+    print(y); print(argmax);
+    launch([&] {{ bias_relu_maxpool_backward_kernel{t}(dy.data(), y.data(), argmax.data(),
+                                                       dx.data(), {args}); }});
+    print(dx);
+}}
+"""
+    )
+
+
+def _unfused_results(g: WindowGeometry) -> list[np.ndarray]:
+    """What the NumPy backend's Bias, ReLU and MaxPool2D give, one after the other."""
+    be = get_backend("cpu")
+    x_shape, y_shape = (N, g.channels, g.height, g.width), (N, g.channels, g.out_h, g.out_w)
+    x = _values(int(np.prod(x_shape))).reshape(x_shape)
+    dy = _values(int(np.prod(y_shape)) + 5)[5:].reshape(y_shape)
+    bias = 1.5 - np.arange(g.channels, dtype=np.float64)
+    activated = np.maximum(x + bias.reshape(-1, 1, 1), 0)
+    y, argmax, d_activated = np.empty(y_shape), np.empty(y_shape, np.int32), np.empty(x_shape)
+    workspace = be.pool_workspace(y_shape, np.float64)
+    be.maxpool_forward(activated, y, argmax, workspace, g)
+    be.maxpool_backward(dy, argmax, d_activated, workspace, g)
+    return [y, argmax, (activated > 0) * d_activated]
+
+
+@pytest.mark.parametrize("index", ["int", "long long"])
+@pytest.mark.parametrize(
+    "g", GEOMETRIES, ids=lambda g: f"{g.kernel_h}x{g.kernel_w}s{g.stride}p{g.pad}"
+)
+def test_fused_bias_relu_maxpool_kernels_on_the_host_equal_the_unfused_numpy(tmp_path, g, index):
+    # the bias turns about half the values negative: windows of zeros (ties) and ReLU's edge
+    printed = run_host_harness(_fused_harness(g, index), tmp_path, KERNELS_DIR, ragged=True)
+    for name, row, expected in zip(["y", "argmax", "dx"], printed, _unfused_results(g)):
+        np.testing.assert_array_equal(row, expected.ravel(), err_msg=name)
+
+
 # ---- channel.cu: per-channel sums and BatchNorm's passes ---------------------------------------
 CHANNEL_SHIM = SHIM.replace(
     '#include "im2col.cu"\n#include "pooling.cu"\n', '#include "channel.cu"\n'

@@ -82,6 +82,59 @@ def test_a_training_step_is_the_same_with_and_without_numba():
     assert np.array_equal(params[0], params[1])
 
 
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [None, 2])
+@pytest.mark.parametrize(
+    "momentum, weight_decay, nesterov",
+    [
+        (0.9, 0.0, False),
+        (0.9, 5e-4, False),
+        (0.9, 5e-4, True),
+        (0.0, 0.0, False),
+        (0.0, 1e-3, False),
+        (1e-46, 1e-46, False),  # non-zero, but 0 in float32: NumPy still writes the velocity
+    ],
+)
+def test_the_compiled_sgd_update_gives_the_numpy_bits(momentum, weight_decay, nesterov, threads,
+                                                      dtype):  # fmt: skip
+    rng = np.random.default_rng(2)
+    size = 1001
+    w, grad, velocity = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    mask = (rng.random(size) > 0.2).astype(dtype)
+    results = []
+    for jit in (False, True):
+        backend = NumpyBackend(threads=threads, jit=jit)
+        w_now, v_now = w.copy(), velocity.copy()
+        lr = np.array(0.0123, dtype)
+        backend.sgd_update(w_now, grad, v_now, mask, lr, momentum, weight_decay, nesterov,
+                           np.empty_like(w), np.empty_like(w))  # fmt: skip
+        results.append((w_now, v_now))
+    np.testing.assert_array_equal(results[1][0], results[0][0], strict=True)
+    np.testing.assert_array_equal(results[1][1], results[0][1], strict=True)
+    assert not np.array_equal(results[1][0], w)  # it did update
+
+
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (7, 4)])
+def test_the_compiled_batchnorm_passes_give_the_numpy_bits(shape, dtype):
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal(shape).astype(dtype) * 3 for _ in range(2))
+    mean, inv_std, gamma, beta, d_beta, d_gamma = (
+        rng.standard_normal(shape[1]).astype(dtype) for _ in range(6)
+    )
+    results = []
+    for jit in (False, True):
+        backend = NumpyBackend(jit=jit)
+        x_hat, y, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+        backend.batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y)
+        backend.batchnorm_input_grad(dy, x_hat, gamma, d_beta, d_gamma, 37, dx)
+        results.append((x_hat, y, dx))
+    for name, want, got in zip(("x_hat", "y", "dx"), *results):
+        np.testing.assert_array_equal(got, want, err_msg=name, strict=True)
+
+
 def test_without_numba_the_numpy_kernels_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
     monkeypatch.delitem(sys.modules, "convnet_gpu.backends.cpu_jit", raising=False)

@@ -28,6 +28,7 @@ from convnet_gpu import (
     Residual,
     SoftmaxCrossEntropy,
     get_backend,
+    workers,
 )
 from convnet_gpu.layers.base import walk
 from convnet_gpu.models import simple_cnn
@@ -102,11 +103,36 @@ def relative_difference(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max()) / scale
 
 
+@pytest.mark.parametrize("whole_batch_dense", [False, True])
 @pytest.mark.parametrize("threads", [2, 3, 4, 5])
-def test_threaded_steps_equal_the_one_thread_steps_in_float64(threads):
+def test_threaded_steps_equal_the_one_thread_steps_in_float64(threads, whole_batch_dense,
+                                                              monkeypatch):  # fmt: skip
+    if whole_batch_dense:  # every top-level Dense over the whole batch, split by columns
+        monkeypatch.setattr(workers, "WHOLE_BATCH_DENSE_BYTES", 0)
     alone, alone_loss, alone_output = train(1, every_kind_of_layer(), np.float64)
     shared, shared_loss, shared_output = train(threads, every_kind_of_layer(), np.float64)
     assert len(shared.workers) == min(threads, BATCH)
+    assert sorted(shared.workers.whole_batch) == ([12, 16] if whole_batch_dense else [])
+    assert shared_loss == pytest.approx(alone_loss, rel=1e-12)
+    assert relative_difference(shared_output, alone_output) < 1e-12
+    expected = state(alone)
+    for name, array in state(shared).items():
+        assert relative_difference(array, expected[name]) < 1e-12, name
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_whole_batch_dense_layers_first_and_last_equal_the_one_thread_steps(threads, monkeypatch):
+    """Whole-batch Dense layers at both ends of the chain leave empty spans for the workers;
+    short batches (5 rows over 3 threads) leave some workers without rows."""
+    monkeypatch.setattr(workers, "WHOLE_BATCH_DENSE_BYTES", 0)
+
+    def layers():
+        return [Flatten(), Dense(7), Bias(), ReLU(), Dense(3)]
+
+    alone, alone_loss, alone_output = train(1, layers(), np.float64)
+    shared, shared_loss, shared_output = train(threads, layers(), np.float64)
+    assert sorted(shared.workers.whole_batch) == [1, 4]
+    assert shared.workers.spans == [range(0, 1), range(2, 4), range(5, 5)]
     assert shared_loss == pytest.approx(alone_loss, rel=1e-12)
     assert relative_difference(shared_output, alone_output) < 1e-12
     expected = state(alone)
@@ -127,6 +153,7 @@ def test_threaded_simple_cnn_is_within_float32_rounding():
         net.forward(n)
         net.backward(n)
         grads.append(net.params.grad.copy())
+        assert list(net.workers.whole_batch if net.workers else []) == ([9] if threads > 1 else [])
     assert relative_difference(grads[1], grads[0]) < 1e-5
 
 

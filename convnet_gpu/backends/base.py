@@ -242,6 +242,35 @@ class Backend:
         self._output("avgpool_backward", "dx", dx, image_shape(geom, n), dtype)
         self._avgpool_backward(dy, dx, geom)
 
+    # ---- fused: Bias, ReLU and max pooling in one pass (where a backend has the kernel) --------
+    def fuses_bias_relu_maxpool(self, geom: WindowGeometry) -> bool:
+        """Whether bias_relu_maxpool_forward/backward run here for these windows (a chain asks
+        once, in setup; where not, it runs the three layers)."""
+        return False
+
+    def bias_relu_maxpool_forward(self, x, bias, y, argmax, geom: WindowGeometry) -> bool:
+        """y and argmax as maxpool_forward makes them from relu(x + bias), without writing
+        x + bias or its ReLU. False where x + bias holds a NaN: then nothing written is to be
+        trusted, and the caller runs the three unfused kernels, whose NaN rules this one skips."""
+        op = "bias_relu_maxpool_forward"
+        dtype, n = self._float_batch(op, "x", x)
+        x = self._input(op, "x", x, image_shape(geom, n), dtype)
+        bias = self._input(op, "bias", bias, (geom.channels,), dtype)
+        self._output(op, "y", y, pooled_shape(geom, n), dtype)
+        self._output(op, "argmax", argmax, pooled_shape(geom, n), ARGMAX_DTYPE)
+        return self._bias_relu_maxpool_forward(x, bias, y, argmax, geom)
+
+    def bias_relu_maxpool_backward(self, dy, y, argmax, dx, geom: WindowGeometry) -> None:
+        """dx = the gradient at x + bias (and so at x) from the pooled dy, as max pooling's and
+        ReLU's backward make it in turn; the bias gradient is then dx's channel_sums."""
+        op = "bias_relu_maxpool_backward"
+        dtype, n = self._float_batch(op, "dy", dy)
+        dy = self._input(op, "dy", dy, pooled_shape(geom, n), dtype)
+        y = self._input(op, "y", y, pooled_shape(geom, n), dtype)
+        argmax = self._input(op, "argmax", argmax, pooled_shape(geom, n), ARGMAX_DTYPE)
+        self._output(op, "dx", dx, image_shape(geom, n), dtype)
+        self._bias_relu_maxpool_backward(dy, y, argmax, dx, geom)
+
     # ---- random numbers ---------------------------------------------------------------------
     def uniform_workspace(self, shape):
         """Scratch that uniform() needs for arrays of up to prod(shape) elements (None: none)."""
@@ -401,6 +430,12 @@ class Backend:
         raise NotImplementedError
 
     def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
+        raise NotImplementedError
+
+    def _bias_relu_maxpool_forward(self, x, bias, y, argmax, geom: WindowGeometry) -> bool:
+        raise NotImplementedError
+
+    def _bias_relu_maxpool_backward(self, dy, y, argmax, dx, geom: WindowGeometry) -> None:
         raise NotImplementedError
 
     def _uniform_workspace(self, size: int):

@@ -204,7 +204,7 @@ def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geo
         if dx is None:
             continue
         if ws.weight_flipped is not None:
-            _dx_by_correlation_block(dy[rows], dx[rows], ws, geom)
+            _dx_by_correlation_block(ws.out[:b], dx[rows], ws, geom)
         else:
             np.matmul(dy_t, ws.weight.reshape(geom.col_rows, -1).T, out=col)  # d_col
             _add_back(ws, b, geom)
@@ -214,13 +214,14 @@ def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geo
     np.copyto(d_weight, ws.d_weight.transpose(3, 2, 0, 1))
 
 
-def _dx_by_correlation_block(dy_block, dx_block, ws: BlockWorkspace, geom) -> None:
+def _dx_by_correlation_block(dy_t, dx_block, ws: BlockWorkspace, geom) -> None:
     """Stride 1: dx[c, h, w] = sum over f, kh, kw of dy[f, h+p-kh, w+p-kw] * weight[f, c, kh, kw],
     the correlation of dy, padded by KH-1-p, with the flipped weight: lowered like x, so that
-    col2im's scattered adds become one more GEMM."""
-    b = len(dy_block)
-    _into_interior(ws.dy_pad[:b], dy_block, geom.kernel_h - 1 - geom.pad,
-                   geom.kernel_w - 1 - geom.pad)  # fmt: skip
+    col2im's scattered adds become one more GEMM. dy_t is the block's dy already channels-last
+    (b, OH, OW, F): copied into the padded buffer in runs of F values, not transposed again."""
+    b, out_h, out_w, _ = dy_t.shape
+    border_h, border_w = geom.kernel_h - 1 - geom.pad, geom.kernel_w - 1 - geom.pad
+    np.copyto(ws.dy_pad[:b, border_h : border_h + out_h, border_w : border_w + out_w], dy_t)
     dy_col = _lower(ws.dy_pad[:b], ws.dy_col[:b], 1)  # (b*H*W, KH*KW*F)
     dx_t = ws.dx_t[:b]
     np.matmul(dy_col, ws.weight_flipped.reshape(dy_col.shape[1], -1),

@@ -1,11 +1,15 @@
-"""Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling.
+"""Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling, alone and
+fused with the Bias and ReLU before it (fusion.py), and the SGD update and BatchNorm's
+elementwise passes in one pass each.
 
 NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
 one compiled pass reads each pixel once, 4-5x faster on a Zen 3 core. The kernels are serial and
 release the GIL (nogil), so the CPU worker threads (workers.py) run them side by side; fastmath
-stays off, and each gives the NumPy kernel's values, NaNs included (tests/test_cpu_kernels.py).
-numba compiles them on first use for each dtype (about a second) and caches the machine code
-(cache=True), so later processes load it in milliseconds. Importing this module fails where
+stays off, and each gives the NumPy kernels' values, NaNs included (tests/test_cpu_kernels.py),
+but for the fused forward, which says where it met a NaN for the caller to run the NumPy
+kernels instead (tests/test_fusion.py). numba compiles them on first use for each dtype (about
+a second for those of a simple-cnn step) and caches the machine code (cache=True), so later
+processes load it in a fraction of that. Importing this module fails where
 numba is missing or does not support the installed NumPy; cpu_kernels.py then keeps NumPy's.
 """
 
@@ -87,3 +91,111 @@ def maxpool_tiled_backward(dy, argmax, dx, k) -> None:
                 for ow in range(out_w):
                     arg = argmax[i, c, oh, ow]
                     dx[i, c, oh * k + arg // k, ow * k + arg % k] = dy[i, c, oh, ow]
+
+
+@_jit
+def bias_relu_maxpool2x2_forward(x, bias, y, argmax) -> bool:
+    """y = 2x2 max pooling (stride 2, H and W even) of relu(x + bias), argmax = what
+    maxpool2x2_forward finds in relu(x + bias), in one pass that writes neither x + bias nor its
+    ReLU. Returns whether x + bias holds a NaN, where nothing written is to be trusted (the
+    caller runs the three unfused kernels instead, whose NaN rules this pass skips).
+
+    relu keeps the order of positive values and maps the others to zeros, so the first maximum
+    of relu(v) is the first maximum of v when that is positive, and window offset 0 (all zeros)
+    otherwise."""
+    n, channels, _, _ = x.shape
+    _, _, out_h, out_w = y.shape
+    saw_nan = False
+    for i in range(n):
+        for c in range(channels):
+            shift = bias[c]
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    a = x[i, c, 2 * oh, 2 * ow] + shift
+                    b = x[i, c, 2 * oh, 2 * ow + 1] + shift
+                    d = x[i, c, 2 * oh + 1, 2 * ow] + shift
+                    e = x[i, c, 2 * oh + 1, 2 * ow + 1] + shift
+                    best, arg = a, 0
+                    if b > best:
+                        best, arg = b, 1
+                    if d > best:
+                        best, arg = d, 2
+                    if e > best:
+                        best, arg = e, 3
+                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
+                    if best > 0:
+                        y[i, c, oh, ow] = best
+                        argmax[i, c, oh, ow] = arg
+                    else:
+                        y[i, c, oh, ow] = 0
+                        argmax[i, c, oh, ow] = 0
+    return saw_nan
+
+
+@_jit
+def bias_relu_maxpool2x2_backward(dy, y, argmax, dx) -> None:
+    """dx = the gradient at x + bias: each window's dy at its argmax where y > 0 (dy * 0 where
+    not: ReLU's backward multiplies by 0, so NaN and infinite dy stay NaN), zero at the other
+    pixels, as max pooling's and then ReLU's backward make it. Each plane is zeroed whole and
+    then written window by window: 3x faster than writing the four pixels of each window."""
+    n, channels, out_h, out_w = dy.shape
+    for i in range(n):
+        for c in range(channels):
+            dx[i, c] = 0
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    g = dy[i, c, oh, ow]
+                    if not y[i, c, oh, ow] > 0:
+                        g = g * 0
+                    arg = argmax[i, c, oh, ow]
+                    dx[i, c, 2 * oh + (arg >> 1), 2 * ow + (arg & 1)] = g
+
+
+@_jit
+def sgd_update(w, grad, velocity, decay_mask, lr, momentum, weight_decay, nesterov,
+               with_momentum, with_decay) -> None:  # fmt: skip
+    """updates.sgd_update in one pass over the flat buffers (1-D), with its roundings in its
+    order: the NumPy form makes ten passes over three buffers. `lr` is the 0-d lr array;
+    momentum and weight_decay are scalars of w's dtype (NumPy rounds Python floats to it), and
+    with_momentum / with_decay say whether the Python floats were non-zero (as updates.py asks:
+    a momentum of 1e-46 is 0 in float32 but still writes the velocity there)."""
+    rate = lr[()]
+    for i in range(w.size):
+        g = grad[i]
+        if with_decay:
+            g = w[i] * decay_mask[i] * weight_decay + g
+        step = g
+        if with_momentum:
+            v = velocity[i] * momentum + g
+            velocity[i] = v
+            step = v * momentum + g if nesterov else v
+        w[i] = w[i] - step * rate
+
+
+@_jit
+def batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y) -> None:
+    """channel_ops.batchnorm_normalize in one pass, its roundings in its order (NumPy makes four
+    passes over the batch): x_hat = (x - mean) * inv_std, y = x_hat * gamma + beta, on (n, C, S)
+    arrays and (C,) statistics."""
+    n, channels, size = x.shape
+    for i in range(n):
+        for c in range(channels):
+            center, scale, weight, shift = mean[c], inv_std[c], gamma[c], beta[c]
+            for k in range(size):
+                normalized = (x[i, c, k] - center) * scale
+                x_hat[i, c, k] = normalized
+                y[i, c, k] = normalized * weight + shift
+
+
+@_jit
+def batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, inv_count, dx) -> None:
+    """channel_ops.batchnorm_input_grad in one pass, its roundings in its order (five passes in
+    NumPy): dx = scale * (dy - (x_hat * d_gamma + d_beta) * inv_count), on (n, C, S) arrays;
+    inv_count is 1 / count rounded to the arrays' dtype, as NumPy rounds the Python float."""
+    n, channels, size = dy.shape
+    for i in range(n):
+        for c in range(channels):
+            slope, offset, factor = d_gamma[c], d_beta[c], scale[c]
+            for k in range(size):
+                mean_part = (x_hat[i, c, k] * slope + offset) * inv_count
+                dx[i, c, k] = (dy[i, c, k] - mean_part) * factor

@@ -298,6 +298,19 @@ class CupyBackend(Backend):
     def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         self._launch_window("avgpool_forward_kernel", y, (x, y), x.shape[0], geom)
 
+    # ---- Bias, ReLU and max pooling fused (pooling.cu): any windows, the unfused NaN rules ----
+    def fuses_bias_relu_maxpool(self, geom: WindowGeometry) -> bool:
+        return True
+
+    def _bias_relu_maxpool_forward(self, x, bias, y, argmax, geom: WindowGeometry) -> bool:
+        self._launch_window("bias_relu_maxpool_forward_kernel", y, (x, bias, y, argmax),
+                            x.shape[0], geom)  # fmt: skip
+        return True  # NaNs follow the unfused kernels' rules in the kernel: no host check
+
+    def _bias_relu_maxpool_backward(self, dy, y, argmax, dx, geom: WindowGeometry) -> None:
+        self._launch_window("bias_relu_maxpool_backward_kernel", dx, (dy, y, argmax, dx),
+                            dy.shape[0], geom)  # fmt: skip
+
     def _avgpool_backward(self, dy, dx, geom: WindowGeometry) -> None:
         self._launch_window("avgpool_backward_kernel", dx, (dy, dx), dy.shape[0], geom)
 

@@ -91,7 +91,13 @@ class NumpyBackend(Backend):
                                momentum, weight_decay, nesterov, scratch[part],
                                None if decayed is None else decayed[part])  # fmt: skip
 
-        self.in_chunks(w.size, chunk)
+        def compiled_chunk(part):  # the same roundings in one pass (cpu_jit.py)
+            as_w = w.dtype.type  # what NumPy rounds the Python floats to
+            self.jit.sgd_update(w[part], grad[part], velocity[part], decay_mask[part], lr,
+                                as_w(momentum), as_w(weight_decay), nesterov, bool(momentum),
+                                bool(weight_decay))  # fmt: skip
+
+        self.in_chunks(w.size, chunk if self.jit is None else compiled_chunk)
 
     def adam_update(self, w, grad, exp_avg, exp_avg_sq, decay_mask, lr, steps, betas, eps,
                     weight_decay, decoupled, scratch, decayed) -> None:  # fmt: skip
@@ -102,6 +108,20 @@ class NumpyBackend(Backend):
                                 scratch[part], decayed_part)  # fmt: skip
 
         self.in_chunks(w.size, chunk)
+
+    # ---- BatchNorm's elementwise passes: one compiled pass each, where the arrays allow -------
+    def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
+        if not _one_pass_fits(self.jit, x, x_hat, y):
+            return super()._batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y)
+        x3, x_hat3, y3 = _by_channel(x, x_hat, y)
+        self.jit.batchnorm_normalize(x3, mean, inv_std, gamma, beta, x_hat3, y3)
+
+    def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
+        if not _one_pass_fits(self.jit, dy, x_hat, dx):
+            return super()._batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, count, dx)
+        dy3, x_hat3, dx3 = _by_channel(dy, x_hat, dx)
+        inv_count = dy.dtype.type(1.0 / count)  # as NumPy rounds the Python float
+        self.jit.batchnorm_input_grad(dy3, x_hat3, scale, d_beta, d_gamma, inv_count, dx3)
 
     def copy_from_host(self, host_array, out):
         np.copyto(out, host_array, casting="same_kind")
@@ -155,6 +175,18 @@ class NumpyBackend(Backend):
             self.jit.maxpool_tiled_backward(dy, argmax, dx, geom.kernel_h)
         else:
             cpu_windows.maxpool_backward(dy, argmax, dx, workspace, geom)
+
+    # ---- fused: the compiled 2x2 kernels of cpu_jit.py ------------------------------------------
+    def fuses_bias_relu_maxpool(self, geom: WindowGeometry) -> bool:
+        return (
+            self.jit is not None and geom.kernel_h == 2 and cpu_windows.windows_tile_exactly(geom)
+        )
+
+    def _bias_relu_maxpool_forward(self, x, bias, y, argmax, geom: WindowGeometry) -> bool:
+        return not self.jit.bias_relu_maxpool2x2_forward(x, bias, y, argmax)
+
+    def _bias_relu_maxpool_backward(self, dy, y, argmax, dx, geom: WindowGeometry) -> None:
+        self.jit.bias_relu_maxpool2x2_backward(dy, y, argmax, dx)
 
     def _avgpool_forward(self, x, y, geom: WindowGeometry) -> None:
         cpu_windows.avgpool_forward(x, y, geom)
@@ -264,6 +296,18 @@ def _fmix32(h, scratch) -> None:
         np.multiply(h, multiplier, out=h)  # wraps mod 2**32
     np.right_shift(h, 16, out=scratch)
     np.bitwise_xor(h, scratch, out=h)
+
+
+def _one_pass_fits(jit, *arrays) -> bool:
+    """Whether the compiled per-channel passes can take these (n, C, ...) arrays: numba is
+    there, and every array is C-contiguous (a view of its (n, C, S) shape, no copy) and not
+    empty (a worker past a short batch's end: NumPy's passes do nothing as well)."""
+    return jit is not None and all(a.flags.c_contiguous and a.size for a in arrays)
+
+
+def _by_channel(*arrays):
+    """(n, C, ...) C-contiguous arrays as (n, C, S) views."""
+    return tuple(array.reshape(array.shape[0], array.shape[1], -1) for array in arrays)
 
 
 def split_evenly(size: int, parts: int) -> list[slice]:

@@ -4,27 +4,45 @@ Commands: train, eval, overfit, plot, gradcheck, bench, download, info.
 
 Every problem a user can fix (a bad flag, missing data, a bad model file or checkpoint, a
 missing GPU) is a UserError: one line on stderr and exit status 2. A failed check or a diverged
-run exits 1, Ctrl-C 130; no traceback for any of them. The parser imports no part of the
-training stack, so `--help` answers at once.
+run exits 1, Ctrl-C 130 (from the first import of this package on); no traceback for any of
+them. The parser imports no part of the training stack, so `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ..errors import TrainingDiverged, TrainingInterrupted, UserError
-from .commands import (
-    cmd_bench,
-    cmd_download,
-    cmd_eval,
-    cmd_gradcheck,
-    cmd_info,
-    cmd_overfit,
-    cmd_plot,
-)
-from .common import UsageError, as_flags
-from .parser import DATASET_NAMES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser, flag
-from .train_command import cmd_train
+
+def _interrupted_while_starting() -> SystemExit:
+    """Ctrl-C before main() stands in its try (while the CLI's modules import): the same one
+    line and exit status as later, not a KeyboardInterrupt traceback."""
+    print("convnet-gpu: interrupted", file=sys.stderr)
+    return SystemExit(130)
+
+
+try:
+    from ..errors import TrainingDiverged, TrainingInterrupted, UserError
+    from .commands import (
+        cmd_bench,
+        cmd_download,
+        cmd_eval,
+        cmd_gradcheck,
+        cmd_info,
+        cmd_overfit,
+        cmd_plot,
+    )
+    from .common import UsageError, as_flags
+    from .parser import (
+        DATASET_NAMES,
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        build_parser,
+        flag,
+    )
+    from .train_command import cmd_train
+except KeyboardInterrupt:
+    raise _interrupted_while_starting() from None
 
 COMMANDS = {
     "train": cmd_train,
@@ -49,7 +67,10 @@ def describe_error(exc: Exception) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        raise _interrupted_while_starting() from None
     args.argv = argv  # the command as given: bench records it in every row
     prog = f"convnet-gpu {args.command}"
     try:
@@ -58,10 +79,10 @@ def main(argv=None) -> int:
         print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
-        print(f"{prog}: stopped: {exc}", file=sys.stderr)
+        print(f"{prog}: stopped: {as_flags(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
-        print(f"{prog}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"{prog}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

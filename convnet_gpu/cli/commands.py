@@ -13,21 +13,24 @@ from .parser import EXIT_FAILED
 
 def cmd_eval(args) -> int:
     from ..checkpoint import load_into, read_checkpoint
+    from ..checkpoint_schema import settings_of
     from ..evaluate import evaluate_net, format_report
+    from ..numerics import quiet_float_errors
     from ..run import build_net, load_dataset
     from ..rundir import RunDir
 
     run_dir = RunDir.of(args.checkpoint)
     meta, arrays = read_checkpoint(run_dir.checkpoint)
-    settings = RunSettings.from_meta(meta["settings"])
+    settings = settings_of(meta, run_dir.checkpoint)
     backend = backend_for(args.device, args.precision or settings.precision, args.threads)
     dataset_name = args.dataset or settings.dataset
     dataset = load_dataset(dataset_name, args.data_dir)
     net = build_net(settings, backend, dataset, batch_size=args.batch_size)
     load_into(meta, arrays, net, path=run_dir.checkpoint)
-    report = evaluate_net(
-        net, dataset.test_x, dataset.test_y, dataset.num_classes, cuda_graph=args.cuda_graph
-    )
+    with quiet_float_errors():  # weights that overflow: the report shows the loss as nan
+        report = evaluate_net(
+            net, dataset.test_x, dataset.test_y, dataset.num_classes, cuda_graph=args.cuda_graph
+        )
     print(
         f"{settings.model} from {args.checkpoint} on {dataset_name} "
         f"({len(dataset.test_y)} test images), {backend.describe()}"
@@ -39,6 +42,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_overfit(args) -> int:
+    from ..numerics import quiet_float_errors
     from ..optim import SGD
     from ..run import build_net, load_dataset
     from ..train import overfit
@@ -49,7 +53,8 @@ def cmd_overfit(args) -> int:
     data = load_dataset("fashion-mnist", args.data_dir, train_subset=args.samples)
     net = build_net(settings, backend, data, batch_size=batch_size)
     optimizer = SGD(args.lr, 0.9).setup(net)
-    steps, accuracy = overfit(net, optimizer, data.train_x, data.train_y, args.max_steps)
+    with quiet_float_errors():  # a diverging --lr: the FAILED line says so, not NumPy's warnings
+        steps, accuracy = overfit(net, optimizer, data.train_x, data.train_y, args.max_steps)
     if steps is None:
         print(
             f"FAILED: {args.model} reached only {accuracy:.4f} training accuracy on "

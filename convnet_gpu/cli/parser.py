@@ -10,7 +10,15 @@ import argparse
 
 from .. import __version__
 from ..machine import machine_cores
-from ..settings import CUDA_GRAPH_MODES, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from ..settings import (
+    CUDA_GRAPH_MODES,
+    DEFAULTS,
+    FLOAT32_MAX,
+    MAX_JITTER,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
@@ -44,9 +52,17 @@ def _bounded(kind, accepts, rule: str):
 
 _positive_int = _bounded(int, lambda v: v >= 1, ">= 1")
 _non_negative_int = _bounded(int, lambda v: v >= 0, ">= 0")
-_positive_float = _bounded(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
-_non_negative_float = _bounded(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+_positive_float = _bounded(
+    float, lambda v: 0 < v <= FLOAT32_MAX, f"a finite number > 0 (at most {FLOAT32_MAX:.4g})"
+)
+_non_negative_float = _bounded(
+    float, lambda v: 0 <= v <= FLOAT32_MAX, f"a finite number >= 0 (at most {FLOAT32_MAX:.4g})"
+)
+_jitter_pad = _bounded(int, lambda v: 0 <= v <= MAX_JITTER, f"in 0..{MAX_JITTER}")
 _fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
+_seed = _bounded(
+    int, lambda v: 0 <= v < 2**32, "an integer in 0..4294967295"
+)  # counter_rng's uint32
 
 
 def _positive_int_list(text: str) -> list[int]:
@@ -135,7 +151,7 @@ def _add_train(sub) -> None:
     _setting(
         train, "jitter", "image jitter on the device: shift each training image by up to PAD "
         "pixels (zero padding) and flip it horizontally at random",
-        type=_non_negative_int, metavar="PAD",
+        type=_jitter_pad, metavar="PAD",
     )  # fmt: skip
     _setting(
         train, "flip", "random horizontal flips of the training images (default: on with "
@@ -154,7 +170,7 @@ def _add_train(sub) -> None:
         train, "plateau", "on a validation regression: restore the best parameters, halve the "
         "learning rate, reset momentum", action="store_true",
     )  # fmt: skip
-    _setting(train, "seed", type=int)
+    _setting(train, "seed", type=_seed)
     _setting(
         train, "train_subset", "train on the first N training images only",
         type=_positive_int, metavar="N",
@@ -208,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--lr", type=_positive_float, default=0.01)
     over.add_argument("--max-steps", type=_positive_int, default=500)
     over.add_argument("--data-dir")
-    over.add_argument("--seed", type=int, default=0)
+    over.add_argument("--seed", type=_seed, default=0)
 
     check = sub.add_parser("gradcheck", help="check every layer's gradients numerically (float64)")
     _add_device(check, default="cpu")
-    check.add_argument("--seed", type=_non_negative_int, default=0)
+    check.add_argument("--seed", type=_seed, default=0)
 
     bench = sub.add_parser("bench", help="time training steps and inference per device")
     bench.add_argument(

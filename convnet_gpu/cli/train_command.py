@@ -12,6 +12,7 @@ from .parser import flag
 
 def cmd_train(args) -> int:
     from ..checkpoint import read_checkpoint
+    from ..checkpoint_schema import settings_of
     from ..rundir import RunDir
 
     if args.resume:
@@ -24,12 +25,13 @@ def cmd_train(args) -> int:
             )
         resumed = RunDir.of(args.resume)
         meta, arrays = read_checkpoint(resumed.checkpoint)
-        settings = RunSettings.from_meta(meta["settings"])
+        settings = settings_of(meta, resumed.checkpoint)
         run_dir = RunDir(args.out) if args.out else resumed
         if run_dir.path.resolve() != resumed.path.resolve() and run_dir.holds_run():
             raise UsageError(
-                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT} would be "
-                f"overwritten); pick another --out or leave it out to continue in {resumed}"
+                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT}, {RunDir.METRICS} "
+                f"and {RunDir.SUMMARY} would be overwritten); pick another --out or leave it out "
+                f"to continue in {resumed}"
             )
     else:
         settings = RunSettings.from_args(args)
@@ -42,8 +44,13 @@ def cmd_train(args) -> int:
             )
     trainer, dataset = _build_trainer(args, settings, run_dir)
     if args.resume:
+        _check_same_data(meta, dataset, resumed.checkpoint)
         trainer.restore(meta, arrays, resumed.checkpoint)
+    run_dir.remove_stale_temporaries()  # all is checked: this process writes the run from now
+    if args.resume:
         if trainer.finished:
+            if run_dir is resumed:  # killed after its last checkpoint: its metrics catch up
+                resumed.write_metrics(trainer.epoch_metrics)
             print(
                 f"{resumed} is complete ({len(trainer.epoch_metrics)} epoch(s)); nothing to resume"
             )
@@ -75,12 +82,34 @@ def _build_trainer(args, settings: RunSettings, run_dir):
     net = build_net(settings, backend, dataset)
     optimizer = build_run_optimizer(settings, net)
     data = TrainingData.split(dataset, settings)
-    meta = {"device": backend.describe(), "train_images": int(len(dataset.train_y))}
+    meta = {
+        "device": backend.describe(),
+        "train_images": int(len(dataset.train_y)),
+        "data": dataset.identity(),
+    }
     trainer = Trainer(
         net, optimizer, data, settings, run_dir, print_flush,
         progress=False if args.no_progress else None, meta=meta, cuda_graph=args.cuda_graph,
     )  # fmt: skip
     return trainer, dataset
+
+
+def _check_same_data(meta: dict, dataset, path) -> None:
+    """A resumed run must train on the data it began with: the same split sizes and labels (a
+    checkpoint from before the checksum was kept has the training set's size only)."""
+    saved = meta.get("data")
+    now = dataset.identity()
+    if not isinstance(saved, dict):
+        saved = {"train_images": meta.get("train_images", now["train_images"])}
+    differing = next((key for key in saved if saved[key] != now.get(key)), None)
+    if differing is not None:
+        shown = {"train_images": "training images", "test_images": "test images",
+                 "labels_sha256": "labels (checksum)"}.get(differing, differing)  # fmt: skip
+        raise UsageError(
+            f"{path}: the run trained on other data ({shown}: {str(saved[differing])[:12]} "
+            f"then, {str(now.get(differing))[:12]} now); resume with the --data-dir it "
+            f"trained on"
+        )
 
 
 def _fit(trainer, run_dir) -> dict:

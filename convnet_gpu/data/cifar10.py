@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from ..limits import MAX_CLASSES
 from .dataset import (
     Dataset,
     channel_mean_std,
+    check_images,
     check_labels,
     check_train_subset,
     normalize_channels,
@@ -80,6 +82,7 @@ def load_cifar10(
     test_images, test_labels = read_cifar_batch(directory / CIFAR10_TEST_FILE, len(classes))
     if train_images.shape[0] == 0:
         raise DataError(f"{directory}: the training batches hold no images")
+    check_images(directory / CIFAR10_TEST_FILE, test_images, "test")
 
     mean, std = channel_mean_std(train_images)
     flat = [channel for channel, s in zip("RGB", std) if s == 0.0]
@@ -124,6 +127,11 @@ def read_cifar_meta(path: str | os.PathLike) -> tuple[str, ...]:
     names = meta[b"label_names"]
     if not isinstance(names, (list, tuple)) or not names:
         raise DataError(f"{path}: b'label_names' must be a non-empty list of names")
+    if len(names) > MAX_CLASSES:  # each class costs a model output and a confusion row
+        raise DataError(
+            f"{path}: b'label_names' lists {len(names)} classes, more than the {MAX_CLASSES} a "
+            f"dataset may have (CIFAR-10 has 10); the file is damaged"
+        )
     return tuple(_class_name(path, name) for name in names)
 
 

@@ -7,6 +7,7 @@ depend on summation order.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def identity(self) -> dict:
+        """What tells this data from other data cheaply: the split sizes and a checksum of the
+        labels. A checkpoint keeps it, so a resumed run can refuse other training images."""
+        digest = hashlib.sha256()
+        for labels in (self.train_y, self.test_y):
+            digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+        return {
+            "train_images": int(len(self.train_y)),
+            "test_images": int(len(self.test_y)),
+            "labels_sha256": digest.hexdigest(),
+        }
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
@@ -95,6 +108,18 @@ def check_train_subset(train_subset: int | None, available: int) -> int:
             f"train_subset={train_subset!r} is out of range; must be an integer in 1..{available}"
         )
     return int(train_subset)
+
+
+def check_images(path: str | os.PathLike, images: np.ndarray, split: str) -> None:
+    """A split must hold images, and images must hold pixels: an empty training set has no
+    statistics to normalize with, an empty test set no accuracy, a 0x0 image no features."""
+    if images.shape[0] == 0:
+        raise DataError(f"{os.fspath(path)}: holds no {split} images; a dataset needs some")
+    if 0 in images.shape[1:]:
+        size = "x".join(str(d) for d in images.shape[-2:])
+        raise DataError(
+            f"{os.fspath(path)}: its {split} images are {size} pixels; need at least 1x1"
+        )
 
 
 def check_labels(path: str | os.PathLike, labels: np.ndarray, num_classes: int) -> None:

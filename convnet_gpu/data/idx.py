@@ -7,6 +7,10 @@ Layout (all integers big-endian):
     4*D bytes   dimension sizes, uint32 each
     payload     prod(dims) elements, row-major
 Files may be gzip-compressed; compression is detected from the content.
+
+The header is read first and the payload it claims is bounded before it is read: a header (or a
+small gzip stream that inflates to gigabytes) claiming more than memory can hold is refused, and
+a gzip stream is inflated only up to the bytes its header accounts for.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import gzip
 import math
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from ..limits import check_host_fits
 from .errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -40,24 +48,51 @@ def _fail(path: str | os.PathLike, problem: str) -> DataError:
     return DataError(f"{os.fspath(path)}: {problem}")
 
 
-def _read_file_bytes(path: Path) -> bytes:
+# The loaders keep the payload and a 4-byte-per-value copy (float32 images, int32 labels).
+LOADED_BYTES_PER_PAYLOAD_BYTE = 5
+_EXTRA_COUNTED = 1 << 20  # trailing bytes of a gzip stream counted before giving up
+
+
+@contextmanager
+def _open_payload(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes as a stream: inflated on the fly where it is gzip-compressed."""
     try:
-        return path.read_bytes()
+        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the gzip reader
     except FileNotFoundError:
         raise _fail(path, "file not found") from None
     except IsADirectoryError:
         raise _fail(path, "is a directory, expected an IDX file") from None
     except OSError as exc:
         raise _fail(path, f"cannot read file: {exc.strerror or exc}") from None
+    with raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        try:
+            yield stream
+        except (OSError, EOFError, zlib.error) as exc:
+            if not compressed:
+                raise _fail(path, f"cannot read file: {exc}") from None
+            raise _fail(path, f"corrupt gzip data ({exc})") from None
 
 
-def _maybe_gunzip(path: Path, raw: bytes) -> bytes:
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _fail(path, f"corrupt gzip data ({exc})") from None
+def _read_header(path: Path, stream: BinaryIO) -> bytes:
+    prefix = stream.read(HEADER_PREFIX_BYTES)
+    ndim = prefix[3] if len(prefix) == HEADER_PREFIX_BYTES else 0
+    return prefix + stream.read(DIM_BYTES * ndim)
+
+
+def _drain(stream: BinaryIO, chunks: int = 64) -> None:
+    """Read on (a bounded amount, discarded), so a damaged gzip stream reports itself."""
+    for _ in range(chunks):
+        if not stream.read(_EXTRA_COUNTED):
+            return
+
+
+def _count_rest(stream: BinaryIO) -> tuple[int, bool]:
+    """(bytes left in the stream, all counted), reading at most _EXTRA_COUNTED of them."""
+    rest = len(stream.read(_EXTRA_COUNTED))
+    return rest, len(stream.read(1)) == 0
 
 
 def _parse_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -94,7 +129,9 @@ def _parse_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], i
     return IDX_DTYPES[type_byte], dims, offset
 
 
-def _check_payload_length(path: Path, dims: tuple[int, ...], dtype: np.dtype, actual: int) -> None:
+def _check_payload_length(
+    path: Path, dims: tuple[int, ...], dtype: np.dtype, actual: int, counted: bool = True
+) -> None:
     expected = math.prod(dims) * dtype.itemsize
     shape = "x".join(str(d) for d in dims)
     if actual < expected:
@@ -107,21 +144,35 @@ def _check_payload_length(path: Path, dims: tuple[int, ...], dtype: np.dtype, ac
         raise _fail(
             path,
             f"trailing bytes: payload is {actual} bytes, expected {expected} for shape "
-            f"{shape} of {dtype.name} ({actual - expected} extra)",
+            f"{shape} of {dtype.name} ({actual - expected}{'' if counted else ' or more'} extra)",
         )
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (raw or gzip-compressed) into a native-endian array.
 
-    Raises DataError with a one-line message naming the file on any failure.
+    Raises DataError with a one-line message naming the file on any failure, and before
+    reading a payload larger than memory can hold.
     """
     path = Path(path)
-    data = _maybe_gunzip(path, _read_file_bytes(path))
-    dtype, dims, offset = _parse_header(path, data)
-    _check_payload_length(path, dims, dtype, len(data) - offset)
-    count = math.prod(dims)
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    with _open_payload(path) as stream:
+        header = _read_header(path, stream)
+        try:
+            dtype, dims, offset = _parse_header(path, header)
+        except DataError:
+            _drain(stream)  # a corrupt gzip stream inflates to a garbage header: say corrupt
+            raise
+        expected = math.prod(dims) * dtype.itemsize
+        shape = "x".join(str(d) for d in dims)
+        check_host_fits(
+            f"{path}: loading the {shape} {dtype.name} values of its header",
+            expected * LOADED_BYTES_PER_PAYLOAD_BYTE,
+            "the file is damaged or not an IDX dataset file",
+        )  # fmt: skip
+        data = stream.read(expected)
+        rest, counted = _count_rest(stream) if len(data) == expected else (0, True)
+    _check_payload_length(path, dims, dtype, len(data) + rest, counted)
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims))
     # astype copies, which also makes the result writable and native-endian.
     return array.astype(dtype.newbyteorder("=")).reshape(dims)
 

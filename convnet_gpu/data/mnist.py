@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, check_labels, check_train_subset, normalize_images, pixel_mean_std
+from .dataset import (
+    Dataset,
+    check_images,
+    check_labels,
+    check_train_subset,
+    normalize_images,
+    pixel_mean_std,
+)
 from .errors import DataError
 from .idx import load_idx_pair
 from .locate import DataFolder, find_data_dir
@@ -97,6 +104,8 @@ def load_idx_dataset(
     paths = [folder.file(directory, name) for name in IDX_FILE_NAMES]
     train_images, train_labels = load_idx_pair(paths[0], paths[1])
     test_images, test_labels = load_idx_pair(paths[2], paths[3])
+    check_images(paths[0], train_images, "training")
+    check_images(paths[2], test_images, "test")
     _check_image_sizes(paths[0], train_images, paths[2], test_images)
     check_labels(paths[1], train_labels, len(classes))
     check_labels(paths[3], test_labels, len(classes))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..limits import check_host_fits
 from .errors import DataError, one_line
 
 # Simple numeric dtypes an untrusted pickle may name; no objects, records or subarrays.
@@ -175,6 +176,8 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
 
 def _read_bytes(path: Path) -> bytes:
     try:
+        # the bytes, the loaded objects and their arrays: bounded before the file is read
+        check_host_fits(f"{path}: loading it", 3 * path.stat().st_size, "it is not a CIFAR batch")
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None

@@ -45,6 +45,8 @@ KERNEL_SOURCES: dict[str, list[str]] = {
         "maxpool_backward_kernel",
         "avgpool_forward_kernel",
         "avgpool_backward_kernel",
+        "bias_relu_maxpool_forward_kernel",
+        "bias_relu_maxpool_backward_kernel",
     ),
     "random.cu": _instantiate("uniform_kernel"),
     "jitter.cu": _instantiate("jitter_kernel"),

@@ -115,3 +115,72 @@ __global__ void avgpool_backward_kernel(const T* __restrict__ dy, T* __restrict_
         dx[i] = acc * scale;
     }
 }
+
+// Bias, ReLU and max pooling fused (fusion.py): the pooling of relu(x + bias[c]) without writing
+// x + bias or its ReLU, and its backward, with the unfused kernels' roundings and NaN rules: x + b
+// rounded once, relu(v) as cupy.maximum(v, 0) (a NaN stays NaN, so it never wins a window).
+template <typename T> __device__ __forceinline__ T relu_of(T v)
+{
+    return (v > T(0) || v != v) ? v : T(0);
+}
+
+template <typename T, typename I>
+__global__ void bias_relu_maxpool_forward_kernel(const T* __restrict__ x,
+                                                 const T* __restrict__ bias, T* __restrict__ y,
+                                                 int* __restrict__ argmax,
+                                                 I n, I channels, I height,
+                                                 I width, I kernel_h, I kernel_w,
+                                                 I stride, I pad, I out_h,
+                                                 I out_w)
+{
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const I i : grid_stride_range(n * channels * out_h * out_w)) {
+        const auto [plane, oh, ow] = split_index(i, out_h, out_w);
+        const T* x_plane = x + plane * height * width;
+        const T shift = bias[plane % channels];
+
+        T best = negative_infinity<T>();
+        int best_k = 0;
+        for_each_input_of_window(g, oh, ow, [&](I p, I k) {
+            const T value = relu_of(x_plane[p] + shift);
+            if (value > best) {  // strict: the first maximum wins ties, as maxpool_forward
+                best = value;
+                best_k = (int)k;
+            }
+        });
+        y[i] = best;
+        argmax[i] = best_k;
+    }
+}
+
+// dx = the gradient at x + bias: max pooling's backward (dy gathered from the windows whose
+// argmax is this pixel), times ReLU's 1 or 0 for the pixel, whose ReLU value is those windows'
+// y (the value that won them; a window that nothing won has y = -inf: 0).
+template <typename T, typename I>
+__global__ void bias_relu_maxpool_backward_kernel(const T* __restrict__ dy,
+                                                  const T* __restrict__ y,
+                                                  const int* __restrict__ argmax,
+                                                  T* __restrict__ dx,
+                                                  I n, I channels, I height,
+                                                  I width, I kernel_h, I kernel_w,
+                                                  I stride, I pad, I out_h,
+                                                  I out_w)
+{
+    const WindowGeometry<I> g{height, width, kernel_h, kernel_w, stride, pad, out_h, out_w};
+    for (const I i : grid_stride_range(n * channels * height * width)) {
+        const auto [plane, h, w] = split_index(i, height, width);
+        const T* dy_plane = dy + plane * out_h * out_w;
+        const T* y_plane = y + plane * out_h * out_w;
+        const int* argmax_plane = argmax + plane * out_h * out_w;
+
+        T acc = T(0);
+        bool on = false;
+        for_each_window_reading(g, h, w, [&](I o, I k) {
+            if (argmax_plane[o] == (int)k) {
+                acc += dy_plane[o];
+                on = y_plane[o] > T(0);
+            }
+        });
+        dx[i] = T(on ? 1 : 0) * acc;
+    }
+}
