@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import DeviceUnavailable, get_backend, parse_device
+from .backends import DeviceUnavailable, cuda_problem, get_backend, parse_device
 from .layers import SoftmaxCrossEntropy
 from .machine import gpu_name, provenance
 from .memory import memory_fields, meter_for
@@ -112,71 +112,17 @@ def convnet_gpu_contender(
         return row
 
     return Contender(
-        "convnet_gpu", backend.describe(), backend.threads if backend.name == "cpu" else None,
+        "convnet_gpu", backend.describe(), _threads_of(backend),
         train_step=lambda: train_runner.run(net.load_batch(images, labels)),
         infer_step=lambda: infer_runner.run(net.load_batch(images)),
         synchronize=backend.synchronize, min_warmup=2, notes=notes,
     )  # fmt: skip
 
 
-def torch_contender(
-    torch_device, model: str, batch_size: int, seed: int = 0, input_shape=INPUT_SHAPE,
-    num_classes: int = NUM_CLASSES,
-) -> Contender:  # fmt: skip
-    """The same architecture in PyTorch (eager) on `torch_device`, at the thread count and TF32
-    settings the caller has set."""
-    import torch  # optional peer, never a dependency
-
-    from .torch_models import torch_model
-
-    torch.manual_seed(seed)
-    net = torch_model(model, num_classes, input_shape).to(torch_device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    host_images, host_labels = synthetic_batch(batch_size, seed, input_shape, num_classes)
-    images = torch.from_numpy(host_images)
-    labels = torch.from_numpy(host_labels).long()
-    on_cuda = torch_device.type == "cuda"
-
-    def train_step():
-        net.train()
-        optimizer.zero_grad(set_to_none=False)
-        loss = torch.nn.functional.cross_entropy(
-            net(images.to(torch_device)), labels.to(torch_device)
-        )
-        loss.backward()
-        optimizer.step()
-
-    def infer_step():
-        net.eval()
-        with torch.no_grad():
-            net(images.to(torch_device))
-
-    name = f"{torch_device} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)"
-    if on_cuda:
-        gpu_name = torch.cuda.get_device_name(torch_device)
-        name = f"{torch_device} (PyTorch {torch.__version__}, {gpu_name})"
-    return Contender(
-        "torch", name, None if on_cuda else torch.get_num_threads(), train_step, infer_step,
-        synchronize=torch.cuda.synchronize if on_cuda else (lambda: None),
-    )  # fmt: skip
-
-
-def _torch_device(device: str, precision: str, threads: int | None):
-    """The torch.device of a device name, with PyTorch's threads and TF32 set for the run."""
-    import torch
-
-    kind, index = parse_device(device)
-    if kind == "cpu" and precision != "fp32":
-        raise PeerUnavailable(f"{precision} is a CUDA precision; the CPU rows are fp32 only")
-    torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
-    if kind == "cpu" and threads is not None:
-        torch.set_num_threads(threads)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("PyTorch has no CUDA device here")
-    tf32 = precision == "tf32"  # PyTorch's default lets cuDNN use TF32: say it either way
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    return torch_device
+def _threads_of(backend) -> int | None:
+    """The CPU threads a step of ours runs on, as a row reports them: None on CUDA, and None
+    for the library's default (threads=None: BLAS runs on as many threads as it likes)."""
+    return backend.threads if backend.name == "cpu" and backend.blas_single else None
 
 
 # ---- one measurement ------------------------------------------------------------------------
@@ -229,16 +175,18 @@ def bench_torch(
 ) -> dict:  # fmt: skip
     """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run, on
     `threads` CPU threads where given."""
+    from .bench_peer import torch_contender, torch_device, torch_settings
     from .models import MODELS
 
     if model not in MODELS:
         raise PeerUnavailable(f"no PyTorch peer for {model!r} (named models only)")
-    torch_device = _torch_device(device, precision, threads)
-    meter = meter_for("torch", torch_device.type, torch_device)
-    row = _measure(
-        lambda: torch_contender(torch_device, model, batch_size, seed, input_shape, num_classes),
-        meter, steps, warmup, train, batch_size,
-    )  # fmt: skip
+    with torch_settings():  # its threads and TF32 flags are the process's: put them back
+        target = torch_device(device, precision, threads)
+        meter = meter_for("torch", target.type, target)
+        row = _measure(
+            lambda: torch_contender(target, model, batch_size, seed, input_shape, num_classes),
+            meter, steps, warmup, train, batch_size,
+        )  # fmt: skip
     return {**row, "precision": precision}
 
 
@@ -257,35 +205,84 @@ def run_benchmarks(
     cuda_graph: str = "auto",
     thread_counts=(None,),
 ) -> list[dict]:
-    """One row per (device, thread count, batch size, engine); an unusable device or peer gives
-    a row that says why it was skipped. `thread_counts` are the CPU threads of both engines'
-    CPU rows (None: each library's default); a CUDA device is measured once per batch size."""
+    """One row per (device, thread count, batch size, engine); an unusable device or peer, or a
+    batch that does not fit in memory, gives a row that says why it was skipped. `thread_counts`
+    are the CPU threads of both engines' CPU rows (None: each library's default; an int holds our
+    BLAS to one thread for the rest of the process, NumpyBackend's design); a CUDA device
+    (`auto` included, where it picks one) is measured once per batch size.
+
+    Before its first measured row on a device, each engine runs once unmeasured (the smallest
+    batch, one step): the process's one-time costs (imports, numba's loading, PyTorch's set-up,
+    CUDA contexts) stay out of every row, so a row's first step is that batch's own (kernels and
+    caches for its shapes, the allocator's first blocks) and its peak memory is its own."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
     if peer == "torch":
         engines.append(("torch", bench_torch))
     origin = provenance()
+    common = dict(seed=seed, input_shape=input_shape, num_classes=num_classes,
+                  precision=precision, cuda_graph=cuda_graph)  # fmt: skip
     rows = []
-    for device in devices:
-        kind, _ = parse_device(device)
-        for threads in thread_counts if kind == "cpu" else (None,):
+    for requested in devices:
+        device = resolve_device(requested)
+        cpu = device == "cpu"
+        for _, bench in engines:
+            _warm_up(bench, device, model, min(batch_sizes), thread_counts[0] if cpu else None,
+                     common)  # fmt: skip
+        for threads in thread_counts if cpu else (None,):
             for batch_size in batch_sizes:
                 group = []  # the engines of one (device, threads, batch): what a ratio compares
                 for engine, bench in engines:
                     try:
-                        row = bench(
-                            device, model, batch_size, steps, warmup, seed, input_shape,
-                            num_classes, precision=precision, cuda_graph=cuda_graph,
-                            threads=threads,
-                        )  # fmt: skip
-                    except (DeviceUnavailable, PeerUnavailable, SettingError, ImportError) as exc:
-                        row = {"engine": engine, "device": device, "batch_size": batch_size,
-                               "threads": threads, "skipped": str(exc).splitlines()[0]}  # fmt: skip
-                    group.append({"kind": "step", **row, "requested": device, "model": model,
+                        row = bench(device, model, batch_size, steps, warmup, threads=threads,
+                                    **common)  # fmt: skip
+                    except Exception as exc:
+                        if not _skippable(exc):
+                            raise
+                        row = _skipped(engine, requested, batch_size, threads, exc)
+                    group.append({"kind": "step", **row, "requested": requested, "model": model,
                                   "steps": steps, "warmup": warmup, **origin})  # fmt: skip
                 add_ratios(group)
                 rows += group
     origin["machine"]["gpu"] = gpu_name()  # CuPy is loaded once a CUDA row ran; rows share it
     return rows
+
+
+def resolve_device(device: str) -> str:
+    """`auto` as the device it picks (cuda:N where CUDA works, else cpu); others unchanged."""
+    kind, index = parse_device(device)
+    if kind != "auto":
+        return device
+    return f"cuda:{index}" if cuda_problem(index) is None else "cpu"
+
+
+def _warm_up(bench, device: str, model: str, batch_size: int, threads, common: dict) -> None:
+    """One unmeasured step of an engine on a device; what fails here, the measured rows say."""
+    try:
+        bench(device, model, batch_size, 1, 1, threads=threads, train=True, **common)
+    except Exception as exc:
+        if not _skippable(exc):
+            raise
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # CuPy's and PyTorch's errors by name: neither library is imported to catch its own
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+SKIPS = (DeviceUnavailable, PeerUnavailable, SettingError, ImportError)
+
+
+def _skippable(exc: BaseException) -> bool:
+    """Whether an error makes a row that says why it was skipped (else it ends the run)."""
+    return isinstance(exc, SKIPS) or _is_out_of_memory(exc)
+
+
+def _skipped(engine: str, device: str, batch_size: int, threads, exc: BaseException) -> dict:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if _is_out_of_memory(exc):  # the largest batch of a scaling list: the rows before it stand
+        reason = f"out of memory ({type(exc).__name__})"
+    return {"engine": engine, "device": device, "batch_size": batch_size, "threads": threads,
+            "skipped": reason}  # fmt: skip
 
 
 def add_ratios(group: list[dict]) -> None:
@@ -300,43 +297,3 @@ def add_ratios(group: list[dict]) -> None:
             ours[0][f"{key}_vs_torch"] = (
                 ours[0][f"{key}_images_per_second"] / peers[0][f"{key}_images_per_second"]
             )
-
-
-# ---- the printed table ----------------------------------------------------------------------
-def _mib(value) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f}"
-
-
-def format_table(rows: list[dict]) -> str:
-    """The step rows side by side: steady-state figures, the first step apart, peak memory."""
-    header = (
-        f"{'engine':<12} {'device':<40} {'thr':>3} {'batch':>5} {'train img/s':>11} "
-        f"{'ms/step':>8} {'1st ms':>8} {'infer img/s':>11} {'ms/step':>8} {'1st ms':>8} "
-        f"{'peak MiB':>8}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in (r for r in rows if r.get("kind", "step") == "step"):
-        threads = "-" if r.get("threads") is None else str(r["threads"])
-        if "skipped" in r:
-            lines.append(
-                f"{r['engine']:<12} {r['device']:<40} {threads:>3} skipped: {r['skipped']}"
-            )
-            continue
-        train = (
-            f"{r['train_images_per_second']:>11.0f} {r['train_ms_per_step']:>8.2f} "
-            f"{r['first_train_step_ms']:>8.1f}"
-            if "train_images_per_second" in r
-            else f"{'-':>11} {'-':>8} {'-':>8}"
-        )
-        lines.append(
-            f"{r['engine']:<12} {r['device'][:40]:<40} {threads:>3} {r['batch_size']:>5} "
-            f"{train} {r['infer_images_per_second']:>11.0f} {r['infer_ms_per_step']:>8.2f} "
-            f"{r['first_infer_step_ms']:>8.1f} {_mib(r.get('peak_memory_bytes')):>8}"
-        )
-        if "infer_vs_torch" in r:
-            train_ratio = f"{r['train_vs_torch']:>10.2f}x" if "train_vs_torch" in r else ""
-            lines.append(
-                f"{'':<12} {'  vs PyTorch, same device and threads':<40} {'':>3} {'':>5} "
-                f"{train_ratio:>11} {'':>8} {'':>8} {r['infer_vs_torch']:>10.2f}x"
-            )
-    return "\n".join(lines)

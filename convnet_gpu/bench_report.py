@@ -14,6 +14,8 @@ BEGIN and END (appended at the end the first time), leaving the rest of the docu
 
 from __future__ import annotations
 
+from .memory import mib
+
 BEGIN = "<!-- bench-report:begin: scripts/bench_report.py writes what follows; edit there -->"
 END = "<!-- bench-report:end -->"
 HEADING = "## Generated from benchmark JSON (scripts/bench_report.py)"
@@ -162,9 +164,7 @@ def _ratio(row, key: str) -> str:
 
 
 def _mib(row) -> str:
-    if row is None or row.get("peak_memory_bytes") is None:
-        return "-"
-    return f"{row['peak_memory_bytes'] / 2**20:.0f}"
+    return "-" if row is None else mib(row.get("peak_memory_bytes"))
 
 
 # ---- pytest-benchmark --benchmark-json ------------------------------------------------------

@@ -77,7 +77,8 @@ COMMON = {
     "batch_size": _described(COUNT, "Images per step."),
     "threads": _described(
         {"type": ["integer", "null"], "minimum": 1},
-        "CPU threads a step ran on (null: a CUDA device, or a skipped row without --threads).",
+        "CPU threads a step ran on (null: a CUDA device, or the library's default: ours on "
+        "the calling thread with BLAS as configured, PyTorch at its own count).",
     ),
     "machine": {"$ref": "#/$defs/machine"},
     "commit": {"$ref": "#/$defs/commit"},
@@ -101,7 +102,11 @@ STEP_FIGURES = {
     "train_ms_per_step": _described(POSITIVE, "A training step, steady state (ms)."),
     "train_images_per_second": _described(POSITIVE, "batch_size / the training step."),
     "first_train_step_ms": _described(
-        POSITIVE, "The first training step alone (kernel compilation, caches, allocation)."
+        POSITIVE,
+        "The first training step of a new net of this batch size, alone (kernel compilation "
+        "and caches for its shapes, the allocator's first blocks); the process's one-time "
+        "costs (imports, library set-up) are not in it: each engine runs one unmeasured step "
+        "on a device before its first row.",
     ),
     "infer_ms_per_step": _described(POSITIVE, "An inference pass, steady state (ms)."),
     "infer_images_per_second": _described(POSITIVE, "batch_size / the inference pass."),
@@ -159,7 +164,9 @@ SKIPPED_ROW = {
         **COMMON,
         "steps": STEP_FIGURES["steps"],
         "warmup": STEP_FIGURES["warmup"],
-        "skipped": _described(TEXT, "Why: no GPU, no PyTorch, no peer for a model file, ..."),
+        "skipped": _described(
+            TEXT, "Why: no GPU, no PyTorch, no peer for a model file, out of memory, ..."
+        ),
         "cuda_graph_mode": STEP_FIGURES["cuda_graph_mode"],
     },
 }

@@ -112,3 +112,8 @@ def meter_for(engine: str, device_kind: str, torch_device=None):
 def memory_fields(meter) -> dict:
     """A row's memory columns: the peak in bytes (None: not measurable here) and how it was read."""
     return {"peak_memory_bytes": meter.read(), "memory_measure": meter.what}
+
+
+def mib(peak_bytes: int | None) -> str:
+    """A peak as whole MiB for a table; "-" where it was not measured."""
+    return "-" if peak_bytes is None else f"{peak_bytes / 2**20:.0f}"

@@ -12,7 +12,8 @@ import json
 import sys
 import time
 
-from convnet_gpu.bench import format_table, run_benchmarks
+from convnet_gpu.bench import run_benchmarks
+from convnet_gpu.bench_table import format_table
 
 CONFIGS = [  # (model, batch, precision, cuda_graph)
     ("simple-cnn", 128, "fp32", "auto"),

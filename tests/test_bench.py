@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from convnet_gpu import bench
 from convnet_gpu.bench import (
     add_ratios,
     bench_convnet_gpu,
     convnet_gpu_contender,
-    format_table,
     run_benchmarks,
     time_steps,
 )
 from convnet_gpu.bench_schema import validate
+from convnet_gpu.bench_table import format_table
 from convnet_gpu.machine import machine_cores
 
 TINY = dict(steps=1, warmup=1)
@@ -53,7 +54,7 @@ def test_a_contender_s_steps_run_on_the_backend_it_was_given(cpu_backend):
     contender.train_step()
     contender.infer_step()
     contender.synchronize()
-    assert contender.engine == "convnet_gpu" and contender.threads == 1
+    assert contender.engine == "convnet_gpu" and contender.threads is None  # library default
 
 
 def test_ratios_compare_rows_of_one_group_only():
@@ -86,3 +87,71 @@ def test_the_table_shows_skipped_rows_with_their_reason():
     assert rows[1]["skipped"].startswith("no PyTorch peer")
     assert "skipped:" in format_table(rows)
     assert validate(rows) == []
+
+
+def test_auto_on_the_cpu_measures_each_thread_count_it_was_given(monkeypatch):
+    monkeypatch.setattr(bench, "cuda_problem", lambda index: "no GPU here")
+    rows = run_benchmarks(["auto"], "simple-cnn", [4], thread_counts=[1, 2], **TINY)
+    assert [(r["requested"], r["threads"]) for r in rows] == [("auto", 1), ("auto", 2)]
+    assert ", 2 threads" in rows[1]["device"]
+
+
+def test_the_library_default_is_reported_as_no_thread_count_not_as_one():
+    rows = run_benchmarks(["cpu"], "simple-cnn", [4], **TINY)  # thread_counts=(None,)
+    assert rows[0]["threads"] is None and validate(rows) == []
+    assert format_table(rows).splitlines()[2][54:57] == "def"  # the thr column
+
+
+def test_each_engine_warms_up_once_per_device_before_its_measured_rows(monkeypatch):
+    calls = []
+
+    def fake_bench(device, model, batch_size, steps, warmup, **kwargs):
+        calls.append((batch_size, steps, kwargs["threads"]))
+        return {"engine": "convnet_gpu", "device": device, "batch_size": batch_size,
+                "threads": kwargs["threads"], "infer_images_per_second": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(bench, "bench_convnet_gpu", fake_bench)
+    run_benchmarks(["cpu"], "simple-cnn", [64, 8], thread_counts=[2, 1], **TINY)
+    assert calls == [(8, 1, 2), (64, 1, 2), (8, 1, 2), (64, 1, 1), (8, 1, 1)]
+
+
+def test_the_first_row_s_peak_memory_holds_no_one_time_costs():
+    rows = run_benchmarks(["cpu"], "simple-cnn", [8, 64], thread_counts=[1], **TINY)
+    small, large = (row["peak_memory_bytes"] for row in rows)
+    assert small is not None and large is not None and small <= large
+
+
+def test_a_batch_that_does_not_fit_in_memory_is_a_skipped_row_and_the_others_stand(monkeypatch):
+    measure = bench.bench_convnet_gpu
+
+    def running_out_at_64(device, model, batch_size, *args, **kwargs):
+        if batch_size == 64:
+            raise MemoryError("Unable to allocate 3.2 GiB")
+        return measure(device, model, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_convnet_gpu", running_out_at_64)
+    rows = run_benchmarks(["cpu"], "simple-cnn", [4, 64], thread_counts=[1], **TINY)
+    assert rows[0]["infer_images_per_second"] > 0
+    assert rows[1]["skipped"] == "out of memory (MemoryError)" and rows[1]["batch_size"] == 64
+    assert validate(rows) == []
+    assert "skipped: out of memory" in format_table(rows)
+
+
+def test_other_errors_still_end_the_run(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(bench, "bench_convnet_gpu", broken)
+    with pytest.raises(ZeroDivisionError):
+        run_benchmarks(["cpu"], "simple-cnn", [4], **TINY)
+
+
+def test_the_peer_leaves_pytorch_s_threads_and_tf32_flags_as_it_found_them():
+    torch = pytest.importorskip("torch")
+    before = (torch.get_num_threads(), torch.backends.cudnn.allow_tf32,
+              torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    rows = run_benchmarks(["cpu"], "simple-cnn", [4], peer="torch", thread_counts=[1], **TINY)
+    assert rows[1]["threads"] == 1  # it did run on one thread
+    after = (torch.get_num_threads(), torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    assert after == before

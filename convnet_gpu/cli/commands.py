@@ -92,7 +92,8 @@ def cmd_gradcheck(args) -> int:
 
 def cmd_bench(args) -> int:
     from ..backends import parse_device
-    from ..bench import format_table, run_benchmarks
+    from ..bench import run_benchmarks
+    from ..bench_table import format_table
     from ..data import dataset_info
     from ..fileio import write_json_atomic
     from ..models import build_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from convnet_gpu import bench_peer
 from convnet_gpu.backends import get_backend
 from convnet_gpu.machine import machine_cores
 
@@ -20,13 +21,10 @@ def our_backend(device: str, threads: int):
 
 def torch_device(torch, device: str, threads: int):
     """The torch.device of a device kind, PyTorch on `threads` CPU threads, TF32 off (fp32, as
-    ours); skips where PyTorch has no CUDA."""
+    ours); skips where PyTorch has no CUDA. The torch_module fixture restores the settings."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("PyTorch has no CUDA device here")
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return torch.device("cuda:0" if device == "cuda" else "cpu")
+    return bench_peer.torch_device(device, "fp32", threads)
 
 
 def where(device: str, threads: int) -> str:

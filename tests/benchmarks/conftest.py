@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from helpers import skip_without_cuda
 
+from convnet_gpu.bench_peer import torch_settings
 from convnet_gpu.machine import describe_machine, git_commit, load_average
 
 
@@ -34,10 +35,10 @@ def device(request):
     return request.param
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def torch_module():
-    """PyTorch, imported once (skipping without it); its thread count restored afterwards."""
+    """PyTorch (skipping without it), its thread count and TF32 flags put back after each test:
+    the rest of the session runs PyTorch as it found it."""
     torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    yield torch
-    torch.set_num_threads(threads)
+    with torch_settings():
+        yield torch

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from bench_engines import MODEL_THREADS, SETTINGS, our_backend, run_benchmark, torch_device, where
 
-from convnet_gpu.bench import convnet_gpu_contender, torch_contender
+from convnet_gpu.bench import convnet_gpu_contender
+from convnet_gpu.bench_peer import torch_contender
 from convnet_gpu.models import MODELS
 
 pytestmark = SETTINGS
