@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from .plot import DPI, PlotError, _matplotlib, _save
+from .profile import layers_of
 
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "update": "tab:green"}
 ENGINE_NAMES = {"convnet_gpu": "convnet_gpu", "torch": "PyTorch"}
@@ -174,9 +175,7 @@ def _scaling_figure(Figure, rows: list[dict], x: str):
 def _layer_figure(Figure, pieces: list[dict]):
     names, totals = [], {}
     for row in pieces:  # one bar per layer (forward + backward), then the loss and the update
-        name = (
-            row["layer"] if row["layer_index"] is None else f"{row['layer_index']} {row['layer']}"
-        )
+        name = f"{layers_of(row)} {row['layer']}".strip()
         if name not in totals:
             names.append(name)
             totals[name] = dict.fromkeys(PHASE_COLOURS, 0.0)

@@ -15,6 +15,7 @@ BEGIN and END (appended at the end the first time), leaving the rest of the docu
 from __future__ import annotations
 
 from .memory import mib
+from .profile import layers_of
 
 BEGIN = "<!-- bench-report:begin: scripts/bench_report.py writes what follows; edit there -->"
 END = "<!-- bench-report:end -->"
@@ -131,9 +132,7 @@ def _by_profile(layers: list[dict]) -> dict:
 def _layer_table(device: str, batch: int, pieces: list[dict]) -> list[str]:
     names, times = [], {}
     for row in sorted(pieces, key=lambda r: r["position"]):
-        label = (
-            row["layer"] if row["layer_index"] is None else f"{row['layer_index']} {row['layer']}"
-        )
+        label = f"{layers_of(row)} {row['layer']}".strip()
         if label not in times:
             names.append(label)
             times[label] = {}

@@ -173,8 +173,9 @@ SKIPPED_ROW = {
 
 LAYER_ROW = {
     "type": "object",
-    "description": "One piece of a training step (--layers): a layer's forward or backward, "
-    "the loss, the optimizer's update; ours only, on one CPU thread.",
+    "description": "One piece of a training step (--layers): a stage's forward or backward "
+    "(a layer, or layers the backend runs in one pass), the loss, the optimizer's update; ours "
+    "only, on one CPU thread.",
     "required": [*COMMON_REQUIRED, "precision", "position", "layer_index", "layer", "phase", "ms"],
     "additionalProperties": False,
     "properties": {
@@ -186,9 +187,24 @@ LAYER_ROW = {
         ),
         "layer_index": _described(
             {"type": ["integer", "null"], "minimum": 0},
-            "The top-level layer's index (null: the loss or the optimizer).",
+            "The index of the stage's first top-level layer (null: the loss or the optimizer).",
         ),
-        "layer": _described(TEXT, "The layer as it describes itself: Conv2D(32, 5x5, ...)."),
+        "last_layer_index": _described(
+            {"type": ["integer", "null"], "minimum": 0},
+            "The index of the stage's last top-level layer: above layer_index where the "
+            "backend runs several layers as one stage (null: the loss or the optimizer; absent "
+            "in files written before stages were timed).",
+        ),
+        "layer": _described(
+            TEXT,
+            "The stage as it describes itself: Conv2D(32, 5x5, ...), or fused[Bias(...), "
+            "ReLU, MaxPool2D(...)] for layers the backend runs in one pass.",
+        ),
+        "calls": _described(
+            COUNT,
+            "How many calls ms is the mean of (profile.STEPS on the CPU, the graph replays "
+            "profile.REPLAYS on CUDA; absent in files written before it was recorded).",
+        ),
         "phase": _described({"enum": ["forward", "backward", "update"]}, "Which pass."),
         "ms": _described(NUMBER, "Milliseconds one call takes (see convnet_gpu.profile)."),
     },

@@ -117,6 +117,9 @@ def load_average() -> list[float] | None:
         return None
 
 
+PROVENANCE_KEYS = ("machine", "commit", "measured_at", "load_average")  # what provenance() gives
+
+
 def provenance() -> dict:
     """What a result row carries besides its figures: the machine, the commit, the time (UTC)
     and the load average when the run started."""

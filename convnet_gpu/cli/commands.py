@@ -138,35 +138,18 @@ def _machine_line(rows: list[dict]) -> str:
 
 
 def _layer_rows(args, devices, step_rows, info) -> list[dict]:
-    """Print the per-layer table of each device that ran, at each batch size; return its rows."""
-    from ..backends import parse_device
-    from ..profile import format_layer_table, profile_layers
+    """The per-layer rows (and tables) of each device whose step rows ran."""
+    from ..machine import PROVENANCE_KEYS
+    from ..profile import layer_rows
 
     ran = [
         device for device in devices
         if any(r["requested"] == device and r["engine"] == "convnet_gpu" and "skipped" not in r
                for r in step_rows)
     ]  # fmt: skip
-    origin = {
-        key: step_rows[0][key] for key in ("machine", "commit", "measured_at", "load_average")
-    }
-    rows = []
-    for device in ran:
-        for batch_size in args.batch_size:
-            described, pieces = profile_layers(
-                device, args.model, batch_size, info.input_shape, info.num_classes,
-                precision=args.precision,
-            )  # fmt: skip
-            print(f"\nper layer: {args.model}, batch {batch_size}, {described}")
-            print(format_layer_table(pieces, described, batch_size))
-            threads = 1 if parse_device(device)[0] == "cpu" else None
-            rows += [
-                {"kind": "layer", "engine": "convnet_gpu", "device": described,
-                 "requested": device, "model": args.model, "batch_size": batch_size,
-                 "threads": threads, "precision": args.precision, **piece, **origin}
-                for piece in pieces
-            ]  # fmt: skip
-    return rows
+    origin = {key: step_rows[0][key] for key in PROVENANCE_KEYS}
+    return layer_rows(ran, args.model, args.batch_size, info.input_shape, info.num_classes,
+                      args.precision, origin)  # fmt: skip
 
 
 def cmd_plot(args) -> int:
