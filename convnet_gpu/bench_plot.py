@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .bench_schema import validate
 from .plot import DPI, PlotError, _matplotlib, _save
 from .profile import layers_of
 
@@ -77,6 +78,9 @@ def read_bench(path: Path) -> list[dict]:
             f"{path}: not a `convnet-gpu bench --json` file (expected an array of result rows "
             "with engine, device and batch_size), nor a run folder"
         )
+    problems = validate(rows)  # list-shaped is not enough: a figure must be a number to draw
+    if problems:
+        raise PlotError(f"{path}: not a valid bench file (docs/bench-schema.json): {problems[0]}")
     return rows
 
 

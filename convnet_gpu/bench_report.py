@@ -38,6 +38,21 @@ def render(files: list[tuple[str, object]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def first_problem(name: str, document) -> str | None:
+    """One line naming the first way a file is not what render() reads (None: it is one):
+    a pytest-benchmark document, or a bench file valid against docs/bench-schema.json."""
+    from .bench_schema import validate
+
+    if isinstance(document, dict) and "benchmarks" in document:
+        return None
+    if not (isinstance(document, list) and document):
+        return f"{name}: neither a `convnet-gpu bench --json` file nor pytest-benchmark JSON"
+    problems = validate(document)
+    return f"{name}: not a valid bench file (docs/bench-schema.json): {problems[0]}" if (
+        problems
+    ) else None  # fmt: skip
+
+
 def replace_section(doc: str, section: str) -> str:
     """doc with `section` between BEGIN and END (appended, with the markers, if absent)."""
     block = f"{BEGIN}\n{section.rstrip()}\n{END}"

@@ -11,9 +11,10 @@ How the tables are made: convnet_gpu/bench_report.py.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from convnet_gpu.bench_report import render, replace_section
+from convnet_gpu.bench_report import first_problem, render, replace_section
 from convnet_gpu.fileio import write_bytes_atomic
 
 
@@ -23,6 +24,11 @@ def main() -> None:
     parser.add_argument("--doc", metavar="MARKDOWN", help="write the section into this file")
     args = parser.parse_args()
     files = [(Path(f).name, json.loads(Path(f).read_text(encoding="utf-8"))) for f in args.files]
+    for name, document in files:
+        problem = first_problem(name, document)
+        if problem:  # one line, not a KeyError from deep in the tables
+            print(f"bench_report: {problem}", file=sys.stderr)
+            sys.exit(2)
     section = render(files)
     if args.doc is None:
         print(section, end="")

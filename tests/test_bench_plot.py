@@ -4,33 +4,54 @@ per-layer bars of a bench file, and one-line errors for a file that is not one."
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import pytest
+from test_plot import write_run
 
 from convnet_gpu import cli
 from convnet_gpu.bench_plot import plot_bench
 from convnet_gpu.plot import PlotError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MACHINE = {"cpu": "Test CPU", "cores": 2, "gpu": None}
+MACHINE = {
+    "cpu": "Test CPU",
+    "cores": 2,
+    "logical_cpus": 2,
+    "gpu": None,
+    "platform": "Linux",
+    "python": "3.11.7",
+    "libraries": {
+        "convnet-gpu": "0.1.0",
+        "numpy": "2.4.6",
+        "numba": None,
+        "cupy": None,
+        "torch": "2.13.0",
+    },
+}
 COMMIT = {"id": "0123456789abcdef" * 2 + "01234567", "dirty": False}
+ORIGIN = {"machine": MACHINE, "commit": COMMIT, "measured_at": "2026-11-29T23:00:00+00:00",
+          "requested": "cpu", "model": "simple-cnn", "precision": "fp32"}  # fmt: skip
 
 
 def step(engine, threads, batch, speed):
-    return {"kind": "step", "engine": engine, "device": f"cpu ({engine})", "requested": "cpu",
-            "model": "simple-cnn", "batch_size": batch, "threads": threads,
-            "train_images_per_second": speed * threads * batch ** 0.2,
-            "infer_images_per_second": 3 * speed * threads * batch ** 0.2,
-            "machine": MACHINE, "commit": COMMIT,
-            "measured_at": "2026-11-29T23:00:00+00:00"}  # fmt: skip
+    """A valid step row (docs/bench-schema.json): plot reads nothing else."""
+    train = speed * threads * batch**0.2
+    return {"kind": "step", "engine": engine, "device": f"cpu ({engine})", "batch_size": batch,
+            "threads": threads, "steps": 5, "warmup": 2,
+            "train_images_per_second": train, "train_ms_per_step": 1e3 * batch / train,
+            "first_train_step_ms": 50.0, "infer_images_per_second": 3 * train,
+            "infer_ms_per_step": 1e3 * batch / (3 * train), "first_infer_step_ms": 20.0,
+            "peak_memory_bytes": 2**20, "memory_measure": "host RSS growth",
+            **ORIGIN}  # fmt: skip
 
 
 def layer(position, index, name, phase, ms):
     return {"kind": "layer", "engine": "convnet_gpu", "device": "cpu (NumPy, 1 thread)",
-            "requested": "cpu", "model": "simple-cnn", "batch_size": 32, "threads": 1,
-            "position": position, "layer_index": index, "layer": name, "phase": phase, "ms": ms,
-            "machine": MACHINE, "commit": COMMIT}  # fmt: skip
+            "batch_size": 32, "threads": 1, "position": position, "layer_index": index,
+            "last_layer_index": index, "layer": name, "phase": phase, "ms": ms, "calls": 6,
+            **ORIGIN}  # fmt: skip
 
 
 ROWS = [
@@ -84,6 +105,10 @@ def test_the_cli_plots_a_bench_file_and_still_plots_run_folders(matplotlib, tmp_
     assert cli.main(["plot", str(path), "--out", str(tmp_path / "figs")]) == 0
     assert "b-batch.png" in capsys.readouterr().out
     assert (tmp_path / "figs" / "b-threads.png").is_file()
+    run = write_run(tmp_path / "run")
+    assert cli.main(["plot", str(run), "--out", str(tmp_path / "run-figs")]) == 0
+    assert "loss.png" in capsys.readouterr().out
+    assert (tmp_path / "run-figs" / "loss.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -93,12 +118,20 @@ def test_the_cli_plots_a_bench_file_and_still_plots_run_folders(matplotlib, tmp_
         ('{"rows": []}', "not a `convnet-gpu bench --json` file"),
         ("[]", "not a `convnet-gpu bench --json` file"),
         (json.dumps([step("convnet_gpu", 2, 128, 300.0)]), "nothing to draw"),
+        (
+            json.dumps([{**step("convnet_gpu", 2, 128, 300.0), "batch_size": "lots"}] + ROWS),
+            "not a valid bench file (docs/bench-schema.json): $[0].batch_size: expected integer",
+        ),
+        (
+            json.dumps([{k: v for k, v in r.items() if k != "model"} for r in ROWS]),
+            "$[0]: missing 'model'",
+        ),
     ],
 )
 def test_a_file_that_is_not_a_bench_file_is_a_one_line_error(tmp_path, capsys, content, complaint):
     path = tmp_path / "x.json"
     path.write_text(content)
-    with pytest.raises(PlotError, match=complaint):
+    with pytest.raises(PlotError, match=re.escape(complaint)):
         plot_bench(path)
     assert cli.main(["plot", str(path)]) == 2
     err = capsys.readouterr().err

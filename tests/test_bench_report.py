@@ -3,7 +3,14 @@ pytest-benchmark JSON, written between its markers and nowhere else."""
 
 from __future__ import annotations
 
-from convnet_gpu.bench_report import BEGIN, END, render, replace_section
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from convnet_gpu.bench import run_benchmarks
+from convnet_gpu.bench_report import BEGIN, END, first_problem, render, replace_section
 
 ORIGIN = {
     "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None, "python": "3.11.7",
@@ -70,3 +77,24 @@ def test_the_section_goes_between_the_markers_and_the_rest_stays():
     twice = replace_section(once + "\nmore history\n", "second")
     assert "first" not in twice and f"{BEGIN}\nsecond\n{END}" in twice
     assert twice.startswith(doc) and twice.endswith("\nmore history\n")
+
+
+def test_a_file_render_cannot_read_is_one_line_naming_its_first_problem(tmp_path):
+    real = run_benchmarks(["cpu"], "simple-cnn", [2], steps=1, warmup=1, thread_counts=[1])
+    assert first_problem("new.json", real) is None
+    assert first_problem("bench.json", PYTEST_BENCHMARK) is None
+    older = [{k: v for k, v in row.items() if k != "model"} for row in real]
+    assert first_problem("old.json", older) == (
+        "old.json: not a valid bench file (docs/bench-schema.json): $[0]: missing 'model'"
+    )
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(older))
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_report.py"
+    root = str(script.parent.parent)  # this checkout's package, not another install's
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": root})  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "bench_report: old.json: not a valid bench file (docs/bench-schema.json): "
+        "$[0]: missing 'model'"
+    ]
