@@ -3,6 +3,8 @@ step apart from the steady state, the peak memory, and the provenance every row 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from convnet_gpu import bench
@@ -41,6 +43,18 @@ def test_the_first_step_is_timed_apart_and_never_in_the_steady_state():
     first_s, steady_s = time_steps(lambda: calls.append(1), warmup=3, steps=5, synchronize=list)
     assert len(calls) == 1 + 2 + 5  # the first, the rest of the warm-up, the timed steps
     assert first_s >= 0 and steady_s >= 0
+
+
+def test_a_slow_first_step_stays_out_of_the_steady_state():
+    calls = []
+
+    def step():  # compiles (sleeps) on its first call only, like a kernel cache
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)
+
+    first_s, steady_s = time_steps(step, warmup=2, steps=4, synchronize=lambda: None)
+    assert first_s >= 0.2 and steady_s < 0.02
 
 
 def test_inference_alone_leaves_the_training_figures_out():

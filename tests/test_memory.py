@@ -44,4 +44,7 @@ def test_memory_fields_say_how_the_peak_was_read():
     meter.start()
     fields = memory_fields(meter)
     assert fields["memory_measure"] == "host RSS growth"
-    assert fields["peak_memory_bytes"] is None or fields["peak_memory_bytes"] >= 0
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("not Linux: the host meter reads None here, by design")
+    peak = fields["peak_memory_bytes"]
+    assert isinstance(peak, int) and peak >= 0  # a figure, never None, where /proc has one
