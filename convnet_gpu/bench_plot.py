@@ -13,8 +13,9 @@ threads, per engine and device, and the per-layer bars of `--layers`.
 * ``STEM-layers-DEVICE-bBATCH.png``: each layer's forward and backward milliseconds as stacked
   bars, then the loss and the optimizer's update, one figure per `--layers` profile.
 
-Every title names the model, the CPU and its cores (and the GPU), and the commit. matplotlib is
-the `plot` extra, imported as plot.py does (no pyplot, no display).
+Every title names the model, machine.summary_line (the CPU and its cores, the GPU, the
+commit, the date, the load) and, where it fits, the command. matplotlib is
+the `plot` extra, imported through plot.matplotlib_canvas (no pyplot, no display).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import json
 from pathlib import Path
 
 from .bench_schema import validate
-from .plot import DPI, PlotError, _matplotlib, _save
+from .machine import summary_line
+from .plot import DPI, PlotError, matplotlib_canvas, save_png
 from .profile import layers_of
 
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "update": "tab:green"}
@@ -56,10 +58,10 @@ def plot_bench(path, out_dir=None) -> list[Path]:
             f"{path}: nothing to draw: one batch size, one thread count and no --layers rows "
             "(bench --batch-size 32,128,512 --threads 1,2 --layers draws curves and bars)"
         )
-    Figure, FigureCanvasAgg = _matplotlib()
+    Figure, FigureCanvasAgg = matplotlib_canvas()
     out.mkdir(parents=True, exist_ok=True)
     return [
-        _save(FigureCanvasAgg, draw(Figure), out / f"{path.stem}-{name}.png")
+        save_png(FigureCanvasAgg, draw(Figure), out / f"{path.stem}-{name}.png")
         for name, draw in figures
     ]
 
@@ -234,20 +236,11 @@ def _model_title(models: set) -> str:
 
 
 def _machine_title(rows: list[dict]) -> str:
-    """The CPU, its cores, the GPU where one was used, and the commit of the file's first row."""
-    row = rows[0]
-    machine, commit = row.get("machine") or {}, row.get("commit") or {}
-    parts = [f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores"]
-    if machine.get("gpu"):
-        parts.append(machine["gpu"])
-    commit_id = commit.get("id")
-    if commit_id:
-        parts.append(f"commit {commit_id[:7]}" + (" (+ changes)" if commit.get("dirty") else ""))
-    if row.get("measured_at"):
-        parts.append(row["measured_at"][:10])
-    if row.get("load_average"):  # how busy a shared machine was
-        parts.append(f"load average {row['load_average'][0]:.2f}")
-    return ", ".join(parts)
+    """machine.summary_line of the file's first row, and its command where it is short enough
+    to fit a title."""
+    line = summary_line(rows[0], load_at="at the start")
+    command = rows[0].get("command", "")
+    return f"{line}\n{command}" if command and len(command) <= 110 else line
 
 
 def _palette(count: int) -> list:

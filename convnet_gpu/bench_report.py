@@ -14,6 +14,7 @@ BEGIN and END (appended at the end the first time), leaving the rest of the docu
 
 from __future__ import annotations
 
+from .machine import summary_line
 from .memory import mib
 from .profile import layers_of
 
@@ -85,24 +86,17 @@ def render_bench(name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _provenance_line(row: dict, name: str) -> str:
-    machine, commit = row.get("machine", {}), row.get("commit", {})
+def _provenance_line(row: dict, name: str, load_at: str = "at the start") -> str:
+    machine = row.get("machine", {})
     libraries = machine.get("libraries", {})
     versions = ", ".join(f"{lib} {v}" for lib, v in libraries.items() if v and lib != "cupy")
     if machine.get("gpu") and libraries.get("cupy"):
         versions += f", cupy {libraries['cupy']}"
-    at = (commit.get("id") or "no git checkout")[:7]
-    if commit.get("dirty"):
-        at += " plus uncommitted changes"
-    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
-    load = row.get("load_average")
-    busy = f", load average {load[0]:.2f} at the start" if load else ""
-    return (
-        f"Measured {row.get('measured_at', '?')[:16].replace('T', ' ')} UTC at commit {at} on "
-        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores{gpu}{busy}); Python "
-        f"{machine.get('python', '?')}, {versions}. From `{name}`; "
-        f"{row.get('steps', '?')} timed steps after {row.get('warmup', '?')} warm-up steps."
-    )
+    line = f"Measured on {summary_line(row, load_at)}; Python {machine.get('python', '?')}, "
+    line += f"{versions}. From `{name}`"
+    if "steps" not in row:  # a pytest-benchmark file: its rounds are its own
+        return line + "."
+    return line + f"; {row['steps']} timed steps after {row.get('warmup', '?')} warm-up steps."
 
 
 def _step_table(steps: list[dict]) -> list[str]:
@@ -193,8 +187,7 @@ def render_pytest_benchmark(name: str, document: dict) -> str:
     lines = [
         "### pytest-benchmark: `pytest tests/benchmarks --benchmark-only --benchmark-json=FILE`",
         "",
-        _provenance_line(row, name).split(" From ")[0].replace("at the start", "at the end")
-        + f" From `{name}`.",
+        _provenance_line(row, name, load_at="at the end"),
         "",
         "Median time of one call (ms), each group's rows side by side; the ratio is PyTorch's "
         "time over ours (above 1: ours is faster).",

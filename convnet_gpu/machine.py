@@ -130,3 +130,21 @@ def provenance() -> dict:
         "measured_at": now.isoformat(timespec="seconds"),
         "load_average": load_average(),
     }
+
+
+def summary_line(row: dict, load_at: str = "") -> str:
+    """A result row's machine and commit in one line, as the bench table, the plots' titles and
+    docs/benchmarks.md show them: "AMD EPYC, 2 cores, <GPU>, commit 0123abc + uncommitted
+    changes, 2026-11-30 00:13 UTC, load average 1.52 <load_at>" (parts the row lacks are left
+    out; `load_at` says when the load was read)."""
+    machine, commit = row.get("machine") or {}, row.get("commit") or {}
+    parts = [f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores"]
+    if machine.get("gpu"):
+        parts.append(machine["gpu"])
+    at = f"commit {commit['id'][:7]}" if commit.get("id") else "no git checkout"
+    parts.append(at + (" + uncommitted changes" if commit.get("dirty") else ""))
+    if row.get("measured_at"):
+        parts.append(row["measured_at"][:16].replace("T", " ") + " UTC")
+    if row.get("load_average"):  # how busy a shared machine was
+        parts.append(f"load average {row['load_average'][0]:.2f} {load_at}".rstrip())
+    return ", ".join(parts)

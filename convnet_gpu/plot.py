@@ -78,7 +78,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         names = ", ".join(series[0] for series in LOSS_SERIES + ACCURACY_SERIES)
         raise PlotError(f"{run.metrics}: no loss or accuracy columns ({names})")
 
-    Figure, FigureCanvasAgg = _matplotlib()
+    Figure, FigureCanvasAgg = matplotlib_canvas()
     subtitle = _run_title(run.path)
     out = RunDir(out_dir) if out_dir is not None else run
     written = []
@@ -86,10 +86,10 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         fig = _epoch_figure(
             Figure, records, columns, ylabel, f"{title} per epoch{subtitle}", percent=percent
         )
-        written.append(_save(FigureCanvasAgg, fig, out.plot(name)))
+        written.append(save_png(FigureCanvasAgg, fig, out.plot(name)))
     if report is not None:
         fig = _confusion_figure(Figure, report, subtitle)
-        written.append(_save(FigureCanvasAgg, fig, out.plot("confusion.png")))
+        written.append(save_png(FigureCanvasAgg, fig, out.plot("confusion.png")))
     return written
 
 
@@ -169,8 +169,9 @@ def _run_title(run_dir: Path) -> str:
 
 
 # ---- drawing ------------------------------------------------------------------------------------
-def _matplotlib():
-    """(Figure, FigureCanvasAgg), or PlotUnavailable when matplotlib cannot be imported."""
+def matplotlib_canvas():
+    """(Figure, FigureCanvasAgg) for figures drawn without pyplot (here and in bench_plot.py),
+    or PlotUnavailable when matplotlib cannot be imported."""
     try:
         import matplotlib  # noqa: F401  (first, so a blocked or missing parent package fails here)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -265,7 +266,8 @@ def _confusion_figure(Figure, report: dict, subtitle: str):
     return fig
 
 
-def _save(FigureCanvasAgg, fig, path: Path) -> Path:
+def save_png(FigureCanvasAgg, fig, path: Path) -> Path:
+    """Write fig as a PNG at path, atomically (run figures and bench_plot.py's alike)."""
     buffer = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buffer)
     write_bytes_atomic(path, buffer.getvalue())

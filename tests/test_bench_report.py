@@ -58,7 +58,11 @@ def test_a_bench_file_becomes_its_command_its_provenance_and_its_tables():
     assert "### mini-resnet: `convnet-gpu bench --device cpu --model mini-resnet --peer torch`" in (
         section
     )
-    assert "commit abcdef0 on Test CPU (2 cores, load average 1.25 at the start)" in section
+    assert (
+        "Measured on Test CPU, 2 cores, commit abcdef0, 2026-11-29 23:50 UTC, load average 1.25 "
+        "at the start; Python 3.11.7, numpy 2.4.6, torch 2.13.0. From `b.json`; 20 timed steps "
+        "after 3 warm-up steps."
+    ) in section
     row = "| cpu | 2 | 128 | 380 | 400 | **0.95x** | 1,200 | 600 | **2.00x** | 900 / 450 |"
     assert row + " 300 / 100 |" in section
     assert "Skipped: convnet_gpu on cuda: no GPU." in section
@@ -98,3 +102,19 @@ def test_a_file_render_cannot_read_is_one_line_naming_its_first_problem(tmp_path
         "bench_report: old.json: not a valid bench file (docs/bench-schema.json): "
         "$[0]: missing 'model'"
     ]
+
+
+def test_the_pytest_benchmark_provenance_reads_its_load_at_the_end():
+    document = {
+        **PYTEST_BENCHMARK,
+        "machine_info": {
+            "convnet_gpu": {
+                "machine": ORIGIN["machine"],
+                "commit": ORIGIN["commit"],
+                "load_average": [2.0],
+            }
+        },
+    }
+    section = render([("bench.json", document)])
+    assert "commit abcdef0, 2026-11-30 00:10 UTC, load average 2.00 at the end; Python" in section
+    assert "From `bench.json`." in section

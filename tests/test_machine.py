@@ -43,3 +43,21 @@ def test_the_gpu_is_named_once_cupy_is_loaded(monkeypatch):
     fake_cupy = type("cupy", (), {"cuda": type("cuda", (), {"runtime": Runtime})})
     monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy)
     assert machine.gpu_name() == "Test GPU"
+
+
+def test_one_summary_line_for_the_table_the_titles_and_the_report():
+    row = {
+        "machine": {"cpu": "Test CPU", "cores": 2, "gpu": "NVIDIA H200"},
+        "commit": {"id": "0123456789abcdef", "dirty": True},
+        "measured_at": "2026-11-30T00:13:07+00:00",
+        "load_average": [1.5, 1.0, 0.5],
+    }
+    assert machine.summary_line(row, "at the start") == (
+        "Test CPU, 2 cores, NVIDIA H200, commit 0123456 + uncommitted changes, "
+        "2026-11-30 00:13 UTC, load average 1.50 at the start"
+    )
+    bare = {
+        "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None},
+        "commit": {"id": None, "dirty": None},
+    }
+    assert machine.summary_line(bare) == "Test CPU, 2 cores, no git checkout"

@@ -96,6 +96,7 @@ def cmd_bench(args) -> int:
     from ..bench_table import format_table
     from ..data import dataset_info
     from ..fileio import write_json_atomic
+    from ..machine import summary_line
     from ..models import build_model
 
     devices = [d.strip() for d in args.device.split(",") if d.strip()]
@@ -115,7 +116,7 @@ def cmd_bench(args) -> int:
     print(
         f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch {sizes}, "
         f"{args.steps} timed steps after {args.warmup} warm-up steps (the first timed apart: "
-        f"1st ms), {args.precision}; {_machine_line(rows)}"
+        f"1st ms), {args.precision}; {summary_line(rows[0])}"
     )
     print(as_flags(format_table(rows)))
     if args.layers:
@@ -126,15 +127,6 @@ def cmd_bench(args) -> int:
         write_json_atomic(args.json, rows)
         print(f"wrote {args.json} (convnet-gpu plot {args.json} draws it)")
     return 0
-
-
-def _machine_line(rows: list[dict]) -> str:
-    machine, commit = rows[0]["machine"], rows[0]["commit"]
-    changes = " + uncommitted changes" if commit["dirty"] else ""
-    at = (commit["id"] or "no git checkout")[:10] + changes
-    load = rows[0]["load_average"]
-    busy = f", load average {load[0]:.2f}" if load else ""
-    return f"{machine['cpu']}, {machine['cores']} cores, commit {at}{busy}"
 
 
 def _layer_rows(args, devices, step_rows, info) -> list[dict]:
