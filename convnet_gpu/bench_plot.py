@@ -240,7 +240,7 @@ def _machine_title(rows: list[dict]) -> str:
     to fit a title."""
     line = summary_line(rows[0], load_at="at the start")
     command = rows[0].get("command", "")
-    return f"{line}\n{command}" if command and len(command) <= 110 else line
+    return f"{line}\n{command}" if command and len(command) <= 150 else line
 
 
 def _palette(count: int) -> list:
