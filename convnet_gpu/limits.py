@@ -27,10 +27,19 @@ class TooLarge(UserError):
     """An allocation that cannot fit, refused before it was tried."""
 
 
+_PIB = 1 << 50
+_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
 def format_bytes(count: int) -> str:
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    """A size for a message, in integers only: a header's claimed size can exceed what a float
+    holds (40 dimensions of 2**32), and a 30-digit figure says nothing that "more than" does."""
+    if count > _PIB:
+        return "more than 1024 TiB"
+    for unit, size in _UNITS:
         if count >= size:
-            return f"{count / size:.1f} {unit}"
+            tenths = (count * 10 + size // 2) // size  # rounded to one decimal
+            return f"{tenths // 10}.{tenths % 10} {unit}"
     return f"{count} bytes"
 
 

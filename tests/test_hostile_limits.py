@@ -157,3 +157,41 @@ def test_a_checkpoint_npy_header_claiming_1e11_floats_is_refused(tiny, tmp_path)
     refused_under_cap("train", "--device", "cpu", "--data-dir", data, "--resume", run)
     assert tree_hashes(run) == before
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+
+
+def _checkpoint_with_member(run, name: str, member: bytes, compress=zipfile.ZIP_STORED) -> None:
+    """Rewrite run's checkpoint with one more zip member (`name`, raw bytes)."""
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    payload = io.BytesIO()
+    np.savez(payload, **arrays)
+    with zipfile.ZipFile(payload, "a") as archive:
+        archive.writestr(name, member, compress_type=compress)
+    (run / "checkpoint.npz").write_bytes(payload.getvalue())
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return header.getvalue()
+
+
+def test_sizes_beyond_a_float_are_refused_in_words(tiny, tmp_path):
+    """Claimed sizes above 1e308 bytes (a float overflows) and above a PiB (a 30-digit figure
+    says nothing): an IDX header of 40 dimensions of 2**32-1, a dense layer of 10**400 outputs,
+    a checkpoint array of shape (10**9,)*40."""
+    root, data, model = tiny
+    forged = gzip.compress(idx_bytes(np.zeros(0), dims=(0xFFFFFFFF,) * 40))
+    bad_data = write_idx_dir(tmp_path / "data", files={IDX_NAMES[0]: forged})
+    line = refused_under_cap(*train_args(bad_data, model), fragments=("more than 1024 TiB",))
+    assert "uint8 values" in line
+    huge = write_model(tmp_path / "huge.toml", HEAD.format(out="1" + "0" * 400))
+    refused_under_cap(*train_args(data, huge), fragments=("more than 1024 TiB",))
+    run = tmp_path / "run"
+    assert run_subprocess(*train_args(data, model, "--epochs", "1", "--out", run))[0] == 0
+    _checkpoint_with_member(run, "params2.npy", _npy_header((10**9,) * 40) + bytes(400))
+    line = refused_under_cap("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", run,
+                             fragments=("more than 1024 TiB",))  # fmt: skip
+    assert "array params2" in line
