@@ -195,3 +195,42 @@ def test_sizes_beyond_a_float_are_refused_in_words(tiny, tmp_path):
     line = refused_under_cap("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", run,
                              fragments=("more than 1024 TiB",))  # fmt: skip
     assert "array params2" in line
+
+
+def _streamed_meta_member(run, millions: int, compress: int) -> None:
+    """Replace run's checkpoint meta by "[" + "[],"*N + "[]]" for N = millions * 10**6, written
+    in chunks (at N = 40 million, a 480 MB member that deflates to 0.9 MB)."""
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "meta"}
+    np.savez(run / "checkpoint.npz", **arrays)
+    info = zipfile.ZipInfo("meta.npy")
+    info.compress_type = compress
+    chunk = ("[]," * 1_000_000).encode("utf-32-le")
+    archive = zipfile.ZipFile(run / "checkpoint.npz", "a")
+    with archive, archive.open(info, "w", force_zip64=True) as member:
+        member.write(_npy_header((), descr=f"<U{3 * millions * 10**6 + 4}"))
+        member.write("[".encode("utf-32-le"))
+        for _ in range(millions):
+            member.write(chunk)
+        member.write("[]]".encode("utf-32-le"))
+
+
+@pytest.mark.parametrize(
+    "millions, compress, fragment",
+    [
+        (40, zipfile.ZIP_DEFLATED, "meta.npy is compressed"),  # 0.9 MB; json.loads: 2.6 GB
+        (2, zipfile.ZIP_STORED, "more than the 16.0 MiB a checkpoint's meta may hold"),
+    ],
+    ids=["deflated", "stored"],
+)
+def test_a_meta_that_would_inflate_in_json_is_refused(tiny, tmp_path, millions, compress, fragment):
+    root, data, model = tiny
+    run = tmp_path / "run"
+    assert run_subprocess(*train_args(data, model, "--epochs", "1", "--out", run))[0] == 0
+    _streamed_meta_member(run, millions, compress)
+    before = tree_hashes(run)
+    argv = ("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", run)
+    refused_under_cap(*argv, fragments=(fragment,))
+    refused_under_cap("train", "--device", "cpu", "--data-dir", data, "--resume", run,
+                      fragments=(fragment,))  # fmt: skip
+    assert tree_hashes(run) == before
