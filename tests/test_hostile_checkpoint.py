@@ -12,9 +12,11 @@ import zipfile
 import numpy as np
 import pytest
 from hostile_helpers import (
+    MEMORY_CAP,
     TINY_MODEL,
     assert_refused,
     run_in_process,
+    run_subprocess,
     train_args,
     tree_hashes,
     write_idx_dir,
@@ -415,3 +417,18 @@ def test_the_untouched_dropout_checkpoint_resumes(capsys, dropout_run, tmp_path)
         capsys, "train", "--device", "cpu", "--data-dir", data, "--no-progress", "--resume", folder
     )
     assert code == 0, err
+
+
+def test_a_checkpoint_s_model_file_is_read_as_any_model_file(saved_run, tmp_path):
+    """settings.model naming /dev/zero: refused as the flag would be (it was a MemoryError)."""
+    data, _, meta, arrays = saved_run
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    meta = copy.deepcopy(meta)
+    meta["settings"]["model"] = str(tmp_path / "zero.toml")
+    folder = write_raw(tmp_path / "run", meta, arrays)
+    before = tree_hashes(folder)
+    for argv in (("train", "--resume", folder), ("eval", "--checkpoint", folder)):
+        result = run_subprocess(*argv, "--device", "cpu", "--data-dir", data,
+                                memory_cap=MEMORY_CAP, timeout=30)  # fmt: skip
+        assert_refused(result, 2, "zero.toml: not a regular file")
+    assert tree_hashes(folder) == before
