@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -234,3 +235,35 @@ def test_a_meta_that_would_inflate_in_json_is_refused(tiny, tmp_path, millions, 
     refused_under_cap("train", "--device", "cpu", "--data-dir", data, "--resume", run,
                       fragments=(fragment,))  # fmt: skip
     assert tree_hashes(run) == before
+
+
+def test_free_memory_without_memavailable_falls_back_to_free_pages(tmp_path, monkeypatch):
+    from convnet_gpu import limits
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       1000 kB\nMemFree:         500 kB\n")  # kernels < 3.14
+    monkeypatch.setattr(limits, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(limits, "_address_space_headroom", lambda: None)
+    monkeypatch.setattr(limits, "_cgroup_headroom", lambda: None)
+    pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert abs(limits.free_host_bytes() - pages) < 1 << 30  # free pages, a moment apart
+    meminfo.write_text("MemAvailable:    2048 kB\n")
+    assert limits.free_host_bytes() == 2 << 20
+
+
+def test_a_cgroup_v2_memory_limit_bounds_free_memory(tmp_path, monkeypatch):
+    from convnet_gpu import limits
+
+    (tmp_path / "cgroup").write_text("0::/job/one\n")
+    group = tmp_path / "root" / "job" / "one"
+    group.mkdir(parents=True)
+    (group / "memory.max").write_text("1073741824\n")
+    (group / "memory.current").write_text("268435456\n")
+    monkeypatch.setattr(limits, "_PROC_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(limits, "_CGROUP_ROOT", str(tmp_path / "root"))
+    assert limits._cgroup_headroom() == 768 << 20
+    assert limits.free_host_bytes() <= 768 << 20
+    (group / "memory.max").write_text("max\n")
+    assert limits._cgroup_headroom() is None
+    (tmp_path / "cgroup").write_text("4:memory:/job\n")  # cgroup v1 only: not read
+    assert limits._cgroup_headroom() is None

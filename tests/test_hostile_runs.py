@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from hostile_helpers import (
+    MEMORY_CAP,
     REPO,
     assert_refused,
     run_in_process,
@@ -47,15 +48,60 @@ def test_resume_into_another_run_s_folder_is_refused_and_changes_nothing(capsys,
     for target in (tmp_path / "b", tmp_path / "b" / ".." / "b"):
         argv = ("train", "--device", "cpu", "--data-dir", data, "--resume", tmp_path / "a",
                 "--out", target)  # fmt: skip
-        assert_refused(run_in_process(capsys, *argv), 2, "already holds another run")
+        assert_refused(run_in_process(capsys, *argv), 2, "already holds another run (its "
+                       "checkpoint.npz, metrics.jsonl and summary.json would be")  # fmt: skip
     (tmp_path / "b" / "checkpoint.npz").unlink()  # its metrics and summary are still a run's
     before.pop(str(tmp_path / "b" / "checkpoint.npz"))
     argv = ("train", "--device", "cpu", "--data-dir", data, "--resume", tmp_path / "a",
             "--out", tmp_path / "b")  # fmt: skip
-    assert_refused(run_in_process(capsys, *argv), 2, "already holds another run")
+    named = "(its metrics.jsonl and summary.json would be overwritten)"
+    assert_refused(run_in_process(capsys, *argv), 2, "already holds another run " + named)
     argv = train_args(data, model, "--out", tmp_path / "b")
-    assert_refused(run_in_process(capsys, *argv), 2, "already holds a run")
+    assert_refused(run_in_process(capsys, *argv), 2, "already holds a run " + named)
     assert tree_hashes(tmp_path / "a", tmp_path / "b") == before
+
+
+# ---- advice under --resume, which keeps the run's settings ------------------------------------
+def _forged_resumable_run(capsys, data, model, folder, settings=None, params=None):
+    """A finished 1-epoch run, its checkpoint made a 2-epoch run's with other settings or
+    parameters."""
+    _train(capsys, data, model, folder, "--epochs", "1")
+    with np.load(folder / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["settings"].update(epochs=2, **(settings or {}))
+    if params is not None:
+        arrays["params"] = np.full_like(arrays["params"], params)
+    np.savez(folder / "checkpoint.npz", meta=np.array(json.dumps(meta)), **arrays)
+    return ("train", "--device", "cpu", "--data-dir", data, "--no-progress", "--resume", folder)
+
+
+def test_a_diverging_resumed_run_advises_a_new_run(capsys, tiny, tmp_path):
+    data, model = tiny
+    argv = _forged_resumable_run(capsys, data, model, tmp_path / "run", params=1e30)
+    line = assert_refused(run_in_process(capsys, *argv), 1, "stopped: the training loss")
+    assert "a resumed run keeps its settings: start a new run (--out) and there lower --lr" in line
+
+
+def test_a_resumed_run_too_large_for_memory_advises_a_new_run(tiny, tmp_path, capsys):
+    data, model = tiny
+    argv = _forged_resumable_run(capsys, data, model, tmp_path / "run", {"batch_size": 10**9})
+    line = assert_refused(run_subprocess(*argv, memory_cap=MEMORY_CAP), 2, "needs")
+    assert "start a new run (--out) and there lower --batch-size" in line
+
+
+def test_out_of_memory_is_one_line_as_a_last_resort(capsys, monkeypatch, tiny, tmp_path):
+    from convnet_gpu import cli
+
+    def no_memory(args):
+        raise MemoryError
+
+    monkeypatch.setitem(cli.COMMANDS, "train", no_memory)
+    data, model = tiny
+    line = assert_refused(run_in_process(capsys, *train_args(data, model)), 1, "out of memory")
+    assert line.endswith("lower --batch-size or use a smaller model")
+    line = assert_refused(run_in_process(capsys, "train", "--resume", tmp_path), 1)
+    assert "start a new run (--out) with a lower --batch-size" in line
 
 
 # ---- a diverged run ---------------------------------------------------------------------------
