@@ -49,6 +49,13 @@ def test_resume_into_another_run_s_folder_is_refused_and_changes_nothing(capsys,
                 "--out", target)  # fmt: skip
         assert_refused(run_in_process(capsys, *argv), 2, "already holds another run (its "
                        "checkpoint.npz, metrics.jsonl and summary.json would be")  # fmt: skip
+    argv = train_args(data, model, "--out", tmp_path / "b")
+    assert_refused(
+        run_in_process(capsys, *argv),
+        2,
+        "already holds a run (its checkpoint.npz, metrics.jsonl and summary.json",
+        f"continue it with --resume {tmp_path / 'b'}",
+    )
     (tmp_path / "b" / "checkpoint.npz").unlink()  # its metrics and summary are still a run's
     before.pop(str(tmp_path / "b" / "checkpoint.npz"))
     argv = ("train", "--device", "cpu", "--data-dir", data, "--resume", tmp_path / "a",
@@ -56,7 +63,8 @@ def test_resume_into_another_run_s_folder_is_refused_and_changes_nothing(capsys,
     named = "(its metrics.jsonl and summary.json would be overwritten)"
     assert_refused(run_in_process(capsys, *argv), 2, "already holds another run " + named)
     argv = train_args(data, model, "--out", tmp_path / "b")
-    assert_refused(run_in_process(capsys, *argv), 2, "already holds a run " + named)
+    line = assert_refused(run_in_process(capsys, *argv), 2, "already holds a run " + named)
+    assert line.endswith("overwritten); pick another --out")  # no checkpoint to --resume
     assert tree_hashes(tmp_path / "a", tmp_path / "b") == before
 
 

@@ -38,9 +38,12 @@ def cmd_train(args) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = RunDir(args.out or f"runs/{_model_stem(settings.model)}-{stamp}")
         if run_dir.holds_run():
+            resumable = run_dir.checkpoint.exists()  # a run's figures alone cannot continue
             raise UsageError(
                 f"{run_dir} already holds a run (its {_listed(run_dir.run_files())} would be "
-                f"overwritten); continue it with --resume {run_dir} or pick another --out"
+                f"overwritten); "
+                + (f"continue it with --resume {run_dir} or " if resumable else "")
+                + "pick another --out"
             )
     try:
         trainer, dataset = _build_trainer(args, settings, run_dir)
