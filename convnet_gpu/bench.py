@@ -1,22 +1,31 @@
 """Backend benchmark: training-step and inference throughput per device, side by side.
 
-Each device gets the same model, batch size and synthetic batch; timing starts after a warm-up
-(kernel compilation, allocator warm-up, the capture of a CUDA graph) and the device is
-synchronized before the clock stops. Every step copies its batch from the host, as training
-does. With `peer="torch"`, PyTorch runs the same architecture on the same device in the same
-process (eager), so the ratio compares like with like, at the same precision: our fp32 against
-PyTorch with TF32 off everywhere, our tf32 against PyTorch with TF32 on for convolutions and
-matrix products.
+Each device gets the same model, batch size and synthetic batch. The first step (kernel
+compilation, caches, the allocator's first blocks) is timed on its own and reported apart; the
+steady state is timed after the warm-up steps, and the device is synchronized before the clock
+stops. Every step copies its batch from the host, as training does. With `peer="torch"`, PyTorch
+runs the same architecture on the same device in the same process (eager), so the ratio compares
+like with like, at the same precision: our fp32 against PyTorch with TF32 off everywhere, our
+tf32 against PyTorch with TF32 on for convolutions and matrix products.
+
+Each row also holds the peak memory of its engine on its device (memory.py), and the machine,
+the commit and the time (machine.provenance); `bench_schema.py` documents every field.
+`convnet_gpu_contender` and `torch_contender` are the steps themselves, without the timing: the
+pytest-benchmark suite (tests/benchmarks) times the very same steps.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backends import DeviceUnavailable, get_backend, parse_device
 from .layers import SoftmaxCrossEntropy
+from .machine import gpu_name, provenance
+from .memory import memory_fields, meter_for
 from .models import build_model
 from .net import Net
 from .optim import SGD
@@ -32,47 +41,57 @@ INPUT_SHAPE = (1, 28, 28)  # Fashion-MNIST's, the default
 NUM_CLASSES = 10
 
 
-def _synthetic_batch(batch_size: int, seed: int, input_shape, num_classes: int):
+@dataclass
+class Contender:
+    """One engine's training step and inference pass on one device, built and ready to time."""
+
+    engine: str
+    device: str  # as the engine describes it: "cpu (NumPy 2.4.6, ...)", "cuda:0 (PyTorch ...)"
+    threads: int | None  # CPU threads a step runs on; None on CUDA
+    train_step: Callable[[], None]
+    infer_step: Callable[[], None]
+    synchronize: Callable[[], None]
+    min_warmup: int = 1  # steps before the steady state (ours: 2, so a CUDA graph is captured)
+    notes: Callable[[bool], dict] = field(default=lambda trained: {})  # the row's extra fields
+
+
+def synthetic_batch(batch_size: int, seed: int, input_shape=INPUT_SHAPE,
+                    num_classes: int = NUM_CLASSES):  # fmt: skip
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((batch_size,) + tuple(input_shape)).astype(np.float32)
     labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
     return images, labels
 
 
-def _time_loop(step, warmup: int, steps: int, synchronize) -> float:
-    """Seconds per step, after `warmup` untimed steps."""
-    for _ in range(warmup):
+def time_steps(step, warmup: int, steps: int, synchronize) -> tuple[float, float]:
+    """(seconds of the first step, seconds per step of the steady state). The first step is the
+    first of `warmup` (at least 1) untimed steps; then `steps` steps are timed together."""
+    synchronize()
+    start = time.perf_counter()
+    step()
+    synchronize()
+    first_s = time.perf_counter() - start
+    for _ in range(max(warmup, 1) - 1):
         step()
     synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     synchronize()
-    return (time.perf_counter() - start) / steps
+    return first_s, (time.perf_counter() - start) / steps
 
 
-def _result(engine, device, batch_size, train_s, infer_s, **notes) -> dict:
-    """A result row; train_s None: training was not timed (the row has no train figures)."""
-    row = {"engine": engine, "device": device, "batch_size": batch_size, **notes}
-    if train_s is not None:
-        row["train_ms_per_step"] = train_s * 1e3
-        row["train_images_per_second"] = batch_size / train_s
-    row["infer_ms_per_step"] = infer_s * 1e3
-    row["infer_images_per_second"] = batch_size / infer_s
-    return row
-
-
-def bench_convnet_gpu(
-    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
-    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
-) -> dict:  # fmt: skip
-    """Our training step and inference on `device`; train=False times inference alone."""
-    backend = get_backend(device, precision=precision, threads=threads)
+# ---- the contenders -------------------------------------------------------------------------
+def convnet_gpu_contender(
+    backend, model: str, batch_size: int, seed: int = 0, input_shape=INPUT_SHAPE,
+    num_classes: int = NUM_CLASSES, cuda_graph: str = "auto",
+) -> Contender:  # fmt: skip
+    """Our net on `backend`: a training step (SGD with momentum) and an inference pass, each
+    copying the same synthetic batch from the host first."""
     net = Net(build_model(model, num_classes), SoftmaxCrossEntropy(), backend, seed=seed)
     net.setup(batch_size, input_shape)
     optimizer = SGD(lr=0.01, momentum=0.9).setup(net)
-    images, labels = _synthetic_batch(batch_size, seed, input_shape, num_classes)
+    images, labels = synthetic_batch(batch_size, seed, input_shape, num_classes)
 
     def train_work(n):
         net.forward(n, train=True)
@@ -83,57 +102,40 @@ def bench_convnet_gpu(
     infer_runner = StepRunner(
         backend, lambda n: net.forward(n, train=False), batch_size, cuda_graph
     )
-    train_s = None
-    if train:
-        train_s = _time_loop(
-            lambda: train_runner.run(net.load_batch(images, labels)), max(warmup, 2), steps,
-            backend.synchronize,
-        )  # fmt: skip
-    infer_s = _time_loop(
-        lambda: infer_runner.run(net.load_batch(images)), max(warmup, 2), steps,
-        backend.synchronize,
+
+    def notes(trained: bool) -> dict:
+        timed = [train_runner, infer_runner] if trained else [infer_runner]
+        row = {"cuda_graph": "on" if all(r.replays for r in timed) else "off"}
+        fallback = next((r.fallback for r in timed if r.fallback), None)
+        if fallback:
+            row["cuda_graph_fallback"] = fallback
+        return row
+
+    return Contender(
+        "convnet_gpu", backend.describe(), backend.threads if backend.name == "cpu" else None,
+        train_step=lambda: train_runner.run(net.load_batch(images, labels)),
+        infer_step=lambda: infer_runner.run(net.load_batch(images)),
+        synchronize=backend.synchronize, min_warmup=2, notes=notes,
     )  # fmt: skip
-    timed = [train_runner, infer_runner] if train else [infer_runner]
-    notes = {"precision": precision, "cuda_graph": "on" if all(r.replays for r in timed) else "off"}
-    fallback = next((r.fallback for r in timed if r.fallback), None)
-    if fallback:
-        notes["cuda_graph_fallback"] = fallback
-    return _result("convnet_gpu", backend.describe(), batch_size, train_s, infer_s, **notes)
 
 
-def bench_torch(
-    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
-    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
-    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
-) -> dict:  # fmt: skip
-    """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run, on
-    `threads` CPU threads where given."""
-    from .models import MODELS
-
-    if model not in MODELS:
-        raise PeerUnavailable(f"no PyTorch peer for {model!r} (named models only)")
+def torch_contender(
+    torch_device, model: str, batch_size: int, seed: int = 0, input_shape=INPUT_SHAPE,
+    num_classes: int = NUM_CLASSES,
+) -> Contender:  # fmt: skip
+    """The same architecture in PyTorch (eager) on `torch_device`, at the thread count and TF32
+    settings the caller has set."""
     import torch  # optional peer, never a dependency
 
     from .torch_models import torch_model
 
-    kind, index = parse_device(device)
-    if kind == "cpu" and precision != "fp32":
-        raise PeerUnavailable(f"{precision} is a CUDA precision; the CPU rows are fp32 only")
-    torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
-    if kind == "cpu" and threads is not None:
-        torch.set_num_threads(threads)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("PyTorch has no CUDA device here")
-    tf32 = precision == "tf32"  # PyTorch's default lets cuDNN use TF32: say it either way
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(seed)
     net = torch_model(model, num_classes, input_shape).to(torch_device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    host_images, host_labels = _synthetic_batch(batch_size, seed, input_shape, num_classes)
+    host_images, host_labels = synthetic_batch(batch_size, seed, input_shape, num_classes)
     images = torch.from_numpy(host_images)
     labels = torch.from_numpy(host_labels).long()
-    sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
+    on_cuda = torch_device.type == "cuda"
 
     def train_step():
         net.train()
@@ -149,19 +151,102 @@ def bench_torch(
         with torch.no_grad():
             net(images.to(torch_device))
 
-    train_s = _time_loop(train_step, warmup, steps, sync) if train else None
-    infer_s = _time_loop(infer_step, warmup, steps, sync)
     name = f"{torch_device} (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)"
-    if torch_device.type == "cuda":
+    if on_cuda:
         gpu_name = torch.cuda.get_device_name(torch_device)
         name = f"{torch_device} (PyTorch {torch.__version__}, {gpu_name})"
-    return _result("torch", name, batch_size, train_s, infer_s, precision=precision)
+    return Contender(
+        "torch", name, None if on_cuda else torch.get_num_threads(), train_step, infer_step,
+        synchronize=torch.cuda.synchronize if on_cuda else (lambda: None),
+    )  # fmt: skip
 
 
+def _torch_device(device: str, precision: str, threads: int | None):
+    """The torch.device of a device name, with PyTorch's threads and TF32 set for the run."""
+    import torch
+
+    kind, index = parse_device(device)
+    if kind == "cpu" and precision != "fp32":
+        raise PeerUnavailable(f"{precision} is a CUDA precision; the CPU rows are fp32 only")
+    torch_device = torch.device("cpu" if kind == "cpu" else f"cuda:{index}")
+    if kind == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("PyTorch has no CUDA device here")
+    tf32 = precision == "tf32"  # PyTorch's default lets cuDNN use TF32: say it either way
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    return torch_device
+
+
+# ---- one measurement ------------------------------------------------------------------------
+def _measure(build, meter, steps: int, warmup: int, train: bool, batch_size: int) -> dict:
+    """Build a contender and time it: its row's figures (the memory meter runs throughout)."""
+    meter.start()
+    contender = build()
+    warmup = max(warmup, contender.min_warmup)
+    row = {"engine": contender.engine, "device": contender.device,
+           "batch_size": batch_size, "threads": contender.threads}  # fmt: skip
+    if train:
+        first_s, train_s = time_steps(contender.train_step, warmup, steps, contender.synchronize)
+        row.update(_figures("train", batch_size, first_s, train_s))
+    first_s, infer_s = time_steps(contender.infer_step, warmup, steps, contender.synchronize)
+    row.update(_figures("infer", batch_size, first_s, infer_s))
+    row.update(memory_fields(meter))
+    row.update(contender.notes(train))
+    return row
+
+
+def _figures(key: str, batch_size: int, first_s: float, steady_s: float) -> dict:
+    return {
+        f"{key}_ms_per_step": steady_s * 1e3,
+        f"{key}_images_per_second": batch_size / steady_s,
+        f"first_{key}_step_ms": first_s * 1e3,
+    }
+
+
+def bench_convnet_gpu(
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
+    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
+) -> dict:  # fmt: skip
+    """Our training step and inference on `device`; train=False times inference alone."""
+    backend = get_backend(device, precision=precision, threads=threads)
+    meter = meter_for("convnet_gpu", "cpu" if backend.name == "cpu" else "cuda")
+    row = _measure(
+        lambda: convnet_gpu_contender(
+            backend, model, batch_size, seed, input_shape, num_classes, cuda_graph
+        ),
+        meter, steps, warmup, train, batch_size,
+    )  # fmt: skip
+    return {**row, "precision": precision}
+
+
+def bench_torch(
+    device: str, model: str, batch_size: int, steps: int, warmup: int, seed: int = 0,
+    input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, precision: str = "fp32",
+    cuda_graph: str = "auto", threads: int | None = None, train: bool = True,
+) -> dict:  # fmt: skip
+    """The same architecture in PyTorch (eager, at `precision`), as a peer in the same run, on
+    `threads` CPU threads where given."""
+    from .models import MODELS
+
+    if model not in MODELS:
+        raise PeerUnavailable(f"no PyTorch peer for {model!r} (named models only)")
+    torch_device = _torch_device(device, precision, threads)
+    meter = meter_for("torch", torch_device.type, torch_device)
+    row = _measure(
+        lambda: torch_contender(torch_device, model, batch_size, seed, input_shape, num_classes),
+        meter, steps, warmup, train, batch_size,
+    )  # fmt: skip
+    return {**row, "precision": precision}
+
+
+# ---- a run: devices x thread counts x batch sizes x engines ---------------------------------
 def run_benchmarks(
     devices,
     model: str,
-    batch_size: int,
+    batch_sizes,
     steps: int,
     warmup: int,
     peer: str | None = None,
@@ -170,66 +255,88 @@ def run_benchmarks(
     num_classes: int = NUM_CLASSES,
     precision: str = "fp32",
     cuda_graph: str = "auto",
-    threads: int | None = None,
+    thread_counts=(None,),
 ) -> list[dict]:
-    """One result per (engine, device); an unusable device or peer is reported as skipped.
-    `threads` is the CPU threads of both engines' CPU rows (None: each library's default)."""
+    """One row per (device, thread count, batch size, engine); an unusable device or peer gives
+    a row that says why it was skipped. `thread_counts` are the CPU threads of both engines'
+    CPU rows (None: each library's default); a CUDA device is measured once per batch size."""
     engines = [("convnet_gpu", bench_convnet_gpu)]
     if peer == "torch":
         engines.append(("torch", bench_torch))
-    results = []
+    origin = provenance()
+    rows = []
     for device in devices:
-        for engine, bench in engines:
-            try:
-                result = bench(
-                    device, model, batch_size, steps, warmup, seed, input_shape, num_classes,
-                    precision=precision, cuda_graph=cuda_graph, threads=threads,
-                )  # fmt: skip
-            except (DeviceUnavailable, PeerUnavailable, SettingError, ImportError) as exc:
-                result = {
-                    "engine": engine,
-                    "device": device,
-                    "batch_size": batch_size,
-                    "skipped": str(exc).splitlines()[0],
-                }
-            results.append({**result, "requested": device, "model": model})
-    _add_ratios(results)
-    return results
+        kind, _ = parse_device(device)
+        for threads in thread_counts if kind == "cpu" else (None,):
+            for batch_size in batch_sizes:
+                group = []  # the engines of one (device, threads, batch): what a ratio compares
+                for engine, bench in engines:
+                    try:
+                        row = bench(
+                            device, model, batch_size, steps, warmup, seed, input_shape,
+                            num_classes, precision=precision, cuda_graph=cuda_graph,
+                            threads=threads,
+                        )  # fmt: skip
+                    except (DeviceUnavailable, PeerUnavailable, SettingError, ImportError) as exc:
+                        row = {"engine": engine, "device": device, "batch_size": batch_size,
+                               "threads": threads, "skipped": str(exc).splitlines()[0]}  # fmt: skip
+                    group.append({"kind": "step", **row, "requested": device, "model": model,
+                                  "steps": steps, "warmup": warmup, **origin})  # fmt: skip
+                add_ratios(group)
+                rows += group
+    origin["machine"]["gpu"] = gpu_name()  # CuPy is loaded once a CUDA row ran; rows share it
+    return rows
 
 
-def _add_ratios(results: list[dict]) -> None:
-    """Mark each convnet_gpu result with its speed relative to the torch peer on that device."""
-    by_device: dict[str, list[dict]] = {}
-    for result in results:
-        by_device.setdefault(result["requested"], []).append(result)
-    for group in by_device.values():
-        ours = [r for r in group if r["engine"] == "convnet_gpu" and "skipped" not in r]
-        peers = [r for r in group if r["engine"] == "torch" and "skipped" not in r]
-        if ours and peers:
-            for key in ("train", "infer"):
-                ours[0][f"{key}_vs_torch"] = (
-                    ours[0][f"{key}_images_per_second"] / peers[0][f"{key}_images_per_second"]
-                )
+def add_ratios(group: list[dict]) -> None:
+    """Mark the convnet_gpu row of a group (one device, thread count and batch size) with its
+    speed relative to the group's torch row."""
+    ours = [r for r in group if r["engine"] == "convnet_gpu" and "skipped" not in r]
+    peers = [r for r in group if r["engine"] == "torch" and "skipped" not in r]
+    if not (ours and peers):
+        return
+    for key in ("train", "infer"):
+        if f"{key}_images_per_second" in ours[0] and f"{key}_images_per_second" in peers[0]:
+            ours[0][f"{key}_vs_torch"] = (
+                ours[0][f"{key}_images_per_second"] / peers[0][f"{key}_images_per_second"]
+            )
 
 
-def format_table(results: list[dict]) -> str:
+# ---- the printed table ----------------------------------------------------------------------
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The step rows side by side: steady-state figures, the first step apart, peak memory."""
     header = (
-        f"{'engine':<12} {'device':<44} {'batch':>5} {'train img/s':>12} {'ms/step':>8} "
-        f"{'infer img/s':>12} {'ms/step':>8}"
+        f"{'engine':<12} {'device':<40} {'thr':>3} {'batch':>5} {'train img/s':>11} "
+        f"{'ms/step':>8} {'1st ms':>8} {'infer img/s':>11} {'ms/step':>8} {'1st ms':>8} "
+        f"{'peak MiB':>8}"
     )
     lines = [header, "-" * len(header)]
-    for r in results:
+    for r in (r for r in rows if r.get("kind", "step") == "step"):
+        threads = "-" if r.get("threads") is None else str(r["threads"])
         if "skipped" in r:
-            lines.append(f"{r['engine']:<12} {r['device']:<44} skipped: {r['skipped']}")
-            continue
-        lines.append(
-            f"{r['engine']:<12} {r['device'][:44]:<44} {r['batch_size']:>5} "
-            f"{r['train_images_per_second']:>12.0f} {r['train_ms_per_step']:>8.2f} "
-            f"{r['infer_images_per_second']:>12.0f} {r['infer_ms_per_step']:>8.2f}"
-        )
-        if "train_vs_torch" in r:
             lines.append(
-                f"{'':<12} {'  vs PyTorch on the same device':<44} {'':>5} "
-                f"{r['train_vs_torch']:>11.2f}x {'':>8} {r['infer_vs_torch']:>11.2f}x"
+                f"{r['engine']:<12} {r['device']:<40} {threads:>3} skipped: {r['skipped']}"
+            )
+            continue
+        train = (
+            f"{r['train_images_per_second']:>11.0f} {r['train_ms_per_step']:>8.2f} "
+            f"{r['first_train_step_ms']:>8.1f}"
+            if "train_images_per_second" in r
+            else f"{'-':>11} {'-':>8} {'-':>8}"
+        )
+        lines.append(
+            f"{r['engine']:<12} {r['device'][:40]:<40} {threads:>3} {r['batch_size']:>5} "
+            f"{train} {r['infer_images_per_second']:>11.0f} {r['infer_ms_per_step']:>8.2f} "
+            f"{r['first_infer_step_ms']:>8.1f} {_mib(r.get('peak_memory_bytes')):>8}"
+        )
+        if "infer_vs_torch" in r:
+            train_ratio = f"{r['train_vs_torch']:>10.2f}x" if "train_vs_torch" in r else ""
+            lines.append(
+                f"{'':<12} {'  vs PyTorch, same device and threads':<40} {'':>3} {'':>5} "
+                f"{train_ratio:>11} {'':>8} {'':>8} {r['infer_vs_torch']:>10.2f}x"
             )
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from convnet_gpu.cli.common import machine_cores
+from convnet_gpu.machine import machine_cores
 
 TRAIN_BATCH, INFER_BATCH = 128, 1000
 ENGINES = ("convnet_gpu", "torch")

@@ -34,7 +34,14 @@ def main(out_path: str, quick: bool) -> None:
         started = time.perf_counter()
         peer = "torch" if graph == "auto" else None
         results = run_benchmarks(
-            ["cuda"], model, batch, steps, warmup, peer=peer, precision=precision, cuda_graph=graph
+            ["cuda"],
+            model,
+            [batch],
+            steps,
+            warmup,
+            peer=peer,
+            precision=precision,
+            cuda_graph=graph,
         )
         print(f"\n{model} batch {batch} {precision} cuda-graph {graph} "
               f"({time.perf_counter() - started:.1f} s)")  # fmt: skip

@@ -13,6 +13,15 @@ from helpers import skip_without_cuda
 from convnet_gpu.backends import get_backend
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pyproject's addopts disable the benchmarks (each runs once, a smoke test); --benchmark-only
+    asks for them, so it enables them rather than clash with that default (before
+    pytest-benchmark's own pytest_configure reads the options)."""
+    if config.getoption("benchmark_only", default=False):
+        config.option.benchmark_enable = True
+
+
 @pytest.fixture(
     params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)]
 )

@@ -54,6 +54,11 @@ def tiny_idx_dir(tmp_path):
         (["train", "--device", "tpu"], "unknown device 'tpu'"),
         (["train", "--model", "nope"], "unknown model 'nope'"),
         (["bench", "--device", "cpu,gpu7"], "unknown device 'gpu7'"),
+        (["bench", "--batch-size", "32,x"], "--batch-size: expected whole numbers >= 1"),
+        (["bench", "--batch-size", "32,,64"], "--batch-size: expected whole numbers >= 1"),
+        (["bench", "--threads", "1,0"], "--threads: expected whole numbers >= 1"),
+        (["bench", "--model", "nope"], "unknown model 'nope'"),
+        (["bench", "--device", ","], "--device: no device in ','"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -581,6 +586,28 @@ def test_bench_takes_a_model_file_and_the_dataset_s_image_shape(capsys, tmp_path
     assert code == 0, err
     assert "(3, 32, 32)" in out
     assert json.loads(out_json.read_text())[0]["train_images_per_second"] > 0
+
+
+def test_bench_lists_of_threads_and_batch_sizes_give_a_row_each(capsys, tmp_path):
+    out_json = tmp_path / "b.json"
+    code, out, err = run_cli(
+        capsys, "bench", "--device", "cpu", "--threads", "1,2", "--batch-size", "2,4,2",
+        "--steps", "1", "--warmup", "0", "--json", str(out_json),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out_json.read_text())
+    assert [(r["threads"], r["batch_size"]) for r in rows] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    assert "batch 2, 4," in out and "1st ms" in out and "peak MiB" in out
+
+
+def test_bench_layers_prints_each_layer_s_forward_and_backward(capsys):
+    code, out, err = run_cli(
+        capsys, "bench", "--device", "cpu", "--batch-size", "2", "--steps", "1", "--layers"
+    )
+    assert code == 0, err
+    assert "per layer: simple-cnn, batch 2" in out
+    assert " 0 forward  Conv2D(32, 5x5" in out and " 0 backward Conv2D(32, 5x5" in out
+    assert "update   SGD" in out
 
 
 def test_info_names_every_dataset(capsys):

@@ -67,10 +67,12 @@ def describe_error(exc: Exception) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
         raise _interrupted_while_starting() from None
+    args.argv = argv  # the command as given: bench records it in every row
     prog = f"convnet-gpu {args.command}"
     try:
         return COMMANDS[args.command](args)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from .. import __version__
 from ..settings import RunSettings
-from .common import as_flags, backend_for
+from .common import UsageError, as_flags, backend_for
 from .parser import EXIT_FAILED
 
 
@@ -97,32 +98,87 @@ def cmd_bench(args) -> int:
     from ..models import build_model
 
     devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    if not devices:
+        raise UsageError(f"`device`: no device in {args.device!r}; give cpu, cuda or both")
     for device in devices:
         parse_device(device)
     build_model(args.model)  # a bad name or model file: one line, before any timing
     info = dataset_info(args.dataset)
-    results = run_benchmarks(
+    rows = run_benchmarks(
         devices, args.model, args.batch_size, args.steps, args.warmup,
         peer=None if args.peer == "none" else args.peer,
         input_shape=info.input_shape, num_classes=info.num_classes, precision=args.precision,
-        cuda_graph=args.cuda_graph, threads=args.threads,
+        cuda_graph=args.cuda_graph, thread_counts=args.threads,
     )  # fmt: skip
+    sizes = ", ".join(map(str, args.batch_size))
     print(
-        f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch "
-        f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up steps, "
-        f"{args.precision}"
+        f"model {args.model} on {args.dataset}-shaped batches {info.input_shape}, batch {sizes}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps (the first timed apart: "
+        f"1st ms), {args.precision}; {_machine_line(rows)}"
     )
-    print(as_flags(format_table(results)))
+    print(as_flags(format_table(rows)))
+    if args.layers:
+        rows += _layer_rows(args, devices, rows, info)
+    command = "convnet-gpu " + shlex.join(getattr(args, "argv", ["bench"]))
+    rows = [{**row, "command": command} for row in rows]
     if args.json:
-        write_json_atomic(args.json, results)
-        print(f"wrote {args.json}")
+        write_json_atomic(args.json, rows)
+        print(f"wrote {args.json} (convnet-gpu plot {args.json} draws it)")
     return 0
 
 
+def _machine_line(rows: list[dict]) -> str:
+    machine, commit = rows[0]["machine"], rows[0]["commit"]
+    changes = " + uncommitted changes" if commit["dirty"] else ""
+    at = (commit["id"] or "no git checkout")[:10] + changes
+    load = rows[0]["load_average"]
+    busy = f", load average {load[0]:.2f}" if load else ""
+    return f"{machine['cpu']}, {machine['cores']} cores, commit {at}{busy}"
+
+
+def _layer_rows(args, devices, step_rows, info) -> list[dict]:
+    """Print the per-layer table of each device that ran, at each batch size; return its rows."""
+    from ..backends import parse_device
+    from ..profile import format_layer_table, profile_layers
+
+    ran = [
+        device for device in devices
+        if any(r["requested"] == device and r["engine"] == "convnet_gpu" and "skipped" not in r
+               for r in step_rows)
+    ]  # fmt: skip
+    origin = {
+        key: step_rows[0][key] for key in ("machine", "commit", "measured_at", "load_average")
+    }
+    rows = []
+    for device in ran:
+        for batch_size in args.batch_size:
+            described, pieces = profile_layers(
+                device, args.model, batch_size, info.input_shape, info.num_classes,
+                precision=args.precision,
+            )  # fmt: skip
+            print(f"\nper layer: {args.model}, batch {batch_size}, {described}")
+            print(format_layer_table(pieces, described, batch_size))
+            threads = 1 if parse_device(device)[0] == "cpu" else None
+            rows += [
+                {"kind": "layer", "engine": "convnet_gpu", "device": described,
+                 "requested": device, "model": args.model, "batch_size": batch_size,
+                 "threads": threads, "precision": args.precision, **piece, **origin}
+                for piece in pieces
+            ]  # fmt: skip
+    return rows
+
+
 def cmd_plot(args) -> int:
+    from pathlib import Path
+
     from ..plot import plot_run
 
-    written = plot_run(args.run_dir, args.out)
+    if Path(args.source).is_file():
+        from ..bench_plot import plot_bench
+
+        written = plot_bench(args.source, args.out)
+    else:
+        written = plot_run(args.source, args.out)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

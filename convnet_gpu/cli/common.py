@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 
@@ -20,14 +19,6 @@ def backend_for(device: str, precision: str = "fp32", threads: int | None = None
     from ..backends import get_backend
 
     return get_backend(device, announce=print_flush, precision=precision, threads=threads)
-
-
-def machine_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def as_flags(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
+from ..machine import machine_cores
 from ..settings import (
     CUDA_GRAPH_MODES,
     DEFAULTS,
@@ -18,7 +19,6 @@ from ..settings import (
     PRECISIONS,
     SCHEDULES,
 )
-from .common import machine_cores
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar-10")  # the data registry's keys (a test checks)
@@ -63,6 +63,23 @@ _fraction = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")
 _seed = _bounded(
     int, lambda v: 0 <= v < 2**32, "an integer in 0..4294967295"
 )  # counter_rng's uint32
+
+
+def _positive_int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers >= 1 ("32,128,512"), each once, in order."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = int(item.strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected whole numbers >= 1 separated by commas, got {text!r}"
+            )
+        if value not in values:
+            values.append(value)
+    return values
 
 
 def flag(setting: str, value=None) -> str:
@@ -219,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu,cuda",
         help="comma-separated devices (default: %(default)s; absent ones are skipped)",
     )
-    _add_threads(bench)
+    cores = machine_cores()
+    bench.add_argument(
+        "--threads", type=_positive_int_list, default=[cores], metavar="N[,N...]",
+        help="CPU threads of both engines' CPU rows; a list (1,2,4) measures each: the thread "
+        f"scaling curve (default: this machine's {cores} cores; a CUDA device ignores it)",
+    )  # fmt: skip
     bench.add_argument("--model", default="simple-cnn", help=MODEL_HELP)
     bench.add_argument(
         "--dataset",
@@ -227,18 +249,34 @@ def build_parser() -> argparse.ArgumentParser:
         default="fashion-mnist",
         help="whose image shape and classes the synthetic batches have (default: %(default)s)",
     )
-    bench.add_argument("--batch-size", type=_positive_int, default=128)
+    bench.add_argument(
+        "--batch-size", type=_positive_int_list, default=[128], metavar="B[,B...]",
+        help="images per step; a list (32,128,512) measures each: the batch scaling curve "
+        "(default: 128)",
+    )  # fmt: skip
     bench.add_argument(
         "--steps", type=_positive_int, default=20, help="timed steps per measurement"
     )
-    bench.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed steps first")
+    bench.add_argument(
+        "--warmup", type=_non_negative_int, default=3,
+        help="untimed steps first; the first step (compilation, caches) is reported apart",
+    )  # fmt: skip
     bench.add_argument(
         "--peer",
         choices=["none", "torch"],
         default="none",
         help="also time PyTorch on the same devices (needs torch installed; named models only)",
     )
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument(
+        "--layers", action="store_true",
+        help="also time each layer's forward and backward (on one CPU thread; CUDA: each piece "
+        "replayed as a CUDA graph), at every batch size",
+    )  # fmt: skip
+    bench.add_argument(
+        "--json", metavar="FILE",
+        help="also write every row as JSON (docs/bench-schema.json); `convnet-gpu plot FILE` "
+        "draws it",
+    )  # fmt: skip
     bench.add_argument(
         "--precision", choices=PRECISIONS, default="fp32",
         help="float32 matrix products, ours and the peer's (default: %(default)s)",
@@ -247,10 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser(
         "plot",
-        help="draw a run's loss and accuracy curves (and the confusion matrix after eval) as PNGs",
+        help="draw a run's loss and accuracy curves (and the confusion matrix after eval), or a "
+        "bench JSON's scaling curves and per-layer bars, as PNGs",
     )
-    plot.add_argument("run_dir", metavar="RUN_DIR")
-    plot.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: RUN_DIR)")
+    plot.add_argument(
+        "source", metavar="RUN_DIR|BENCH.json",
+        help="a training run folder, or a file `convnet-gpu bench --json` wrote",
+    )  # fmt: skip
+    plot.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write the PNGs (default: RUN_DIR, or the file's folder)",
+    )
 
     download = sub.add_parser(
         "download",
