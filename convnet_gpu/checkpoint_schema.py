@@ -301,10 +301,8 @@ def _check_layer_scalars(path, saved: dict, net) -> None:
         if layer is None or set(scalars) != set(layer.state_scalars()):
             raise field_error(path, f"net.layer_scalars.{layer_path}",
                               "does not match the layer built there")  # fmt: skip
-        check = getattr(layer, "check_state_scalars", None)  # layers whose scalars have bounds
         try:
-            if check is not None:
-                check(scalars)
+            layer.check_state_scalars(scalars)
         except ValueError as exc:
             raise field_error(path, f"net.layer_scalars.{layer_path}", str(exc)) from None
 
