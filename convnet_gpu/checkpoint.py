@@ -17,8 +17,9 @@ on the CPU and back. The write goes to a temporary file renamed over the old che
 process killed mid-write leaves the previous checkpoint intact (its temporary file is removed at
 the next save). Older formats (2 and 3) are migrated on reading.
 
-Reading trusts nothing (checkpoint_schema.py): each array's npy header is read first and the
-bytes it claims are bounded by the file and by free memory before the array is read; the meta is
+Reading trusts nothing (checkpoint_schema.py): members must be stored uncompressed (as np.savez
+writes them), each array's npy header is read first and the bytes it claims are bounded by the
+file and by free memory (the meta's by MAX_META_BYTES) before the array is read; the meta is
 checked field by field; and the arrays are checked against the net they will be copied into
 before any is copied.
 """
@@ -39,12 +40,15 @@ import numpy as np
 from .checkpoint_schema import CheckpointError, check_meta, check_net_state, net_arrays
 from .fileio import json_text, remove_stale_temporaries, write_bytes_atomic
 from .layers.base import walk
-from .limits import TooLarge, check_host_fits
+from .limits import TooLarge, check_host_fits, format_bytes
 from .rundir import RunDir
 
 FORMAT_VERSION = 4  # 4: settings stored once, parts under their own names (3: flat meta)
 _INIT_NOTE = re.compile(r", init=\w+")  # layers.base.init_note
 _NPY_KINDS = "biuf" + "U"  # numbers, and the meta's one string; never objects
+# The meta's JSON becomes Python objects up to ~20 times its size (json.loads of "[[],[],...]"):
+# its npy bytes are capped far above a real run's (a few KiB plus ~1 KiB per epoch's metrics).
+MAX_META_BYTES = 16 << 20
 _NOT_A_FITTING_NET = (
     "no net that fits in memory has arrays that large: the file is forged or damaged"
 )
@@ -147,6 +151,12 @@ def _read_arrays(path: Path) -> dict:
         names = [info.filename for info in members]
         if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in names):
             raise ValueError("its members are not one .npy file per array")
+        for info in members:  # np.savez stores: no member can claim more bytes than the file
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                raise ValueError(
+                    f"member {info.filename} is compressed; convnet-gpu writes checkpoints "
+                    f"uncompressed"
+                )
         headers = [_npy_header(path, archive, info) for info in members]
         check_host_fits(
             f"{path}: the checkpoint's arrays", sum(nbytes for _, _, nbytes in headers),
@@ -178,6 +188,11 @@ def _npy_header(path, archive, info) -> tuple:
     if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.fields is not None:
         raise ValueError(f"array {name} has dtype {dtype}, not a plain number type")
     nbytes = math.prod(shape) * dtype.itemsize
+    if name == "meta" and nbytes > MAX_META_BYTES:
+        raise ValueError(
+            f"its meta claims {format_bytes(nbytes)}, more than the {format_bytes(MAX_META_BYTES)} "
+            f"a checkpoint's meta may hold"
+        )
     check_host_fits(f"{path}: array {name} of shape {shape}", nbytes, _NOT_A_FITTING_NET)
     if nbytes != info.file_size - header_bytes:
         raise ValueError(

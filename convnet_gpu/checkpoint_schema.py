@@ -9,10 +9,12 @@ leaves everything as it was, and every refusal is one line naming the field:
                                       signature, each part's scalars (types and ranges)
     check_net_state                   the net's arrays against the net built here: exactly the
                                       keys, shapes and dtypes it has (no casting, no broadcast),
-                                      finite values; its layers' scalars
+                                      finite values; exactly the layers with scalars, each
+                                      value checked by its layer
     check_run_state                   the run's parts against a Trainer: the arrays its parts
                                       have (exact keys), the sample order (a permutation of the
-                                      training set), the position (epoch, batch, step in range)
+                                      training set), the position (epoch and batch in range,
+                                      the step they imply), the optimizer's step count
 
 Settings are checked by type and range here too, since `--resume` trusts them as if given as
 flags.
@@ -283,13 +285,26 @@ def check_net_state(meta: dict, arrays: dict, net, path) -> None:
     _check_exact_keys(path, own, expected, "the net")
     for key, like in expected.items():
         check_array(path, key, arrays[key], like)
-    layers = dict(walk(net.layers))
-    for layer_path, scalars in saved["layer_scalars"].items():
+    _check_layer_scalars(path, saved["layer_scalars"], net)
+
+
+def _check_layer_scalars(path, saved: dict, net) -> None:
+    """Exactly the layers with scalars of their own (Dropout's seed and step), each with exactly
+    its keys, and values its layer accepts (a resume without them would not be exact)."""
+    layers = {layer_path: layer for layer_path, layer in walk(net.layers) if layer.state_scalars()}
+    missing = sorted(set(layers) - set(saved))
+    if missing:
+        raise field_error(path, f"net.layer_scalars.{missing[0]}", "missing for the "
+                          f"{layers[missing[0]].describe()} built there")  # fmt: skip
+    for layer_path, scalars in saved.items():
         layer = layers.get(layer_path)
-        wanted = set(layer.state_scalars()) if layer is not None else set()
-        if set(scalars) != wanted or not wanted:
+        if layer is None or set(scalars) != set(layer.state_scalars()):
             raise field_error(path, f"net.layer_scalars.{layer_path}",
                               "does not match the layer built there")  # fmt: skip
+        try:
+            layer.check_state_scalars(scalars)
+        except ValueError as exc:
+            raise field_error(path, f"net.layer_scalars.{layer_path}", str(exc)) from None
 
 
 def _check_exact_keys(path, present, expected, owner: str) -> None:
@@ -321,16 +336,43 @@ def check_run_state(meta: dict, arrays: dict, trainer, path) -> None:
     for key, like in expected.items():
         check_array(path, key, arrays[key], like)
     _check_position_fits(meta["position"], arrays.get("position.order"), trainer, path)
-    # the optimizer counts the steps since its last reset (the plateau rule's), never more
-    require_int(path, "optimizer.steps", meta["optimizer"]["steps"], 0, meta["position"]["step"])
+    _check_optimizer_steps(meta, len(trainer.data.train), trainer.settings.plateau, path)
+
+
+def _check_optimizer_steps(meta: dict, batches: int, plateau: bool, path) -> None:
+    """The optimizer counts its steps since setup, or since the plateau rule last reset it at
+    the end of an epoch (selection.py): the run's steps, or fewer by whole finished epochs."""
+    steps, position = meta["optimizer"]["steps"], meta["position"]
+    finished = (position["epoch"] - 1) * batches  # the steps of the finished epochs
+    if not (plateau and meta["selection"]["regressions"]):
+        _require_exactly(path, "optimizer.steps", steps, position["step"], "position.step")
+        return
+    # reset at the end of epoch 2 at the earliest (epoch 1 is always the best so far)
+    since_reset = position["step"] - steps
+    if since_reset % batches or not 2 * batches <= since_reset <= finished:
+        raise field_error(
+            path, "optimizer.steps", f"must be position.step ({position['step']}) less whole "
+            f"epochs of {batches} steps (reset by the plateau rule), got {steps}",
+        )  # fmt: skip
+
+
+def _require_exactly(path, field: str, value, expected: int, rule: str) -> None:
+    if not _is_int(value) or value != expected:
+        raise field_error(path, field, f"must be {rule} ({expected}), got {value!r}")
 
 
 def _check_position_fits(position: dict, order, trainer, path) -> None:
+    """Epoch and batch within the run, and the step they imply: every batch is one step, and
+    an epoch's end (early stop included) moves to batch 0 of the next (train.py, position.py)."""
     batches, samples = len(trainer.data.train), trainer.data.train.num_samples
     epochs = trainer.settings.epochs
-    require_int(path, "position.epoch", position["epoch"], 1, epochs + 1)
-    require_int(path, "position.next_batch", position["next_batch"], 0, batches)
-    require_int(path, "position.step", position["step"], 0, epochs * batches)
+    epoch = require_int(path, "position.epoch", position["epoch"], 1, epochs + 1)
+    next_batch = require_int(path, "position.next_batch", position["next_batch"], 0, batches - 1)
+    if next_batch and (epoch == epochs + 1 or position["stopped_early"]):
+        raise field_error(path, "position.next_batch", "must be 0 once the run has finished")
+    step = (epoch - 1) * batches + next_batch
+    rule = f"(epoch - 1) * {batches} batches + next_batch"
+    _require_exactly(path, "position.step", position["step"], step, rule)
     if order is None:
         if position["next_batch"] > 0:
             raise field_error(path, "position.order", "missing for an epoch begun")

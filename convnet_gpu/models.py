@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .errors import ModelError
+from .fileio import NotARegularFile, read_regular_file
 from .layers import (
     AvgPool2D,
     BatchNorm,
@@ -39,6 +40,7 @@ from .layers import (
     Tanh,
 )
 from .layers.base import check_weight_init
+from .limits import format_bytes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -170,14 +172,24 @@ _FLOAT_ARGS = {"slope", "momentum", "eps", "p"}
 _INT_MINIMUM = {"out_channels": 1, "out_features": 1, "kernel_size": 1, "stride": 1, "pad": 0}
 MAX_NESTING = 32  # residual blocks inside residual blocks (mini-resnet nests 1)
 _STRING_ARGS = {"init"}
+MAX_MODEL_FILE_BYTES = 1 << 20  # the largest model here is ~2 KiB of TOML
 
 
 def load_model_file(path) -> list:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        payload = read_regular_file(path, MAX_MODEL_FILE_BYTES)
+    except NotARegularFile as exc:
+        raise ModelFileError(f"{path}: {exc}; a model file is a TOML text file") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    if payload is None:
+        raise ModelFileError(
+            f"{path}: larger than {format_bytes(MAX_MODEL_FILE_BYTES)}, the most a model file may "
+            f"hold; a model file lists a net's layers in TOML"
+        )
+    try:
+        text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelFileError(
             f"{path}: not a text file (byte {exc.start} is not UTF-8); a model file is TOML"

@@ -57,7 +57,12 @@ class RunDir:
     def holds_run(self) -> bool:
         """True when a run was already saved here: its checkpoint, metrics or summary would be
         overwritten (any one of them: a run whose checkpoint was deleted still has its figures)."""
-        return any(file.exists() for file in (self.checkpoint, self.metrics, self.summary))
+        return bool(self.run_files())
+
+    def run_files(self) -> list[str]:
+        """The names of the run's files saved here (checkpoint, metrics, summary), in that order."""
+        files = (self.checkpoint, self.metrics, self.summary)
+        return [file.name for file in files if file.exists()]
 
     def create(self) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)

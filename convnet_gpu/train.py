@@ -75,6 +75,7 @@ class Trainer:
         self.base_lr = settings.lr
         self.position = Position.start(settings.seed)
         self._stop_requested = False
+        self.resumed = False  # restore() ran: the settings are a saved run's
         self.total_steps = settings.epochs * len(data.train)
         # The device side of a step: its counter (jitter and the lr table read it there), and
         # every step's learning rate, so a replayed step needs nothing from the host.
@@ -82,7 +83,7 @@ class Trainer:
         check_fits(
             f"the learning-rate table of {self.total_steps} steps",
             self.total_steps * _LR_TABLE_BYTES_PER_STEP, free_host_bytes(), "this machine",
-            "lower `epochs` or raise `batch_size`",
+            "lower `epochs` or raise `batch_size`", by_settings=True,
         )  # fmt: skip
         self.lr_table = backend.zeros((max(self.total_steps, 1),), net.dtype)
         self._table_scale = None  # the plateau rule's lr scale the table was written with
@@ -225,11 +226,14 @@ class Trainer:
 
     def _divergence_advice(self) -> str:
         """What to lower: the learning rate, and weight decay too where it is on (a large decay
-        diverges at any lr)."""
+        diverges at any lr); in a new run where this one was resumed."""
         settings = self.settings
+        advice = f"lower `lr` (now {settings.lr})"
         if settings.weight_decay:
-            return f"lower `lr` (now {settings.lr}) or `weight_decay` (now {settings.weight_decay})"
-        return f"lower `lr` (now {settings.lr})"
+            advice += f" or `weight_decay` (now {settings.weight_decay})"
+        if self.resumed:
+            return f"a resumed run keeps its settings: start a new run (`out`) and there {advice}"
+        return advice
 
     def _kept_checkpoint(self, which: str) -> str:
         if self.run_dir is None or not self.run_dir.checkpoint.exists():
@@ -312,6 +316,7 @@ class Trainer:
         copy_net_state(meta, arrays, self.net)
         for name, part in self.parts().items():
             load_part(meta, arrays, name, part, path)
+        self.resumed = True
 
 
 def _check_finite_evaluation(record: dict, epoch: int) -> None:

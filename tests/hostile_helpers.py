@@ -97,7 +97,9 @@ def run_in_process(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def run_subprocess(*argv, memory_cap: int | None = None, env=None, code: str | None = None):
+def run_subprocess(
+    *argv, memory_cap: int | None = None, env=None, code: str | None = None, timeout: int = 120
+):
     """`python -m convnet_gpu argv` (or `python -c code argv`) from the repository, optionally
     under RLIMIT_AS = memory_cap; returns (exit status, stdout, stderr)."""
 
@@ -110,7 +112,7 @@ def run_subprocess(*argv, memory_cap: int | None = None, env=None, code: str | N
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "convnet_gpu"]
     result = subprocess.run(
         command + [str(arg) for arg in argv], capture_output=True, text=True, cwd=REPO,
-        preexec_fn=cap_memory, env={**os.environ, **(env or {})}, timeout=120,
+        preexec_fn=cap_memory, env={**os.environ, **(env or {})}, timeout=timeout,
     )  # fmt: skip
     return result.returncode, result.stdout, result.stderr
 

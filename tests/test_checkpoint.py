@@ -291,3 +291,35 @@ def test_a_gpu_checkpoint_loads_on_the_cpu(tmp_path, cuda_backend, cpu_backend):
     assert cpu_net.params.data.dtype == np.float32
     assert np.array_equal(cpu_net.params.data, cuda_backend.to_host(gpu_net.params.data))
     assert meta["device"] == "cuda:0"
+
+
+def test_a_plateau_run_whose_optimizer_was_reset_resumes_and_its_count_is_checked(
+    tmp_path, monkeypatch
+):
+    """The plateau rule resets the optimizer's step count at an epoch's end: a checkpoint then
+    holds fewer optimizer steps than run steps, by whole epochs, and nothing else."""
+
+    def plateau_trainer():
+        net = tiny_net()
+        return build_trainer(
+            net, tiny_dataset(), tmp_path, SGD(0.05, momentum=0.9).setup(net), model="tiny",
+            lr=0.05, epochs=3, batch_size=16, val_split=0.25, plateau=True,
+        )  # fmt: skip
+
+    first = plateau_trainer()
+    accuracies, real_evaluate = iter([0.6, 0.4]), first.evaluate
+    monkeypatch.setattr(
+        first, "evaluate",
+        lambda loader=None: (1.0, next(accuracies)) if loader is first.data.val
+        else real_evaluate(loader),
+    )  # fmt: skip
+    for _ in range(2):  # epoch 2 regresses: the best state back, the optimizer reset
+        first._end_epoch(*first.train_epoch())
+    meta, arrays = read_checkpoint(tmp_path)
+    batches = len(first.data.train)
+    assert meta["position"]["step"] == 2 * batches and meta["optimizer"]["steps"] == 0
+    plateau_trainer().restore(meta, arrays)
+    for steps in (1, batches, 2 * batches):  # not whole epochs; a reset after epoch 1; none
+        meta["optimizer"]["steps"] = steps
+        with pytest.raises(CheckpointError, match="optimizer.steps: must be position.step"):
+            plateau_trainer().restore(meta, arrays)

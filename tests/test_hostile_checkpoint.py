@@ -12,8 +12,11 @@ import zipfile
 import numpy as np
 import pytest
 from hostile_helpers import (
+    MEMORY_CAP,
+    TINY_MODEL,
     assert_refused,
     run_in_process,
+    run_subprocess,
     train_args,
     tree_hashes,
     write_idx_dir,
@@ -39,6 +42,7 @@ def saved_run(tmp_path_factory):
     meta, arrays = read_raw(root / "run" / "checkpoint.npz")
     meta["settings"]["epochs"] = 2
     meta["position"].update(next_batch=1, step=4)
+    meta["optimizer"]["steps"] = 4
     arrays["position.order"] = np.random.default_rng(1).permutation(TRAIN_IMAGES)
     return data, model, meta, arrays
 
@@ -103,6 +107,9 @@ META_CASES = {
     "epoch past the run": (_past_the_run, "position.epoch"),
     "batch past the end": (_set("position", "next_batch", 10**6), "position.next_batch"),
     "step past the end": (_set("position", "step", 10**9), "position.step"),
+    "batch at the end": (_set("position", "next_batch", 3), "position.next_batch"),  # 3 batches
+    "step not epoch and batch's": (_set("position", "step", 5), "position.step"),
+    "optimizer steps not the run's": (_set("optimizer", "steps", 3), "optimizer.steps"),
     "stopped_early not a bool": (_set("position", "stopped_early", "no"), "stopped_early"),
     "lr inf": (_set("settings", "lr", float("inf")), "settings.lr"),
     "lr a string": (_set("settings", "lr", "fast"), "settings.lr"),
@@ -353,3 +360,75 @@ def test_any_meta_field_replaced_is_refused_or_harmless(capsys, saved_run, tmp_p
         folder = write_raw(tmp_path / "run", changed, arrays)
         codes += _both_commands(capsys, data, folder, tmp_path)
     assert codes.count(2) > len(codes) // 3
+
+
+DROPOUT_MODEL = TINY_MODEL.replace(
+    '[[layers]]\ntype = "flatten"', '[[layers]]\ntype = "dropout"\n\n[[layers]]\ntype = "flatten"'
+)
+
+
+@pytest.fixture(scope="module")
+def dropout_run(tmp_path_factory):
+    """(data dir, meta, arrays) of a finished 1-epoch run of a net with a Dropout layer."""
+    import contextlib
+
+    from convnet_gpu import cli
+
+    root = tmp_path_factory.mktemp("hostile-dropout")
+    data, model = write_idx_dir(root / "data", TRAIN_IMAGES), root / "dropout.toml"
+    write_model(model, DROPOUT_MODEL)
+    argv = train_args(data, model, "--epochs", "1", "--batch-size", BATCH, "--out", root / "run")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([str(a) for a in argv]) == 0
+    meta, arrays = read_raw(root / "run" / "checkpoint.npz")
+    meta["settings"]["epochs"] = 2  # so that --resume has an epoch to run
+    return data, meta, arrays
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda scalars: scalars.clear(), "missing for the Dropout(0.5) built there"),
+        (lambda scalars: scalars["3"].update(seed=2**32), "seed must be an integer in [0, 2**32)"),
+        (
+            lambda scalars: scalars["3"].update(step=2**40),
+            "counter must be an integer in [0, 2**32)",
+        ),
+        (lambda scalars: scalars["3"].pop("step"), "does not match the layer built there"),
+    ],
+    ids=["none", "seed 2**32", "step 2**40", "step missing"],
+)
+def test_dropout_scalars_are_required_and_checked_by_the_layer(
+    capsys, dropout_run, tmp_path, change, fragment
+):
+    data, meta, arrays = dropout_run
+    assert list(meta["net"]["layer_scalars"]) == ["3"]
+    meta = copy.deepcopy(meta)
+    change(meta["net"]["layer_scalars"])
+    folder = write_raw(tmp_path / "run", meta, arrays)
+    line = _resume_and_eval(capsys, data, folder, "net.layer_scalars")
+    assert fragment in line
+
+
+def test_the_untouched_dropout_checkpoint_resumes(capsys, dropout_run, tmp_path):
+    data, meta, arrays = dropout_run
+    folder = write_raw(tmp_path / "run", meta, arrays)
+    code, _, err = run_in_process(
+        capsys, "train", "--device", "cpu", "--data-dir", data, "--no-progress", "--resume", folder
+    )
+    assert code == 0, err
+
+
+def test_a_checkpoint_s_model_file_is_read_as_any_model_file(saved_run, tmp_path):
+    """settings.model naming /dev/zero: refused as the flag would be (it was a MemoryError)."""
+    data, _, meta, arrays = saved_run
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    meta = copy.deepcopy(meta)
+    meta["settings"]["model"] = str(tmp_path / "zero.toml")
+    folder = write_raw(tmp_path / "run", meta, arrays)
+    before = tree_hashes(folder)
+    for argv in (("train", "--resume", folder), ("eval", "--checkpoint", folder)):
+        result = run_subprocess(*argv, "--device", "cpu", "--data-dir", data,
+                                memory_cap=MEMORY_CAP, timeout=30)  # fmt: skip
+        assert_refused(result, 2, "zero.toml: not a regular file")
+    assert tree_hashes(folder) == before

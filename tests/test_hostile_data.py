@@ -1,5 +1,6 @@
-"""Empty and degenerate data, degenerate and deeply nested model files: one line each (exit 2),
-never a ZeroDivisionError, a reshape error or a RecursionError."""
+"""Empty and degenerate data, degenerate and deeply nested model files, data and model files that
+are devices, FIFOs or too large: one line each (exit 2), never a ZeroDivisionError, a reshape
+error, a RecursionError, a MemoryError or a hang."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 from data_helpers import write_batch, write_cifar
 from hostile_helpers import (
     IDX_NAMES,
+    MEMORY_CAP,
     assert_refused,
     idx_bytes,
     run_in_process,
+    run_subprocess,
     train_args,
     write_idx_dir,
     write_model,
@@ -134,3 +137,46 @@ def test_a_model_file_that_is_not_text_is_one_line(capsys, tmp_path):
     model.write_bytes(bytes(range(256)) * 4)
     argv = train_args(write_idx_dir(tmp_path / "data"), model)
     assert_refused(run_in_process(capsys, *argv), 2, "binary.toml")
+
+
+def _not_a_regular_file(path, kind: str):
+    """`path` as a link to /dev/zero (size 0, endless) or a FIFO (blocks a reader), or a file
+    larger than any model file."""
+    import os
+
+    if kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("#" * (2 << 20))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [("/dev/zero", "not a regular file"), ("fifo", "not a regular file"), ("2 MiB", "1.0 MiB")],
+)
+def test_a_model_file_is_a_bounded_regular_file(tmp_path, kind, fragment):
+    """Under the memory cap and a timeout: /dev/zero was a MemoryError, a FIFO hung."""
+    model = _not_a_regular_file(tmp_path / "model.toml", kind)
+    result = run_subprocess(*train_args(write_idx_dir(tmp_path / "data"), model),
+                            memory_cap=MEMORY_CAP, timeout=30)  # fmt: skip
+    assert_refused(result, 2, "model.toml", fragment)
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo"])
+def test_a_cifar_batch_is_a_regular_file(capsys, tmp_path, kind):
+    """The data locator takes regular files only, and so does the unpickler itself (its bound
+    is the file's size, which /dev/zero gives as 0)."""
+    from convnet_gpu.data.errors import DataError
+    from convnet_gpu.data.unpickler import safe_load_pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder)
+    (folder / "data_batch_1").unlink()
+    _not_a_regular_file(folder / "data_batch_1", kind)
+    argv = ("train", "--device", "cpu", "--dataset", "cifar-10", "--data-dir", folder)
+    assert_refused(run_in_process(capsys, *argv), 2, "missing data_batch_1")
+    with pytest.raises(DataError, match="data_batch_1: not a regular file"):
+        safe_load_pickle(folder / "data_batch_1")

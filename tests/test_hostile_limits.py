@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -157,3 +158,112 @@ def test_a_checkpoint_npy_header_claiming_1e11_floats_is_refused(tiny, tmp_path)
     refused_under_cap("train", "--device", "cpu", "--data-dir", data, "--resume", run)
     assert tree_hashes(run) == before
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+
+
+def _checkpoint_with_member(run, name: str, member: bytes, compress=zipfile.ZIP_STORED) -> None:
+    """Rewrite run's checkpoint with one more zip member (`name`, raw bytes)."""
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    payload = io.BytesIO()
+    np.savez(payload, **arrays)
+    with zipfile.ZipFile(payload, "a") as archive:
+        archive.writestr(name, member, compress_type=compress)
+    (run / "checkpoint.npz").write_bytes(payload.getvalue())
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return header.getvalue()
+
+
+def test_sizes_beyond_a_float_are_refused_in_words(tiny, tmp_path):
+    """Claimed sizes above 1e308 bytes (a float overflows) and above a PiB (a 30-digit figure
+    says nothing): an IDX header of 40 dimensions of 2**32-1, a dense layer of 10**400 outputs,
+    a checkpoint array of shape (10**9,)*40."""
+    root, data, model = tiny
+    forged = gzip.compress(idx_bytes(np.zeros(0), dims=(0xFFFFFFFF,) * 40))
+    bad_data = write_idx_dir(tmp_path / "data", files={IDX_NAMES[0]: forged})
+    line = refused_under_cap(*train_args(bad_data, model), fragments=("more than 1024 TiB",))
+    assert "uint8 values" in line
+    huge = write_model(tmp_path / "huge.toml", HEAD.format(out="1" + "0" * 400))
+    refused_under_cap(*train_args(data, huge), fragments=("more than 1024 TiB",))
+    run = tmp_path / "run"
+    assert run_subprocess(*train_args(data, model, "--epochs", "1", "--out", run))[0] == 0
+    _checkpoint_with_member(run, "params2.npy", _npy_header((10**9,) * 40) + bytes(400))
+    line = refused_under_cap("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", run,
+                             fragments=("more than 1024 TiB",))  # fmt: skip
+    assert "array params2" in line
+
+
+def _streamed_meta_member(run, millions: int, compress: int) -> None:
+    """Replace run's checkpoint meta by "[" + "[],"*N + "[]]" for N = millions * 10**6, written
+    in chunks (at N = 40 million, a 480 MB member that deflates to 0.9 MB)."""
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "meta"}
+    np.savez(run / "checkpoint.npz", **arrays)
+    info = zipfile.ZipInfo("meta.npy")
+    info.compress_type = compress
+    chunk = ("[]," * 1_000_000).encode("utf-32-le")
+    archive = zipfile.ZipFile(run / "checkpoint.npz", "a")
+    with archive, archive.open(info, "w", force_zip64=True) as member:
+        member.write(_npy_header((), descr=f"<U{3 * millions * 10**6 + 4}"))
+        member.write("[".encode("utf-32-le"))
+        for _ in range(millions):
+            member.write(chunk)
+        member.write("[]]".encode("utf-32-le"))
+
+
+@pytest.mark.parametrize(
+    "millions, compress, fragment",
+    [
+        (40, zipfile.ZIP_DEFLATED, "meta.npy is compressed"),  # 0.9 MB; json.loads: 2.6 GB
+        (2, zipfile.ZIP_STORED, "more than the 16.0 MiB a checkpoint's meta may hold"),
+    ],
+    ids=["deflated", "stored"],
+)
+def test_a_meta_that_would_inflate_in_json_is_refused(tiny, tmp_path, millions, compress, fragment):
+    root, data, model = tiny
+    run = tmp_path / "run"
+    assert run_subprocess(*train_args(data, model, "--epochs", "1", "--out", run))[0] == 0
+    _streamed_meta_member(run, millions, compress)
+    before = tree_hashes(run)
+    argv = ("eval", "--device", "cpu", "--data-dir", data, "--checkpoint", run)
+    refused_under_cap(*argv, fragments=(fragment,))
+    refused_under_cap("train", "--device", "cpu", "--data-dir", data, "--resume", run,
+                      fragments=(fragment,))  # fmt: skip
+    assert tree_hashes(run) == before
+
+
+def test_free_memory_without_memavailable_falls_back_to_free_pages(tmp_path, monkeypatch):
+    from convnet_gpu import limits
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       1000 kB\nMemFree:         500 kB\n")  # kernels < 3.14
+    monkeypatch.setattr(limits, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(limits, "_address_space_headroom", lambda: None)
+    monkeypatch.setattr(limits, "_cgroup_headroom", lambda: None)
+    pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert abs(limits.free_host_bytes() - pages) < 1 << 30  # free pages, a moment apart
+    meminfo.write_text("MemAvailable:    2048 kB\n")
+    assert limits.free_host_bytes() == 2 << 20
+
+
+def test_a_cgroup_v2_memory_limit_bounds_free_memory(tmp_path, monkeypatch):
+    from convnet_gpu import limits
+
+    (tmp_path / "cgroup").write_text("0::/job/one\n")
+    group = tmp_path / "root" / "job" / "one"
+    group.mkdir(parents=True)
+    (group / "memory.max").write_text("1073741824\n")
+    (group / "memory.current").write_text("268435456\n")
+    monkeypatch.setattr(limits, "_PROC_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(limits, "_CGROUP_ROOT", str(tmp_path / "root"))
+    assert limits._cgroup_headroom() == 768 << 20
+    assert limits.free_host_bytes() <= 768 << 20
+    (group / "memory.max").write_text("max\n")
+    assert limits._cgroup_headroom() is None
+    (tmp_path / "cgroup").write_text("4:memory:/job\n")  # cgroup v1 only: not read
+    assert limits._cgroup_headroom() is None

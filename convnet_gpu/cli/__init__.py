@@ -3,9 +3,10 @@
 Commands: train, eval, overfit, plot, gradcheck, bench, download, info.
 
 Every problem a user can fix (a bad flag, missing data, a bad model file or checkpoint, a
-missing GPU) is a UserError: one line on stderr and exit status 2. A failed check or a diverged
-run exits 1, Ctrl-C 130 (from the first import of this package on); no traceback for any of
-them. The parser imports no part of the training stack, so `--help` answers at once.
+missing GPU) is a UserError: one line on stderr and exit status 2. A failed check, a diverged
+run or running out of memory (sizes are checked before allocating; this is the last resort)
+exits 1, Ctrl-C 130 (from the first import of this package on); no traceback for any of them.
+The parser imports no part of the training stack, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def main(argv=None) -> int:
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
         print(f"{prog}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # the last resort: sizes are checked before allocating, but not all
+        print(f"{prog}: error: {_out_of_memory_advice(args)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _out_of_memory_advice(args) -> str:
+    if getattr(args, "resume", None):
+        fix = "a resumed run keeps its settings: start a new run (--out) with a lower --batch-size"
+    elif args.command in ("train", "eval", "overfit", "bench"):  # the commands with --batch-size
+        fix = "lower --batch-size or use a smaller model"
+    else:
+        fix = "free some memory and try again"
+    return f"out of memory (an allocation failed); {fix}"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..errors import TrainingInterrupted
+from ..limits import TooLarge
 from ..settings import RunSettings
 from .common import UsageError, backend_for, print_flush
 from .parser import flag
@@ -29,20 +30,27 @@ def cmd_train(args) -> int:
         run_dir = RunDir(args.out) if args.out else resumed
         if run_dir.path.resolve() != resumed.path.resolve() and run_dir.holds_run():
             raise UsageError(
-                f"{run_dir} already holds another run (its {RunDir.CHECKPOINT}, {RunDir.METRICS} "
-                f"and {RunDir.SUMMARY} would be overwritten); pick another --out or leave it out "
-                f"to continue in {resumed}"
+                f"{run_dir} already holds another run (its {_listed(run_dir.run_files())} would "
+                f"be overwritten); pick another --out or leave it out to continue in {resumed}"
             )
     else:
         settings = RunSettings.from_args(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = RunDir(args.out or f"runs/{_model_stem(settings.model)}-{stamp}")
         if run_dir.holds_run():
+            resumable = run_dir.checkpoint.exists()  # a run's figures alone cannot continue
             raise UsageError(
-                f"{run_dir} already holds a run (its {RunDir.CHECKPOINT} would be overwritten); "
-                f"continue it with --resume {run_dir} or pick another --out"
+                f"{run_dir} already holds a run (its {_listed(run_dir.run_files())} would be "
+                f"overwritten); "
+                + (f"continue it with --resume {run_dir} or " if resumable else "")
+                + "pick another --out"
             )
-    trainer, dataset = _build_trainer(args, settings, run_dir)
+    try:
+        trainer, dataset = _build_trainer(args, settings, run_dir)
+    except TooLarge as exc:
+        if args.resume and exc.by_settings:  # --resume refuses the flags its fix names
+            raise exc.in_a_new_run() from None
+        raise
     if args.resume:
         _check_same_data(meta, dataset, resumed.checkpoint)
         trainer.restore(meta, arrays, resumed.checkpoint)
@@ -119,6 +127,11 @@ def _fit(trainer, run_dir) -> dict:
         if exc.saved is None:
             raise
         raise TrainingInterrupted(f"{exc}; continue with --resume {run_dir}", exc.saved) from None
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def _model_stem(model: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import NotARegularFile, regular_file_size
 from ..limits import check_host_fits
 from .errors import DataError, one_line
 
@@ -177,8 +178,11 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
 def _read_bytes(path: Path) -> bytes:
     try:
         # the bytes, the loaded objects and their arrays: bounded before the file is read
-        check_host_fits(f"{path}: loading it", 3 * path.stat().st_size, "it is not a CIFAR batch")
+        size = regular_file_size(path)  # st_size bounds the read of a regular file only
+        check_host_fits(f"{path}: loading it", 3 * size, "it is not a CIFAR batch")
         return path.read_bytes()
+    except NotARegularFile as exc:
+        raise DataError(f"{path}: {exc}, expected a CIFAR-10 batch file") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:

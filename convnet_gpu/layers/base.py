@@ -113,6 +113,10 @@ class Layer:
     def load_state_scalars(self, scalars: dict) -> None:
         pass
 
+    def check_state_scalars(self, scalars: dict) -> None:
+        """ValueError unless a checkpoint's scalars (keys as state_scalars') are ones this layer
+        can take; before load_state_scalars, which may trust them."""
+
     def describe(self) -> str:
         return self.name
 

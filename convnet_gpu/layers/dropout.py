@@ -86,6 +86,10 @@ class Dropout(Layer):
     def state_scalars(self):
         return {"seed": self.seed, "step": self.step}
 
+    def check_state_scalars(self, scalars) -> None:
+        """ValueError unless a checkpoint's scalars are ones the mask's hash can take."""
+        check_seed_and_counter(scalars["seed"], scalars["step"])
+
     def load_state_scalars(self, scalars):
         self.seed, self.step = int(scalars["seed"]), int(scalars["step"])
 
