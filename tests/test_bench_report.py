@@ -118,3 +118,15 @@ def test_the_pytest_benchmark_provenance_reads_its_load_at_the_end():
     section = render([("bench.json", document)])
     assert "commit abcdef0, 2026-11-30 00:10 UTC, load average 2.00 at the end; Python" in section
     assert "From `bench.json`." in section
+
+
+def test_the_committed_section_is_what_the_committed_json_renders():
+    """docs/benchmarks.md's generated section is exactly what scripts/bench_report.py makes from
+    docs/bench/*.json (in name order, as the shell's glob gives them): figures cannot drift."""
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted((root / "docs" / "bench").glob("*.json"))
+    assert paths, "docs/bench holds the JSON the generated section is made from"
+    files = [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+    doc = (root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    section = doc[doc.index(BEGIN) : doc.index(END) + len(END)]
+    assert replace_section(section, render(files)) == section
