@@ -61,11 +61,16 @@ def _values(count: int) -> np.ndarray:
     return ((np.arange(count, dtype=np.int64) * 7919) % 1009) / 64.0 - 7.0
 
 
+def _geometry_args(g: WindowGeometry, index: str) -> str:
+    """The window kernels' trailing arguments (n, C, H, W, KH, KW, stride, pad, OH, OW), cast."""
+    values = (N, g.channels, g.height, g.width, g.kernel_h, g.kernel_w, g.stride, g.pad,
+              g.out_h, g.out_w)  # fmt: skip
+    return ", ".join(f"({index}){v}" for v in values)
+
+
 def _harness(g: WindowGeometry, index: str) -> str:
     """main(): the six kernels on one geometry with index type `index`, one output per line."""
-    args = (f"({index}){N}, ({index}){g.channels}, ({index}){g.height}, ({index}){g.width}, "
-            f"({index}){g.kernel_h}, ({index}){g.kernel_w}, ({index}){g.stride}, "
-            f"({index}){g.pad}, ({index}){g.out_h}, ({index}){g.out_w}")  # fmt: skip
+    args = _geometry_args(g, index)
     x_size = N * g.channels * g.height * g.width
     y_size = N * g.channels * g.out_h * g.out_w
     col_size = g.col_rows * g.col_cols(N)
@@ -135,9 +140,7 @@ def test_window_kernels_on_the_host_equal_numpy(tmp_path, g, index):
 # ---- pooling.cu: Bias, ReLU and max pooling fused ------------------------------------------------
 def _fused_harness(g: WindowGeometry, index: str) -> str:
     """main(): the fused forward (y, argmax) and backward (dx) with a per-channel bias."""
-    args = (f"({index}){N}, ({index}){g.channels}, ({index}){g.height}, ({index}){g.width}, "
-            f"({index}){g.kernel_h}, ({index}){g.kernel_w}, ({index}){g.stride}, "
-            f"({index}){g.pad}, ({index}){g.out_h}, ({index}){g.out_w}")  # fmt: skip
+    args = _geometry_args(g, index)
     x_size = N * g.channels * g.height * g.width
     y_size = N * g.channels * g.out_h * g.out_w
     t = f"<double, {index}>"

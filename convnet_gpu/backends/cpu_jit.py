@@ -28,6 +28,20 @@ def maxpool2x2_forward(x, y, argmax) -> None:
 
 
 @_jit
+def _first_max4(a, b, d, e):
+    """(the largest of a 2x2 window's values in row order, the offset of the first such, whether
+    one is NaN); without NaNs, branch-free enough to vectorize where it is inlined."""
+    best, arg = a, 0
+    if b > best:  # strict: the first maximum wins ties
+        best, arg = b, 1
+    if d > best:
+        best, arg = d, 2
+    if e > best:
+        best, arg = e, 3
+    return best, arg, (a != a) | (b != b) | (d != d) | (e != e)
+
+
+@_jit
 def _maxpool2x2_forward(x, y, argmax) -> bool:
     """Without NaNs, branch-free enough to vectorize; returns whether x holds a NaN."""
     n, channels, _, _ = x.shape
@@ -37,18 +51,11 @@ def _maxpool2x2_forward(x, y, argmax) -> bool:
         for c in range(channels):
             for oh in range(out_h):
                 for ow in range(out_w):
-                    a = x[i, c, 2 * oh, 2 * ow]
-                    b = x[i, c, 2 * oh, 2 * ow + 1]
-                    d = x[i, c, 2 * oh + 1, 2 * ow]
-                    e = x[i, c, 2 * oh + 1, 2 * ow + 1]
-                    best, arg = a, 0
-                    if b > best:  # strict: the first maximum wins ties
-                        best, arg = b, 1
-                    if d > best:
-                        best, arg = d, 2
-                    if e > best:
-                        best, arg = e, 3
-                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
+                    best, arg, nan = _first_max4(
+                        x[i, c, 2 * oh, 2 * ow], x[i, c, 2 * oh, 2 * ow + 1],
+                        x[i, c, 2 * oh + 1, 2 * ow], x[i, c, 2 * oh + 1, 2 * ow + 1],
+                    )  # fmt: skip
+                    saw_nan |= nan
                     y[i, c, oh, ow] = best
                     argmax[i, c, oh, ow] = arg
     return saw_nan
@@ -111,18 +118,12 @@ def bias_relu_maxpool2x2_forward(x, bias, y, argmax) -> bool:
             shift = bias[c]
             for oh in range(out_h):
                 for ow in range(out_w):
-                    a = x[i, c, 2 * oh, 2 * ow] + shift
-                    b = x[i, c, 2 * oh, 2 * ow + 1] + shift
-                    d = x[i, c, 2 * oh + 1, 2 * ow] + shift
-                    e = x[i, c, 2 * oh + 1, 2 * ow + 1] + shift
-                    best, arg = a, 0
-                    if b > best:
-                        best, arg = b, 1
-                    if d > best:
-                        best, arg = d, 2
-                    if e > best:
-                        best, arg = e, 3
-                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
+                    best, arg, nan = _first_max4(
+                        x[i, c, 2 * oh, 2 * ow] + shift, x[i, c, 2 * oh, 2 * ow + 1] + shift,
+                        x[i, c, 2 * oh + 1, 2 * ow] + shift,
+                        x[i, c, 2 * oh + 1, 2 * ow + 1] + shift,
+                    )  # fmt: skip
+                    saw_nan |= nan
                     if best > 0:
                         y[i, c, oh, ow] = best
                         argmax[i, c, oh, ow] = arg

@@ -29,6 +29,25 @@ __device__ __forceinline__ T window_scale(long long kernel_h, long long kernel_w
     return static_cast<T>(1.0 / static_cast<double>(kernel_h * kernel_w));
 }
 
+// The first maximum of value(p) over the in-image pixels p of output (oh, ow)'s window: y and
+// argmax of every max pooling (strict '>': ties keep the earlier offset; none: -inf, 0).
+template <typename T, typename I, typename Value>
+__device__ __forceinline__ void window_max(const WindowGeometry<I>& g, I oh, I ow, Value&& value,
+                                          T& y, int& argmax)
+{
+    T best = negative_infinity<T>();
+    int best_k = 0;
+    for_each_input_of_window(g, oh, ow, [&](I p, I k) {
+        const T v = value(p);
+        if (v > best) {  // strict: the first maximum wins ties
+            best = v;
+            best_k = (int)k;
+        }
+    });
+    y = best;
+    argmax = best_k;
+}
+
 template <typename T, typename I>
 __global__ void maxpool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                        int* __restrict__ argmax,
@@ -41,18 +60,7 @@ __global__ void maxpool_forward_kernel(const T* __restrict__ x, T* __restrict__ 
     for (const I i : grid_stride_range(n * channels * out_h * out_w)) {
         const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
-
-        T best = negative_infinity<T>();
-        int best_k = 0;
-        for_each_input_of_window(g, oh, ow, [&](I p, I k) {
-            const T value = x_plane[p];
-            if (value > best) {  // strict: the first maximum wins ties
-                best = value;
-                best_k = (int)k;
-            }
-        });
-        y[i] = best;
-        argmax[i] = best_k;
+        window_max<T>(g, oh, ow, [&](I p) { return x_plane[p]; }, y[i], argmax[i]);
     }
 }
 
@@ -138,18 +146,8 @@ __global__ void bias_relu_maxpool_forward_kernel(const T* __restrict__ x,
         const auto [plane, oh, ow] = split_index(i, out_h, out_w);
         const T* x_plane = x + plane * height * width;
         const T shift = bias[plane % channels];
-
-        T best = negative_infinity<T>();
-        int best_k = 0;
-        for_each_input_of_window(g, oh, ow, [&](I p, I k) {
-            const T value = relu_of(x_plane[p] + shift);
-            if (value > best) {  // strict: the first maximum wins ties, as maxpool_forward
-                best = value;
-                best_k = (int)k;
-            }
-        });
-        y[i] = best;
-        argmax[i] = best_k;
+        window_max<T>(g, oh, ow, [&](I p) { return relu_of(x_plane[p] + shift); }, y[i],
+                      argmax[i]);
     }
 }
 
