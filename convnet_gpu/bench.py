@@ -10,8 +10,8 @@ tf32 against PyTorch with TF32 on for convolutions and matrix products.
 
 Each row also holds the peak memory of its engine on its device (memory.py), and the machine,
 the commit and the time (machine.provenance); `bench_schema.py` documents every field.
-`convnet_gpu_contender` and `torch_contender` are the steps themselves, without the timing: the
-pytest-benchmark suite (tests/benchmarks) times the very same steps.
+`convnet_gpu_contender` (here) and `bench_peer.torch_contender` are the steps themselves, without
+the timing: the pytest-benchmark suite (tests/benchmarks) times the very same steps.
 """
 
 from __future__ import annotations

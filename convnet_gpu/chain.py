@@ -1,4 +1,5 @@
-"""Chain: layers applied in order over blobs allocated once (a Net's body, a residual branch)."""
+"""Chain: layers applied in order over blobs allocated once (a Net's body, a residual branch), run
+in stages planned at setup (fusion.py); forward/backward can run one span of it (workers.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ once into every checkpoint and summary.json, and `--resume` and `eval` rebuild t
 them. How a run executes (device, output folder, progress bar) is not a setting: a run may be
 resumed on another device.
 
-Adding a setting is one field here plus its parser line in cli.py; nothing else copies fields.
+Adding a setting is one field here plus its parser line in cli/parser.py; nothing else copies
+fields.
 This module imports nothing heavy, so `convnet-gpu --help` stays fast.
 """
 

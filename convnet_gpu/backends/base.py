@@ -15,7 +15,7 @@ Three hooks hold what only some devices check or need (the NumPy backend keeps t
     _check_output_layout(op, name, array)  an output can be written in place (C-contiguous)
     _kernel_input(array)                   an input as the kernel reads it (a strided view copied)
 
-It is longer than most modules (~400 lines) on purpose: it is the whole contract a backend
+It is longer than most modules (~450 lines) on purpose: it is the whole contract a backend
 signs, each operation's docstring, checks and default side by side; split by family, a backend
 author would have to read several files to learn what one operation promises.
 """

@@ -5,12 +5,14 @@ elementwise passes in one pass each.
 NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
 one compiled pass reads each pixel once, 4-5x faster on a Zen 3 core. The kernels are serial and
 release the GIL (nogil), so the CPU worker threads (workers.py) run them side by side; fastmath
-stays off, and each gives the NumPy kernels' values, NaNs included (tests/test_cpu_kernels.py),
-but for the fused forward, which says where it met a NaN for the caller to run the NumPy
+stays off, and each gives the NumPy kernels' values, NaNs in the input included
+(tests/test_cpu_kernels.py; the tiled pooling backward: for a finite dy), but for the fused
+forward, which says where it met a NaN for the caller to run the NumPy
 kernels instead (tests/test_fusion.py). numba compiles them on first use for each dtype (about
 a second for those of a simple-cnn step) and caches the machine code (cache=True), so later
 processes load it in a fraction of that. Importing this module fails where
-numba is missing or does not support the installed NumPy; cpu_kernels.py then keeps NumPy's.
+numba is missing or does not support the installed NumPy; numpy_backend.load_jit then returns
+None and the NumPy kernels (cpu_windows.py, channel_ops.py, updates.py) run.
 """
 
 from __future__ import annotations

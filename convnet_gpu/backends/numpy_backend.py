@@ -1,7 +1,9 @@
 """The CPU backend: NumPy arrays; base.py has checked the kernels' arguments.
 
-The window kernels are in cpu_windows.py; convolution runs a few images at a time, lowered
-channels-last (conv_lowering.py); a Net's step may run on several threads (workers.py). No
+The window kernels are in cpu_windows.py, with compiled ones (cpu_jit.py, numba, where installed)
+for 2x2 max pooling, the fused Bias -> ReLU -> MaxPool2D stage, the SGD update and BatchNorm's
+elementwise passes; convolution runs a few images at a time, lowered channels-last (inputs of 4
+channels or more; conv_lowering.py); a Net's step may run on several threads (workers.py). No
 kernel allocates an array: results go to `out=` views of buffers allocated in setup.
 """
 

@@ -8,7 +8,7 @@ from convnet_gpu import bench_peer
 from convnet_gpu.backends import get_backend
 from convnet_gpu.machine import machine_cores
 
-# Rounds short enough that `pytest tests/benchmarks --benchmark-only` runs in a few minutes on
+# Rounds short enough that `pytest tests/benchmarks --benchmark-only` runs in about a minute on
 # two cores: each benchmark times ~0.4 s (at least 3 rounds) after one warm-up call.
 SETTINGS = pytest.mark.benchmark(max_time=0.4, min_rounds=3, warmup=True, warmup_iterations=1)
 MODEL_THREADS = machine_cores()  # a whole step on every core, as `convnet-gpu bench` defaults

@@ -1,4 +1,4 @@
-"""Each layer of the named models, forward and backward, ours beside PyTorch's (ops.py)."""
+"""Each layer of the named models, forward and backward, ours beside PyTorch's (bench_ops.py)."""
 
 from __future__ import annotations
 

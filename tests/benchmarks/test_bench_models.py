@@ -1,5 +1,5 @@
 """A whole training step and an inference pass of each named model, ours beside PyTorch's: the
-very steps `convnet-gpu bench` times (bench.convnet_gpu_contender, bench.torch_contender)."""
+very steps `convnet-gpu bench` times (bench.convnet_gpu_contender, bench_peer.torch_contender)."""
 
 from __future__ import annotations
 
