@@ -117,6 +117,30 @@ def test_the_compiled_sgd_update_gives_the_numpy_bits(momentum, weight_decay, ne
 
 @needs_jit
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [None, 2])
+@pytest.mark.parametrize("weight_decay, decoupled", [(0.0, False), (1e-2, False), (1e-2, True)])
+def test_the_compiled_adam_update_gives_the_numpy_bits(weight_decay, decoupled, threads, dtype):
+    rng = np.random.default_rng(5)
+    size = 1001
+    w, grad, m = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    v = rng.random(size).astype(dtype)
+    mask = (rng.random(size) > 0.2).astype(dtype)
+    results = []
+    for jit in (False, True):
+        backend = NumpyBackend(threads=threads, jit=jit)
+        state = [w.copy(), m.copy(), v.copy()]
+        for step in (1, 7):  # the bias corrections change with the step
+            backend.adam_update(state[0], grad, state[1], state[2], mask, np.array(0.003, dtype),
+                                np.array(step), (0.9, 0.999), 1e-8, weight_decay, decoupled,
+                                np.empty_like(w), np.empty_like(w))  # fmt: skip
+        results.append(state)
+    for name, want, got in zip(("w", "exp_avg", "exp_avg_sq"), *results):
+        np.testing.assert_array_equal(got, want, err_msg=name, strict=True)
+    assert not np.array_equal(results[1][0], w)  # it did update
+
+
+@needs_jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5, 3, 4, 6), (7, 4)])
 def test_the_compiled_batchnorm_passes_give_the_numpy_bits(shape, dtype):
     rng = np.random.default_rng(3)

@@ -1,5 +1,5 @@
 """Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling, alone and
-fused with the Bias and ReLU before it (fusion.py), and the SGD update and BatchNorm's
+fused with the Bias and ReLU before it (fusion.py), and the SGD and Adam updates and BatchNorm's
 elementwise passes in one pass each.
 
 NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
@@ -18,8 +18,12 @@ None and the NumPy kernels (cpu_windows.py, channel_ops.py, updates.py) run.
 from __future__ import annotations
 
 import numba
+import numpy as np
 
-_jit = numba.njit(nogil=True, cache=True, fastmath=False)
+# error_model="numpy": a float division by zero gives inf/nan as NumPy's does, instead of a check
+# for Python's ZeroDivisionError in every division, which also kept loops from vectorizing
+# (the compiled Adam update ran 16 ms against NumPy's 11; 2.5 ms without the checks).
+_jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
 def maxpool2x2_forward(x, y, argmax) -> None:
@@ -202,3 +206,27 @@ def batchnorm_input_grad(dy, x_hat, scale, d_beta, d_gamma, inv_count, dx) -> No
             for k in range(size):
                 mean_part = (x_hat[i, c, k] * slope + offset) * inv_count
                 dx[i, c, k] = (dy[i, c, k] - mean_part) * factor
+
+
+@_jit
+def adam_update(w, grad, exp_avg, exp_avg_sq, decay_mask, lr, scalars, with_decay,
+                decoupled) -> None:  # fmt: skip
+    """updates.adam_update in one pass over the flat buffers (1-D), with its roundings in its
+    order (about twenty passes in NumPy). `scalars` holds, in w's dtype as NumPy rounds the
+    Python floats: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**t), eps, 1 - beta1**t and the
+    weight decay; with_decay says whether the Python weight decay was non-zero."""
+    rate = lr[()]
+    keep1, beta2, keep2, root2, eps, bias1, decay = (
+        scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5], scalars[6]
+    )  # fmt: skip
+    for i in range(w.size):
+        g = grad[i]
+        if with_decay and decoupled:  # w = w - lr * wd * mask * w
+            w[i] = w[i] - w[i] * decay_mask[i] * rate * decay
+        elif with_decay:  # g = grad + wd * mask * w
+            g = w[i] * decay_mask[i] * decay + g
+        m = exp_avg[i] + (g - exp_avg[i]) * keep1
+        exp_avg[i] = m
+        v = exp_avg_sq[i] * beta2 + g * g * keep2
+        exp_avg_sq[i] = v
+        w[i] = w[i] - m / (np.sqrt(v) / root2 + eps) * rate / bias1

@@ -1,10 +1,11 @@
 """The CPU backend: NumPy arrays; base.py has checked the kernels' arguments.
 
 The window kernels are in cpu_windows.py, with compiled ones (cpu_jit.py, numba, where installed)
-for 2x2 max pooling, the fused Bias -> ReLU -> MaxPool2D stage, the SGD update and BatchNorm's
-elementwise passes; convolution runs a few images at a time, lowered channels-last (inputs of 4
-channels or more; conv_lowering.py); a Net's step may run on several threads (workers.py). No
-kernel allocates an array: results go to `out=` views of buffers allocated in setup.
+for 2x2 max pooling, the fused Bias -> ReLU -> MaxPool2D stage, the SGD and Adam updates and
+BatchNorm's elementwise passes; convolution runs a few images at a time, lowered channels-last
+(inputs of 4 channels or more; conv_lowering.py); a Net's step may run on several threads
+(workers.py). No kernel allocates an array: results go to `out=` views of buffers allocated in
+setup.
 """
 
 from __future__ import annotations
@@ -109,7 +110,17 @@ class NumpyBackend(Backend):
                                 decay_mask[part], lr, steps, betas, eps, weight_decay, decoupled,
                                 scratch[part], decayed_part)  # fmt: skip
 
-        self.in_chunks(w.size, chunk)
+        if self.jit is None:
+            self.in_chunks(w.size, chunk)
+            return
+        scalars = updates.adam_scalars(betas, int(steps), eps, weight_decay, w.dtype)
+
+        def compiled_chunk(part):  # the same roundings in one pass (cpu_jit.py)
+            self.jit.adam_update(w[part], grad[part], exp_avg[part], exp_avg_sq[part],
+                                 decay_mask[part], lr, scalars, bool(weight_decay),
+                                 bool(decoupled))  # fmt: skip
+
+        self.in_chunks(w.size, compiled_chunk)
 
     # ---- BatchNorm's elementwise passes: one compiled pass each, where the arrays allow -------
     def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:

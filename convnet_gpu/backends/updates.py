@@ -69,3 +69,16 @@ def adam_update(
     xp.multiply(scratch, lr, out=scratch)
     xp.divide(scratch, 1.0 - beta1**t, out=scratch)
     xp.subtract(w, scratch, out=w)
+
+
+def adam_scalars(betas, t: int, eps, weight_decay, dtype):
+    """adam_update's Python-float factors of step t, rounded to dtype as NumPy rounds them when
+    it multiplies a dtype array by them: the scalars a one-pass kernel takes (cpu_jit.py)."""
+    import numpy as np
+
+    beta1, beta2 = betas
+    return np.array(
+        [1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps, 1.0 - beta1**t,
+         weight_decay],
+        dtype=dtype,
+    )  # fmt: skip
