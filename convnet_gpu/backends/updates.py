@@ -41,8 +41,7 @@ def adam_update(
 ):  # fmt: skip
     """Adam (decoupled False: L2 decay in the gradient) or AdamW (decoupled True), with the bias
     corrections of step `steps` (a 0-d counter, already advanced for this step)."""
-    beta1, beta2 = betas
-    t = int(steps)
+    keep1, beta2, keep2, root2, eps, bias1, _ = adam_factors(betas, int(steps), eps, weight_decay)
     g = grad
     if weight_decay and decoupled:  # w = w - lr * wd * mask * w
         xp.multiply(w, decay_mask, out=scratch)
@@ -55,30 +54,33 @@ def adam_update(
         xp.add(decayed, grad, out=decayed)
         g = decayed
     xp.subtract(g, exp_avg, out=scratch)
-    xp.multiply(scratch, 1.0 - beta1, out=scratch)
+    xp.multiply(scratch, keep1, out=scratch)
     xp.add(exp_avg, scratch, out=exp_avg)
     xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
     xp.multiply(g, g, out=scratch)
-    xp.multiply(scratch, 1.0 - beta2, out=scratch)
+    xp.multiply(scratch, keep2, out=scratch)
     xp.add(exp_avg_sq, scratch, out=exp_avg_sq)
     # scratch = m / (sqrt(v) / sqrt(1 - beta2^t) + eps) * lr / (1 - beta1^t)
     xp.sqrt(exp_avg_sq, out=scratch)
-    xp.divide(scratch, math.sqrt(1.0 - beta2**t), out=scratch)
+    xp.divide(scratch, root2, out=scratch)
     xp.add(scratch, eps, out=scratch)
     xp.divide(exp_avg, scratch, out=scratch)
     xp.multiply(scratch, lr, out=scratch)
-    xp.divide(scratch, 1.0 - beta1**t, out=scratch)
+    xp.divide(scratch, bias1, out=scratch)
     xp.subtract(w, scratch, out=w)
 
 
+def adam_factors(betas, t: int, eps, weight_decay) -> tuple[float, ...]:
+    """The Python floats adam_update multiplies, divides and adds by at step t: 1 - beta1, beta2,
+    1 - beta2, sqrt(1 - beta2**t), eps, 1 - beta1**t and the weight decay."""
+    beta1, beta2 = betas
+    return (1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps, 1.0 - beta1**t,
+            weight_decay)  # fmt: skip
+
+
 def adam_scalars(betas, t: int, eps, weight_decay, dtype):
-    """adam_update's Python-float factors of step t, rounded to dtype as NumPy rounds them when
-    it multiplies a dtype array by them: the scalars a one-pass kernel takes (cpu_jit.py)."""
+    """adam_factors rounded to dtype, as NumPy rounds a Python float it multiplies a dtype array
+    by: the scalars a one-pass kernel takes (cpu_jit.py)."""
     import numpy as np
 
-    beta1, beta2 = betas
-    return np.array(
-        [1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps, 1.0 - beta1**t,
-         weight_decay],
-        dtype=dtype,
-    )  # fmt: skip
+    return np.array(adam_factors(betas, t, eps, weight_decay), dtype=dtype)
