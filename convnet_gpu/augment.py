@@ -55,11 +55,13 @@ class Jitter:
             self.workspace = backend.jitter_workspace(self.batch_size)
         return self
 
-    def apply(self, batch, step: int) -> None:
+    def apply(self, batch, step: int, first: int = 0) -> None:
         """Jitter the (n, C, H, W) device batch in place with the draws of training step `step`.
 
-        Image i's draws depend on (seed, step, i) only, so a smaller last batch (n < batch_size)
-        gets the first n images' jitter of a full batch. Allocates nothing.
+        Image i's draws depend on (seed, step, first + i) only, so a smaller last batch
+        (n < batch_size) gets the first n images' jitter of a full batch, and a rank holding
+        rows [first, first + n) of a global batch draws what one process would for them.
+        Allocates nothing.
         """
         if self.backend is None:
             raise RuntimeError("call Jitter.setup(backend, batch_size, input_shape, dtype) first")
@@ -72,7 +74,7 @@ class Jitter:
             )
         scratch = self.scratch[:n]
         self.backend.jitter(
-            batch, scratch, self.pad, self.flip, self.stream_seed, step, self.workspace
+            batch, scratch, self.pad, self.flip, self.stream_seed, step, self.workspace, first
         )
         self.backend.xp.copyto(batch, scratch)
 

@@ -9,6 +9,7 @@ import numpy as np
 from .backends import get_backend
 from .blob import Blob
 from .chain import Chain
+from .distributed.shares import BatchShare
 from .errors import ModelError
 from .layers.base import BatchRows, parameter_owners, walk
 from .limits import check_net_fits
@@ -138,6 +139,14 @@ class Net:
             if getattr(layer, "seed", 0) is None:
                 layer.seed = (self.seed * 1_000_003 + position) % 2**32
 
+    def span_ranks(self, comm, sync_statistics: bool = True) -> None:
+        """Compute one rank's share of each global batch, meeting the other ranks through
+        `comm` (a distributed.Communicator): BatchNorm's sums go through it when
+        sync_statistics, else each rank normalizes with its own rows' statistics."""
+        every_rows = [self.rows] + [w.rows for w in (self.workers.workers if self.workers else [])]
+        for rows in every_rows:
+            rows.comm, rows.sync_statistics = comm, sync_statistics
+
     @property
     def output_shape(self) -> tuple:
         return self.shapes[-1]
@@ -158,11 +167,16 @@ class Net:
             self.backend.copy_from_host(labels, self.labels[:n])
         return n
 
-    def forward(self, n: int, train: bool = True):
-        """Run the layers on the first n rows (and the loss, if any); returns the output view."""
+    def forward(self, n: int, train: bool = True, share=None):
+        """Run the layers on the first n rows (and the loss, if any); returns the output view.
+
+        `share` (a distributed.BatchShare) says these n rows are rows [first, first + n) of a
+        global batch of `total` rows whose others other ranks compute: Dropout draws by global
+        row, the loss divides by the global batch. None: the n rows are the whole batch."""
+        share = share if share is not None else BatchShare(0, n, n)
         if self.workers is not None:
-            return self.workers.forward(n, train)
-        self.rows.first, self.rows.total = 0, n
+            return self.workers.forward(n, train, share)
+        self.rows.place(share.first, share.total, n)
         output = self.chain.forward(self.input.data[:n], train)
         if self.loss is not None:
             self.loss.forward(output, self.labels[:n])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .data import MinibatchLoader
+from .distributed.shares import batch_share
 from .errors import ModelError
 from .layers import SoftmaxCrossEntropy
 from .models import build_model
@@ -39,10 +40,12 @@ class TrainingData:
         test = MinibatchLoader(dataset.test_x, dataset.test_y, settings.batch_size)
         return cls(train, val, test)
 
-    def check_last_batch(self, net) -> None:
+    def check_last_batch(self, net, ranks: int = 1, per_rank_statistics: bool = False) -> None:
         """A last training batch too small for a layer (BatchNorm over flat features needs two
-        rows) is refused before training instead of failing at the end of an epoch."""
-        last_rows = self.train.num_samples % self.train.batch_size
+        rows) is refused before training instead of failing at the end of an epoch; with
+        per-rank BatchNorm statistics (`bn` local), so is a rank's block of any batch."""
+        batch_size = self.train.batch_size
+        last_rows = self.train.num_samples % batch_size
         if 0 < last_rows < net.min_batch_rows():
             raise SettingError(
                 "batch_size",
@@ -50,6 +53,24 @@ class TrainingData:
                 f"{net.min_batch_rows()} a BatchNorm over flat features needs; change the batch "
                 f"size or the training subset",
             )
+        if per_rank_statistics and ranks > 1 and _has_batchnorm(net):
+            needed = max(1, net.min_batch_rows())
+            smallest = min(batch_share(rows, ranks - 1, ranks).rows  # the last rank's block
+                           for rows in (batch_size, last_rows or batch_size))  # fmt: skip
+            if smallest < needed:
+                raise SettingError(
+                    "batch_size",
+                    f"with `bn` local each of the {ranks} ranks normalizes its own rows, and a "
+                    f"rank would get {smallest} of a batch (BatchNorm needs {needed}); change "
+                    f"the batch size or the training subset, or use `bn` sync",
+                )
+
+
+def _has_batchnorm(net) -> bool:
+    from .layers.base import walk
+    from .layers.norm import BatchNorm
+
+    return any(isinstance(layer, BatchNorm) for _, layer in walk(net.layers))
 
 
 def build_net(settings: RunSettings, backend, dataset, batch_size: int | None = None) -> Net:

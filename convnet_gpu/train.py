@@ -1,9 +1,15 @@
 """Trainer: the epoch loop, evaluation, checkpoints and progress display.
 
 The Trainer composes the parts of a run: the net, the optimizer, the data loaders (run.py), the
-position in training (position.py), model selection (selection.py), the run folder (rundir.py)
-and the device-side totals and NaN watch (watch.py). Loss and accuracy are accumulated on the
-device and read once per epoch; step losses are checked for NaN/inf every NAN_CHECK_STEPS steps.
+position in training (position.py), model selection (selection.py), the run folder (rundir.py),
+the device-side totals and NaN watch (watch.py), and the communicator of the ranks it trains
+with (distributed/; Local, whose collectives do nothing, when it trains alone). Each rank takes
+its contiguous block of every global batch; between backward and the optimizer the flat
+gradient is summed over the ranks (each rank's loss is its share of the global batch's mean, so
+the sum is the global gradient), and every decision that ends a run (Ctrl-C, early stopping, a
+NaN) is taken together, from figures summed over the ranks or a flag all-reduced.
+Loss and accuracy are accumulated on the device and read once per epoch; step losses are
+checked for NaN/inf every NAN_CHECK_STEPS steps.
 
 A checkpoint is written after every epoch (and on Ctrl-C, mid-epoch). With the epoch's sample
 order, the position in it and the RNG state, a resumed run continues exactly where the run
@@ -26,6 +32,7 @@ from tqdm import tqdm
 from .augment import Jitter
 from .checkpoint import copy_net_state, load_part, save_checkpoint
 from .checkpoint_schema import check_run_state, settings_of
+from .distributed import Local, batch_share
 from .errors import TrainingDiverged, TrainingInterrupted, UserError
 from .limits import check_fits, free_host_bytes
 from .numerics import quiet_float_errors
@@ -48,7 +55,9 @@ class _StopBetweenSteps(Exception):
 class Trainer:
     """Trains `net` with `optimizer` on `data` as `settings` say; writes into `run_dir` (a
     RunDir, or None for no files). `meta` (JSON-able) goes into summary.json and checkpoints
-    beside the settings; `progress` None shows a bar only when stderr is a terminal."""
+    beside the settings; `progress` None shows a bar only when stderr is a terminal. `comm`
+    (a distributed.Communicator; None: Local, this process alone) is the ranks it trains with:
+    each must pass its own, with `run_dir` None on all but the root."""
 
     def __init__(
         self,
@@ -61,11 +70,13 @@ class Trainer:
         progress: bool | None = None,
         meta: dict | None = None,
         cuda_graph: str = "auto",
+        comm=None,
     ):
         self.net, self.optimizer, self.data, self.settings = net, optimizer, data, settings
         self.run_dir, self.log, self.progress = run_dir, log, progress
         self.meta = dict(meta or {})
-        data.check_last_batch(net)
+        self.comm = comm if comm is not None else Local()
+        data.check_last_batch(net, self.comm.size, per_rank_statistics=not net.rows.sync_statistics)
         backend = net.backend
         self.selection = Selection(net, optimizer, settings.early_stop, settings.plateau)
         self.jitter = Jitter(settings.jitter, settings.flip, settings.seed)
@@ -88,6 +99,9 @@ class Trainer:
         self.lr_table = backend.zeros((max(self.total_steps, 1),), net.dtype)
         self._table_scale = None  # the plateau rule's lr scale the table was written with
         optimizer.follow_schedule(self.lr_table, self.clock)
+        # A step is keyed by its global batch's rows: a full one is the same work on each rank.
+        if not self.comm.capturable:  # its collectives are host work: no CUDA graph
+            cuda_graph = "off"
         self.train_step = StepRunner(
             backend, self._train_work, settings.batch_size, cuda_graph, log
         )
@@ -103,19 +117,31 @@ class Trainer:
         return self.position.epoch_metrics
 
     # ---- one step, as device work (replay.py can record it once and replay it) -----------------
-    def _train_work(self, n: int) -> None:
-        net = self.net
-        self.jitter.apply(net.input.data[:n], self.clock)  # depends on (seed, step) only
-        net.forward(n, train=True)
+    def _share(self, total: int):
+        """This rank's block of a global batch of `total` rows (all of it alone)."""
+        return batch_share(total, self.comm.rank, self.comm.size)
+
+    def _train_work(self, total: int) -> None:
+        net, share = self.net, self._share(total)
+        first, n = share.first, share.rows
+        self.jitter.apply(net.input.data[:n], self.clock, first)  # (seed, step, global row)
+        net.forward(n, train=True, share=share)  # the loss: this rank's share of the mean
         net.backward(n)
+        self.comm.all_reduce_sum(net.params.grad)  # the global batch's gradient, on every rank
         self.optimizer.step()  # its lr: lr_table[clock]
-        self.totals.add(net.loss.loss, net.count_correct(n), n)
+        self.totals.add(net.loss.loss, net.count_correct(n), total)
         self.nan_watch.record(net.loss.loss, self.clock)
         net.backend.increment(self.clock)
 
-    def _eval_work(self, n: int) -> None:
-        self.net.forward(n, train=False)
-        self.totals.add(self.net.loss.loss, self.net.count_correct(n), n)
+    def _eval_work(self, total: int) -> None:
+        share = self._share(total)
+        self.net.forward(share.rows, train=False, share=share)
+        self.totals.add(self.net.loss.loss, self.net.count_correct(share.rows), total)
+
+    def _load(self, images, labels) -> None:
+        """This rank's rows of a batch into the net (a rank may hold none of a short one)."""
+        if len(images):
+            self.net.load_batch(images, labels)
 
     def _write_lr_table(self) -> None:
         """Every step's learning rate into the device table (again when the plateau rule has
@@ -135,6 +161,7 @@ class Trainer:
         The figures cover the batches run in this call (all of them unless resumed).
         """
         net, totals, pos, loader = self.net, self.totals, self.position, self.data.train
+        comm = self.comm
         order = pos.draw_order(loader.num_samples)
         totals.reset()
         bar = tqdm(
@@ -148,35 +175,39 @@ class Trainer:
         start = time.perf_counter()
         self._write_lr_table()
         self.clock.fill(pos.step)
-        for images, labels in loader.batches(order, pos.next_batch):
-            if self._stop_requested:
+        for images, labels, share in loader.rank_batches(
+            order, pos.next_batch, comm.rank, comm.size
+        ):
+            if comm.any(self._stop_requested):  # Ctrl-C on any rank stops them all here
                 raise _StopBetweenSteps
-            n = net.load_batch(images, labels)
-            self.train_step.run(n)
-            totals.count_images(n)
+            self._load(images, labels)
+            self.train_step.run(share.total)
+            totals.count_images(share.total)
             pos.step += 1
             pos.next_batch += 1
             if pos.step % NAN_CHECK_STEPS == 0:
-                self.nan_watch.check()
+                self.nan_watch.check(comm)
             bar.update(1)
-        self.nan_watch.check()
+        self.nan_watch.check(comm)
         net.backend.synchronize()
         seconds = time.perf_counter() - start
         bar.close()
-        loss, accuracy = totals.read()
+        loss, accuracy = totals.read(comm)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss} in epoch {pos.epoch}")
         return loss, accuracy, seconds, totals.count
 
     def evaluate(self, loader=None) -> tuple[float, float]:
-        """(mean loss, accuracy) over a loader (the test set by default), in inference mode."""
-        net, totals = self.net, self.totals
+        """(mean loss, accuracy) over a loader (the test set by default), in inference mode: each
+        rank scores its block of every batch, and the sums are added over the ranks."""
+        totals, loader, comm = self.totals, loader or self.data.test, self.comm
         totals.reset()
-        for images, labels in (loader or self.data.test).epoch():
-            n = net.load_batch(images, labels)
-            self.eval_step.run(n)
-            totals.count_images(n)
-        return totals.read()
+        in_order = np.arange(loader.num_samples)
+        for images, labels, share in loader.rank_batches(in_order, 0, comm.rank, comm.size):
+            self._load(images, labels)
+            self.eval_step.run(share.total)
+            totals.count_images(share.total)
+        return totals.read(comm)
 
     # ---- the run ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -191,7 +222,7 @@ class Trainer:
                     trained_images += images
                     self._end_epoch(train_loss, train_acc, seconds, images)
         except _StopBetweenSteps:
-            self.nan_watch.check()  # never save diverged parameters over a good checkpoint
+            self.nan_watch.check(self.comm)  # never save diverged parameters over a good one
             saved = self.save_checkpoint()
             raise TrainingInterrupted(
                 f"interrupted in epoch {self.position.epoch} after batch "
@@ -266,11 +297,13 @@ class Trainer:
             "lr": self.optimizer.lr,
         }
         val_note = ""
+        self._share_running_statistics()
         if self.data.val is not None:
             record["val_loss"], record["val_accuracy"] = self.evaluate(self.data.val)
             decision = self.selection.after_epoch(record["val_accuracy"])
             val_note = f"val acc {record['val_accuracy']:.4f}  "
-            if decision == "stop":
+            # The same summed accuracy gives every rank the same decision; the flag makes sure.
+            if self.comm.any(decision == "stop"):
                 pos.stopped_early = True
                 val_note += f"(no better for {self.settings.early_stop} epochs: stopping)  "
         record["test_loss"], record["test_accuracy"] = self.evaluate()
@@ -285,6 +318,13 @@ class Trainer:
         if self.run_dir is not None:  # the checkpoint first: metrics never run ahead of it
             self.save_checkpoint()
             self.run_dir.write_metrics(pos.epoch_metrics)
+
+    def _share_running_statistics(self) -> None:
+        """Every rank takes rank 0's layer buffers (BatchNorm's running statistics) before they
+        are used or saved: the same bits already with synchronized statistics; with per-rank
+        statistics (`bn` local) each rank's own drifted apart during the epoch."""
+        for _, array in self.net.named_buffers():
+            self.comm.broadcast_array(array)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def parts(self) -> dict:

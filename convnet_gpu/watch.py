@@ -5,6 +5,8 @@ NAN_CHECK_STEPS steps (the NaN watch)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import TrainingDiverged
 
 NAN_CHECK_STEPS = 50
@@ -35,9 +37,13 @@ class DeviceTotals:
     def count_images(self, n: int) -> None:
         self.count += n
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy): the one host read per pass."""
-        return float(self.loss_sum) / self.count, int(self.correct) / self.count
+    def read(self, comm=None) -> tuple[float, float]:
+        """(mean loss, accuracy): the one host read per pass. With `comm`, each rank's sums are
+        added over the ranks (`count` is the global batch's, counted alike on every rank)."""
+        sums = np.array([float(self.loss_sum), int(self.correct)], dtype=np.float64)
+        if comm is not None:
+            comm.all_reduce_sum(sums)  # exact for the count: integers below 2**53
+        return float(sums[0]) / self.count, int(sums[1]) / self.count
 
 
 class NanWatch:
@@ -63,10 +69,13 @@ class NanWatch:
         xp.copyto(self.first_bad_step, step, where=self.unseen)
         xp.copyto(self.bad_loss, loss, where=self.unseen)
 
-    def check(self) -> None:
-        step = int(self.first_bad_step)
-        if step >= 0:
-            loss = float(self.bad_loss)
+    def check(self, comm=None) -> None:
+        """Raise TrainingDiverged at the first bad step; with `comm`, every rank raises at the
+        first bad step of any rank (a collective: all ranks call it at the same point)."""
+        found = (int(self.first_bad_step), float(self.bad_loss))
+        bad = [seen for seen in (comm.all_gather(found) if comm else [found]) if seen[0] >= 0]
+        if bad:
+            step, loss = min(bad)
             raise TrainingDiverged(f"the training loss became {loss} at step {step + 1}")
 
     def reset(self) -> None:

@@ -44,6 +44,7 @@ class WorkerGroup:
         self.net, self.pool = net, net.backend.pool
         self.barrier = threading.Barrier(len(slices))
         self.slots = [None] * len(slices)  # each worker's arrays during an all_reduce
+        self.reduced = None  # worker 0's sums of the current all_reduce, which all copy
         self.workers = [
             Worker(net, copy.deepcopy(templates), index, rows.start, rows.stop - rows.start, self)
             for index, rows in enumerate(slices)
@@ -65,9 +66,11 @@ class WorkerGroup:
         return len(self.workers)
 
     # ---- a step ---------------------------------------------------------------------------
-    def forward(self, n: int, train: bool):
+    def forward(self, n: int, train: bool, share):
+        """The n rows of a step, which are rows [share.first, share.first + n) of a global
+        batch of share.total rows (layers/base.py BatchRows)."""
         for span in self.spans:
-            self._run(lambda worker, span=span: worker.forward(n, train, span))
+            self._run(lambda worker, span=span: worker.forward(n, train, span, share))
             if span.stop in self.whole_batch:
                 self._dense_forward(n, span.stop)
         loss = self.net.loss
@@ -146,16 +149,21 @@ class WorkerGroup:
             raise
 
     # ---- what BatchNorm needs across workers -------------------------------------------------
-    def all_reduce(self, index: int, arrays: tuple, scratch: tuple) -> None:
+    def all_reduce(self, index: int, arrays: tuple, scratch: tuple, ranks=None) -> None:
         """Called by every worker with arrays of the same shapes: each ends up holding their
-        sum over the workers, added in worker order (the same bits on every worker)."""
+        sum over the workers, added in worker order by worker 0 (the same bits on every
+        worker), and then over the ranks of `ranks` (a Communicator, or None: this process)."""
         xp = self.net.backend.xp
         self.slots[index] = arrays
         self.barrier.wait()  # every worker's arrays are in place
-        for k, total in enumerate(scratch):
-            _add_in_order(xp, [slot[k] for slot in self.slots], total)
-        self.barrier.wait()  # every worker has read every slot: now overwrite one's own
-        for array, total in zip(arrays, scratch):
+        if index == 0:
+            for k, total in enumerate(scratch):
+                _add_in_order(xp, [slot[k] for slot in self.slots], total)
+                if ranks is not None:
+                    ranks.all_reduce_sum(total)
+            self.reduced = scratch
+        self.barrier.wait()  # worker 0's sums are done and every slot was read: overwrite
+        for array, total in zip(arrays, self.reduced):
             xp.copyto(array, total)
 
     # ---- state the workers copy from the net ----------------------------------------------------
@@ -271,9 +279,9 @@ class Worker:
         """The input blob (a row view) of a span's first layer."""
         return self.input if span.start == 0 else self.chain.blobs[span.start - 1]
 
-    def forward(self, n: int, train: bool, span: range) -> None:
+    def forward(self, n: int, train: bool, span: range, share) -> None:
         rows = self._rows(n)  # a worker past the batch's end still joins the all_reduces
-        self.rows.first, self.rows.total = self.first, n
+        self.rows.place(share.first + self.first, share.total, n)
         output = self.chain.forward(self._span_input(span).data[:rows], train, span)
         if self.loss is not None and span.stop == len(self.layers):
             self.loss.forward(output, self.labels[:rows])

@@ -91,3 +91,18 @@ class MinibatchLoader:
             np.take(self.x, idx, axis=0, out=self._x_buffer[:rows], mode="clip")
             np.take(self.y, idx, axis=0, out=self._y_buffer[:rows], mode="clip")
             yield self._x_buffer[:rows], self._y_buffer[:rows]
+
+    def rank_batches(self, order: np.ndarray, first_batch: int, rank: int, ranks: int):
+        """Like batches(), for rank `rank` of `ranks` training together: yield (images, labels,
+        share) of its contiguous block of every global batch (distributed/shares.py), gathering
+        only those rows. A rank whose block of a short last batch is empty gets 0 rows and
+        still its share, so it joins the step's collectives."""
+        from ..distributed.shares import batch_share
+
+        for start in range(first_batch * self.batch_size, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            share = batch_share(len(batch), rank, ranks)
+            idx = batch[share.first : share.first + share.rows]
+            np.take(self.x, idx, axis=0, out=self._x_buffer[: share.rows], mode="clip")
+            np.take(self.y, idx, axis=0, out=self._y_buffer[: share.rows], mode="clip")
+            yield self._x_buffer[: share.rows], self._y_buffer[: share.rows], share

@@ -39,23 +39,52 @@ class BatchRows:
     """Which rows of a step's batch a net computes, and how they meet the rest of the batch.
 
     A plain net computes all of them: first 0 of total n. When a backend runs a net on several
-    threads (workers.py), each worker's copy of the layers computes a contiguous slice, and the
-    few layers that look across rows ask here: Dropout draws the masks of its global rows, the
-    loss divides by the whole batch, and BatchNorm adds its per-channel sums over every slice
-    (all_reduce) and lets worker 0 alone update the running statistics they share.
+    threads (workers.py), each worker's copy of the layers computes a contiguous slice; when
+    several processes train together (distributed/), each rank computes a contiguous share of a
+    global batch, which its threads split again. The few layers that look across rows ask here:
+    Dropout draws the masks of its global rows (`first`), the loss divides by the whole global
+    batch (`total`), and BatchNorm adds its per-channel sums over every slice and, with
+    `sync_statistics`, every rank (all_reduce), counting `statistics_rows`; worker 0 alone
+    updates the running statistics its workers share.
     """
 
     def __init__(self, index: int = 0, group=None):
-        self.first = 0  # this copy's first row in the batch
-        self.total = 0  # the batch's rows (the step's n)
+        self.first = 0  # this copy's first row in the global batch
+        self.total = 0  # the global batch's rows (the step's n over every rank)
+        self.process_total = 0  # the rows this process computes (all its workers')
         self.index = index  # the worker; 0 also for a net alone
-        self.group = group  # what all_reduce goes through (None: a net alone)
+        self.group = group  # the threads all_reduce goes through (None: a net alone)
+        self.comm = None  # the ranks it goes through (a distributed.Communicator; None: alone)
+        self.sync_statistics = True  # BatchNorm's statistics over every rank, or this one's
+
+    def place(self, first: int, total: int, process_total: int) -> None:
+        self.first, self.total, self.process_total = first, total, process_total
+
+    @property
+    def _ranks(self):
+        """The communicator BatchNorm's sums go through, or None (this process alone)."""
+        comm = self.comm
+        return comm if self.sync_statistics and comm is not None and comm.size > 1 else None
+
+    @property
+    def statistics_rows(self) -> int:
+        """The rows BatchNorm's batch statistics are taken over."""
+        return self.total if self._ranks is not None else self.process_total
+
+    @property
+    def shares_statistics(self) -> bool:
+        """Whether BatchNorm's sums come from other copies too (threads or ranks)."""
+        return self.group is not None or self._ranks is not None
 
     def all_reduce(self, arrays: tuple, scratch: tuple) -> None:
-        """Replace each array by its sum over the workers (the same sum, in the same order, on
-        every worker); `scratch` holds arrays like them. Alone, nothing to do."""
+        """Replace each array by its sum over the copies the statistics span (the same sum, in
+        the same order, on every copy); `scratch` holds arrays like them. Alone, nothing to do."""
+        ranks = self._ranks
         if self.group is not None:
-            self.group.all_reduce(self.index, arrays, scratch)
+            self.group.all_reduce(self.index, arrays, scratch, ranks)
+        elif ranks is not None:
+            for array in arrays:
+                ranks.all_reduce_sum(array)
 
 
 class Layer:

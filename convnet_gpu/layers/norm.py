@@ -65,8 +65,9 @@ class BatchNorm(Layer):
         self.reduce_scratch = (backend.empty((channels,), dtype), backend.empty((channels,), dtype))
 
     def _count(self, n: int) -> int:
-        """Values per channel in the whole batch (all workers' rows: see BatchRows)."""
-        return (self.rows.total or n) * self.values_per_row
+        """Values per channel in the batch the statistics span (all workers' rows, and every
+        rank's with synchronized statistics: see BatchRows)."""
+        return (self.rows.statistics_rows or n) * self.values_per_row
 
     def _per_channel(self, array):
         return array.reshape(self.broadcast_shape)
@@ -121,8 +122,8 @@ class BatchNorm(Layer):
             xp.multiply(dy, self._per_channel(scale), out=dx)
             return
         sum_dy, sum_dy_x_hat = d_beta, d_gamma
-        if self.rows.group is not None:  # dx needs the sums over the whole batch; the parameter
-            sum_dy, sum_dy_x_hat = self.batch_sums  # gradients stay this worker's share
+        if self.rows.shares_statistics:  # dx needs the sums over the whole batch; the parameter
+            sum_dy, sum_dy_x_hat = self.batch_sums  # gradients stay this copy's share
             xp.copyto(sum_dy, d_beta)
             xp.copyto(sum_dy_x_hat, d_gamma)
             self.rows.all_reduce(self.batch_sums, self.reduce_scratch)
