@@ -22,8 +22,10 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training. `saved` is the checkpoint written on the way out (or None)."""
+    """Ctrl-C during training. `saved` is the checkpoint written on the way out (or None);
+    `between_steps`: the run stopped at a step boundary (every rank of a distributed run
+    together), not at once in the middle of a step."""
 
-    def __init__(self, message: str, saved=None):
+    def __init__(self, message: str, saved=None, between_steps: bool = False):
         super().__init__(message)
-        self.saved = saved
+        self.saved, self.between_steps = saved, between_steps

@@ -228,6 +228,7 @@ class Trainer:
                 f"interrupted in epoch {self.position.epoch} after batch "
                 f"{self.position.next_batch}" + (f"; saved {saved}" if saved else ""),
                 saved,
+                between_steps=True,
             ) from None
         except KeyboardInterrupt:  # a second Ctrl-C, mid-step: saving now could save a torn state
             raise TrainingInterrupted(

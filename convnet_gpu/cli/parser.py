@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
+from ..distributed.communicator import ENGINES
 from ..machine import machine_cores
 from ..settings import (
     CUDA_GRAPH_MODES,
@@ -116,19 +117,37 @@ def _add_device(parser, default="auto"):
     )
 
 
-def _add_threads(parser) -> None:
+def _add_threads(parser, per_rank: bool = False) -> None:
     cores = machine_cores()
+    shared = ", shared among the ranks on this host under --distributed" if per_rank else ""
     parser.add_argument(
-        "--threads", type=_positive_int, default=cores, metavar="N",
+        "--threads", type=_positive_int, default=None if per_rank else cores, metavar="N",
         help="CPU threads a step runs on, each on a slice of the batch (default: this machine's "
-        f"{cores} cores; a CUDA device ignores it)",
+        f"{cores} cores{shared}; a CUDA device ignores it)",
+    )  # fmt: skip
+
+
+def _add_distributed(parser) -> None:
+    parser.add_argument(
+        "--distributed", choices=ENGINES, default="none",
+        help="train as one rank of an MPI launch (mpiexec -n N convnet-gpu train ...): each rank "
+        "takes a block of every --batch-size batch, the gradient is summed over the ranks; mpi: "
+        "over MPI (CPUs, or GPUs through the host), nccl: over NCCL, one GPU per rank "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bn", choices=("sync", "local"), default="sync",
+        help="BatchNorm's batch statistics under --distributed: over the global batch (sync: "
+        "what one process computes, three small collectives per layer and step) or over each "
+        "rank's rows (local) (default: %(default)s)",
     )  # fmt: skip
 
 
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a model and write metrics.jsonl and summary.json")
     _add_device(train)
-    _add_threads(train)
+    _add_threads(train, per_rank=True)
+    _add_distributed(train)
     _setting(train, "model", MODEL_HELP)
     _setting(train, "dataset", choices=DATASET_NAMES)
     train.add_argument(

@@ -4,17 +4,69 @@ from __future__ import annotations
 
 import time
 
-from ..errors import TrainingInterrupted
+from ..errors import TrainingInterrupted, UserError
 from ..limits import TooLarge
+from ..rundir import RunDir
 from ..settings import RunSettings
 from .common import UsageError, backend_for, print_flush
 from .parser import flag
+from .ranks import (
+    agree_on_setup,
+    check_rank_flags,
+    rank_device,
+    rank_threads,
+    run_as_rank,
+    silent_unless_root,
+)
 
 
 def cmd_train(args) -> int:
+    from ..distributed import open_communicator
+
+    check_rank_flags(args)
+    comm = open_communicator(args.distributed)  # Local without --distributed
+    with silent_unless_root(comm):
+        return run_as_rank(comm, lambda: _train(args, comm), "convnet-gpu train")
+
+
+def _train(args, comm) -> int:
+    try:
+        run = _prepare(args, comm)
+        error = None
+    except (UsageError, UserError, OSError) as exc:
+        run, error = None, exc
+    agree_on_setup(comm, error)  # every rank set up, or every rank stops here
+    trainer, dataset, settings, run_dir = run
+    if comm.is_root:
+        run_dir.remove_stale_temporaries()  # all is checked: this process writes the run now
+    if args.resume:
+        if trainer.finished:
+            if comm.is_root and run_dir.path.resolve() == RunDir.of(args.resume).path.resolve():
+                run_dir.write_metrics(trainer.epoch_metrics)  # killed after its last checkpoint
+            print(f"{args.resume} is complete ({len(trainer.epoch_metrics)} epoch(s)); nothing "
+                  f"to resume")  # fmt: skip
+            return 0
+        print(
+            f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
+            f"{trainer.position.next_batch}, with its saved settings",
+            flush=True,
+        )
+    print(_header(settings, dataset, trainer.meta["device"], comm, args.bn), flush=True)
+    summary = _fit(trainer, run_dir)
+    print(
+        f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
+        f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
+        f"{run_dir}/{RunDir.METRICS}, {RunDir.SUMMARY} and {RunDir.CHECKPOINT}"
+    )
+    return 0
+
+
+def _prepare(args, comm):
+    """(trainer, dataset, settings, run folder) of a new or resumed run, everything checked.
+    Only rank 0 looks at the run folder's contents and creates it; every rank reads a resumed
+    checkpoint (the run folder must be where every host sees it)."""
     from ..checkpoint import read_checkpoint
     from ..checkpoint_schema import settings_of
-    from ..rundir import RunDir
 
     if args.resume:
         given = RunSettings.given(args)
@@ -28,16 +80,17 @@ def cmd_train(args) -> int:
         meta, arrays = read_checkpoint(resumed.checkpoint)
         settings = settings_of(meta, resumed.checkpoint)
         run_dir = RunDir(args.out) if args.out else resumed
-        if run_dir.path.resolve() != resumed.path.resolve() and run_dir.holds_run():
+        moved = run_dir.path.resolve() != resumed.path.resolve()
+        if comm.is_root and moved and run_dir.holds_run():
             raise UsageError(
                 f"{run_dir} already holds another run (its {_listed(run_dir.run_files())} would "
                 f"be overwritten); pick another --out or leave it out to continue in {resumed}"
             )
     else:
         settings = RunSettings.from_args(args)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S")  # rank 0's names the folder (the others write none)
         run_dir = RunDir(args.out or f"runs/{_model_stem(settings.model)}-{stamp}")
-        if run_dir.holds_run():
+        if comm.is_root and run_dir.holds_run():
             resumable = run_dir.checkpoint.exists()  # a run's figures alone cannot continue
             raise UsageError(
                 f"{run_dir} already holds a run (its {_listed(run_dir.run_files())} would be "
@@ -46,7 +99,7 @@ def cmd_train(args) -> int:
                 + "pick another --out"
             )
     try:
-        trainer, dataset = _build_trainer(args, settings, run_dir)
+        trainer, dataset = _build_trainer(args, settings, run_dir, comm)
     except TooLarge as exc:
         if args.resume and exc.by_settings:  # --resume refuses the flags its fix names
             raise exc.in_a_new_run() from None
@@ -54,40 +107,24 @@ def cmd_train(args) -> int:
     if args.resume:
         _check_same_data(meta, dataset, resumed.checkpoint)
         trainer.restore(meta, arrays, resumed.checkpoint)
-    run_dir.remove_stale_temporaries()  # all is checked: this process writes the run from now
-    if args.resume:
-        if trainer.finished:
-            if run_dir is resumed:  # killed after its last checkpoint: its metrics catch up
-                resumed.write_metrics(trainer.epoch_metrics)
-            print(
-                f"{resumed} is complete ({len(trainer.epoch_metrics)} epoch(s)); nothing to resume"
-            )
-            return 0
-        print(
-            f"resuming {args.resume} at epoch {trainer.position.epoch}, batch "
-            f"{trainer.position.next_batch}, with its saved settings",
-            flush=True,
-        )
-    print(_header(settings, dataset, trainer.meta["device"]), flush=True)
-    summary = _fit(trainer, run_dir)
-    print(
-        f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} epoch(s) in "
-        f"{summary['seconds']:.1f} s ({summary['images_per_second']:.0f} img/s); wrote "
-        f"{run_dir}/{RunDir.METRICS}, {RunDir.SUMMARY} and {RunDir.CHECKPOINT}"
-    )
-    return 0
+    return trainer, dataset, settings, run_dir
 
 
-def _build_trainer(args, settings: RunSettings, run_dir):
+def _build_trainer(args, settings: RunSettings, run_dir, comm):
+    from ..distributed import largest_share
     from ..models import build_model
     from ..run import TrainingData, build_net, build_run_optimizer, load_dataset
     from ..train import Trainer
 
     build_model(settings.model)  # a bad model file is reported before the data is loaded
-    backend = backend_for(args.device, settings.precision, args.threads)
-    run_dir.create()  # fail now (unwritable folder), not after the first epoch
+    device = rank_device(args.device, comm)
+    backend = backend_for(device, settings.precision, rank_threads(args.threads, comm))
+    if comm.is_root:
+        run_dir.create()  # fail now (unwritable folder), not after the first epoch
     dataset = load_dataset(settings.dataset, args.data_dir, settings.train_subset)
-    net = build_net(settings, backend, dataset)
+    # Each rank's net holds its block of a global batch: at most rank 0's.
+    net = build_net(settings, backend, dataset, largest_share(settings.batch_size, comm.size))
+    net.span_ranks(comm, sync_statistics=args.bn == "sync")
     optimizer = build_run_optimizer(settings, net)
     data = TrainingData.split(dataset, settings)
     meta = {
@@ -95,9 +132,12 @@ def _build_trainer(args, settings: RunSettings, run_dir):
         "train_images": int(len(dataset.train_y)),
         "data": dataset.identity(),
     }
+    if args.distributed != "none":
+        meta["distributed"] = {"engine": comm.engine, "ranks": comm.size, "bn": args.bn}
     trainer = Trainer(
-        net, optimizer, data, settings, run_dir, print_flush,
-        progress=False if args.no_progress else None, meta=meta, cuda_graph=args.cuda_graph,
+        net, optimizer, data, settings, run_dir if comm.is_root else None, print_flush,
+        progress=False if args.no_progress or not comm.is_root else None, meta=meta,
+        cuda_graph=args.cuda_graph, comm=comm,
     )  # fmt: skip
     return trainer, dataset
 
@@ -126,7 +166,9 @@ def _fit(trainer, run_dir) -> dict:
     except TrainingInterrupted as exc:
         if exc.saved is None:
             raise
-        raise TrainingInterrupted(f"{exc}; continue with --resume {run_dir}", exc.saved) from None
+        raise TrainingInterrupted(
+            f"{exc}; continue with --resume {run_dir}", exc.saved, exc.between_steps
+        ) from None
 
 
 def _listed(names: list[str]) -> str:
@@ -140,10 +182,11 @@ def _model_stem(model: str) -> str:
     return Path(model).stem
 
 
-def _header(settings: RunSettings, dataset, device: str) -> str:
+def _header(settings: RunSettings, dataset, device: str, comm, bn: str) -> str:
+    ranks = f" x {comm.describe()}, BatchNorm {bn}" if comm.engine != "none" else ""
     return (
         f"training {settings.model} on {settings.dataset} ({len(dataset.train_y)} train / "
-        f"{len(dataset.test_y)} test images) on {device}, {settings.epochs} "
+        f"{len(dataset.test_y)} test images) on {device}{ranks}, {settings.epochs} "
         f"epoch(s), batch {settings.batch_size}, {settings.optimizer} lr {settings.lr} "
         f"({settings.schedule}), momentum {settings.momentum}{_regularization(settings)}"
     )

@@ -1,0 +1,133 @@
+"""How `convnet-gpu train --distributed` runs as one rank of several (mpiexec starts them all).
+
+Every rank runs the same command. Rank 0 alone prints and writes the run folder; the others
+are silent (stdout discarded, no progress bar). Which GPU and how many CPU threads a rank takes
+follow from its place on its host (local rank, local ranks).
+
+Errors: a setup error on any rank (a flag, the data, the checkpoint) is agreed on before
+training (agree_on_setup): rank 0 prints it, naming the rank, and every rank exits 2. During
+training the decisions that end a run are collective (Ctrl-C at a step boundary, a NaN, early
+stopping), so every rank leaves together. Anything else happens to one rank alone, and the
+others would wait for it in their next collective forever: that rank prints its error and
+aborts the MPI job (run_as_rank), which ends every rank within about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+
+from ..errors import TrainingDiverged, TrainingInterrupted, UserError
+from .common import UsageError, as_flags
+from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+
+
+class AgreedError(UsageError):
+    """A setup error of one rank or more, raised by every rank together (rank 0 prints it)."""
+
+
+def check_rank_flags(args) -> None:
+    """The flags --distributed cannot take, refused alike on every rank before MPI starts."""
+    engine = args.distributed
+    if engine == "none":
+        return
+    if args.cuda_graph == "on":
+        raise UsageError(
+            f"--distributed {engine} runs steps eagerly (its collectives are not recorded in "
+            f"CUDA graphs); drop --cuda-graph on"
+        )
+    if engine == "nccl" and not (args.device == "auto" or args.device == "cuda"):
+        raise UsageError(
+            f"--distributed nccl reduces gradients between GPUs, one per rank (rank r takes "
+            f"cuda:<its local rank>); give --device cuda, not {args.device}, or use "
+            f"--distributed mpi on the CPU"
+        )
+
+
+def rank_device(device: str, comm) -> str:
+    """The device a rank trains on: with several ranks, `cuda` (and `auto` where GPUs are)
+    means the GPU of the rank's place on its host, cuda:<local rank>."""
+    if comm.size == 1 or device not in ("cuda", "auto"):
+        return device
+    if device == "auto":
+        from ..backends import cuda_problem
+
+        if cuda_problem(comm.local_rank) is not None:
+            return device  # the CPU, announced by get_backend
+    return f"cuda:{comm.local_rank}"
+
+
+def rank_threads(threads: int | None, comm) -> int:
+    """--threads, or this host's cores shared among its ranks."""
+    from ..machine import machine_cores
+
+    return threads or max(1, machine_cores() // comm.local_size)
+
+
+@contextlib.contextmanager
+def silent_unless_root(comm):
+    """Rank 0 prints; the others' stdout goes nowhere."""
+    if comm.is_root:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def agree_on_setup(comm, error) -> None:
+    """Every rank calls this after setting up (error: its UsageError, UserError or OSError, or
+    None). If any rank failed, all raise: rank 0 an AgreedError with the first failure's line
+    (naming the rank), the others a silent exit 2."""
+    from . import describe_error
+
+    lines = comm.all_gather(None if error is None else describe_error(error))
+    failed = [(rank, line) for rank, line in enumerate(lines) if line is not None]
+    if not failed:
+        return
+    if not comm.is_root:
+        raise SystemExit(EXIT_USAGE)
+    rank, line = failed[0]
+    raise AgreedError(line if comm.size == 1 else f"rank {rank}: {line}")
+
+
+def run_as_rank(comm, work, prog: str):
+    """work() on this rank; an error this rank alone meets ends every rank (see the module)."""
+    if comm.size == 1:
+        return work()
+    try:
+        return work()
+    except SystemExit:
+        raise
+    except (AgreedError, TrainingDiverged) as exc:  # every rank raises it at the same point
+        _leave_together(comm, EXIT_USAGE if isinstance(exc, AgreedError) else EXIT_FAILED)
+        raise
+    except TrainingInterrupted as exc:
+        if exc.between_steps:  # the Ctrl-C decided together at a step boundary
+            _leave_together(comm, EXIT_INTERRUPTED)
+            raise
+        _abort(comm, prog, exc, EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        _abort(comm, prog, exc, EXIT_INTERRUPTED)
+    except (UsageError, UserError, OSError) as exc:
+        _abort(comm, prog, exc, EXIT_USAGE)
+    except BaseException as exc:  # a bug or MemoryError: the traceback, then end the job
+        _abort(comm, prog, exc, EXIT_FAILED, with_traceback=True)
+
+
+def _leave_together(comm, code: int) -> None:
+    """A collective end: rank 0 lets main() print it, the others exit silently."""
+    if not comm.is_root:
+        raise SystemExit(code)
+
+
+def _abort(comm, prog: str, exc: BaseException, code: int, with_traceback=False):
+    from . import describe_error
+
+    if with_traceback:
+        traceback.print_exc()
+    text = describe_error(exc) if isinstance(exc, (UserError, OSError)) else as_flags(str(exc))
+    print(f"{prog}: rank {comm.rank}: {text or type(exc).__name__}; ending every rank",
+          file=sys.stderr, flush=True)  # fmt: skip
+    comm.abort(code)
