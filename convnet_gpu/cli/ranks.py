@@ -79,7 +79,7 @@ def silent_unless_root(comm):
 def agree_on_setup(comm, error) -> None:
     """Every rank calls this after setting up (error: its UsageError, UserError or OSError, or
     None). If any rank failed, all raise: rank 0 an AgreedError with the first failure's line
-    (naming the rank), the others a silent exit 2."""
+    (naming the rank unless it is rank 0's own), the others a silent exit 2."""
     from . import describe_error
 
     lines = comm.all_gather(None if error is None else describe_error(error))
@@ -89,7 +89,7 @@ def agree_on_setup(comm, error) -> None:
     if not comm.is_root:
         raise SystemExit(EXIT_USAGE)
     rank, line = failed[0]
-    raise AgreedError(line if comm.size == 1 else f"rank {rank}: {line}")
+    raise AgreedError(line if rank == 0 else f"rank {rank}: {line}")
 
 
 def run_as_rank(comm, work, prog: str):

@@ -13,6 +13,8 @@ Not verified on a GPU when this was written (no GPU at hand): see docs/design.md
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import UserError
@@ -29,8 +31,10 @@ def import_nccl():
     """(cupy, cupy.cuda.nccl) with at least one GPU visible, or a UserError saying what is
     missing. Checked before MPI starts, so every rank fails alike and at once."""
     try:
-        import cupy
-        from cupy.cuda import nccl
+        with warnings.catch_warnings():  # CuPy warns at length where NCCL is missing: said below
+            warnings.simplefilter("ignore")
+            import cupy
+            from cupy.cuda import nccl
     except Exception as exc:  # ImportError, or a CuPy whose NCCL library is absent
         raise UserError(
             f"`distributed` nccl needs CuPy with NCCL ({exc}); {NCCL_INSTALL_HINT}"

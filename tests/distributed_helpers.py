@@ -1,0 +1,157 @@
+"""Helpers of the distributed tests: tiny runs of `convnet-gpu train` in one process or as
+ranks of an mpiexec launch, and their checkpoints' arrays."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convnet_gpu import cli
+
+REPO = Path(__file__).resolve().parents[1]
+RANK_SCRIPT = Path(__file__).with_name("mpi_train.py")
+LAUNCH_TIMEOUT = 120  # seconds: a launch that hangs (a rank waiting forever) fails the test
+
+
+def mpiexec() -> str | None:
+    """The mpiexec beside this Python (the mpich wheel's), else on PATH."""
+    beside = Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def needs_mpi():
+    missing = importlib.util.find_spec("mpi4py") is None
+    return pytest.mark.skipif(
+        missing or mpiexec() is None,
+        reason="needs mpi4py and mpiexec: pip install 'convnet-gpu[mpi]'",
+    )
+
+
+# A simple-cnn in small: two conv-pool stages and two dense layers, on 28x28 images.
+SMALL_CNN = """
+[[layers]]
+type = "conv"
+out = 4
+kernel = 3
+pad = 1
+{bn}
+[[layers]]
+type = "bias"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "maxpool"
+kernel = 2
+[[layers]]
+type = "conv"
+out = 8
+kernel = 3
+pad = 1
+[[layers]]
+type = "bias"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "maxpool"
+kernel = 2
+[[layers]]
+type = "flatten"
+{dropout}
+[[layers]]
+type = "dense"
+out = 16
+[[layers]]
+type = "bias"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "dense"
+out = 10
+[[layers]]
+type = "bias"
+"""
+
+
+def small_cnn(folder: Path, regularized: bool = False, batchnorm: bool | None = None) -> Path:
+    """The model file; regularized: BatchNorm after the first conv and Dropout before the dense
+    layers (batchnorm: BatchNorm alone, or none, whatever `regularized` says)."""
+    batchnorm = regularized if batchnorm is None else batchnorm
+    bn = '[[layers]]\ntype = "batchnorm"\n' if batchnorm else ""
+    dropout = '[[layers]]\ntype = "dropout"\np = 0.3\n' if regularized else ""
+    path = folder / f"small-cnn{'-bn' if batchnorm else ''}{'-dropout' if regularized else ''}.toml"
+    path.write_text(SMALL_CNN.format(bn=bn, dropout=dropout))
+    return path
+
+
+def write_idx(path: Path, array) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def small_dataset(folder: Path, train: int = 136, test: int = 30) -> Path:
+    """A Fashion-MNIST-shaped data folder whose images depend on their label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, 10, count)
+        images = rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def train_argv(data_dir: Path, model: Path, out: Path, *more) -> list[str]:
+    return ["train", "--device", "cpu", "--threads", "1", "--data-dir", str(data_dir),
+            "--model", str(model), "--out", str(out), "--no-progress", *more]  # fmt: skip
+
+
+def train_alone(argv: list[str]) -> None:
+    """The command in this process, which must succeed."""
+    assert cli.main(argv) == 0
+
+
+def launch(ranks: int, argv: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+    """mpiexec -n RANKS of the command, each rank with --distributed mpi; waits for all."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("CONVNET_GPU_TEST_FAULT", None)
+    if fault:
+        env["CONVNET_GPU_TEST_FAULT"] = fault
+    command = [mpiexec(), "-n", str(ranks), sys.executable, str(RANK_SCRIPT), *argv,
+               "--distributed", "mpi"]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT, cwd=REPO
+    )
+
+
+def launch_ok(ranks: int, argv: list[str]) -> subprocess.CompletedProcess:
+    done = launch(ranks, argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def checkpoint_arrays(run_dir: Path) -> dict:
+    with np.load(run_dir / "checkpoint.npz") as saved:
+        return {key: saved[key] for key in saved.files if key != "meta"}
+
+
+def assert_runs_close(a: Path, b: Path, atol: float) -> None:
+    """The two runs' checkpoints: the parameters within atol, the optimizer state and
+    BatchNorm's running statistics (some near 3) within atol relative too; atol 0: every array
+    bit for bit."""
+    first, second = checkpoint_arrays(a), checkpoint_arrays(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        if atol == 0:
+            assert np.array_equal(first[key], second[key]), key
+        else:
+            rtol = 0 if key == "params" else atol
+            np.testing.assert_allclose(first[key], second[key], rtol=rtol, atol=atol, err_msg=key)

@@ -1,0 +1,180 @@
+"""The distributed pieces that run in one process: the single-process communicator, how a
+batch is split over ranks, a net computing one share of a global batch, and the CLI's refusals.
+(tests/test_distributed_mpi.py launches real ranks.)"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from test_cli import run_cli
+from test_train import tiny_dataset
+
+from convnet_gpu import Net, SoftmaxCrossEntropy
+from convnet_gpu.augment import Jitter
+from convnet_gpu.backends import NumpyBackend
+from convnet_gpu.distributed import (
+    BatchShare,
+    Local,
+    batch_share,
+    largest_share,
+    open_communicator,
+)
+from convnet_gpu.distributed.nccl import nccl_dtype
+from convnet_gpu.errors import UserError
+from convnet_gpu.layers import (
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+)
+from convnet_gpu.run import TrainingData
+from convnet_gpu.settings import RunSettings, SettingError
+
+
+# ---- the single-process communicator ------------------------------------------------------
+def test_local_is_a_world_of_one_rank_whose_collectives_change_nothing():
+    comm = open_communicator("none")
+    assert isinstance(comm, Local)
+    assert (comm.rank, comm.size, comm.local_rank, comm.local_size) == (0, 1, 0, 1)
+    assert comm.is_root and comm.capturable
+    grad = np.arange(5, dtype=np.float32)
+    comm.all_reduce_sum(grad)
+    comm.broadcast_array(grad)
+    assert np.array_equal(grad, np.arange(5, dtype=np.float32))
+    assert comm.any(True) and not comm.any(False)
+    assert comm.all(True) and not comm.all(False)
+    assert comm.all_gather({"a": 1}) == [{"a": 1}]
+    assert comm.broadcast("x") == "x"
+    comm.barrier()
+    with pytest.raises(SystemExit) as exit_:
+        comm.abort(3)
+    assert exit_.value.code == 3
+
+
+def test_an_unknown_engine_is_refused_by_name():
+    with pytest.raises(SettingError, match="`distributed`: unknown 'gloo'"):
+        open_communicator("gloo")
+
+
+# ---- shares of a batch --------------------------------------------------------------------
+@pytest.mark.parametrize("total, ranks", [(8, 2), (10, 3), (2, 3), (1, 2), (17, 4)])
+def test_shares_are_contiguous_blocks_covering_the_batch_the_first_ranks_one_row_more(total, ranks):
+    shares = [batch_share(total, rank, ranks) for rank in range(ranks)]
+    assert shares[0].first == 0 and all(s.total == total for s in shares)
+    for before, after in zip(shares, shares[1:]):
+        assert after.first == before.first + before.rows  # contiguous, in rank order
+        assert before.rows in (after.rows, after.rows + 1)  # the extra rows go first
+    assert sum(s.rows for s in shares) == total
+    assert max(s.rows for s in shares) == largest_share(total, ranks) == shares[0].rows
+
+
+def test_a_short_batch_leaves_the_last_ranks_an_empty_share():
+    assert batch_share(1, 1, 2) == BatchShare(1, 0, 1)
+    assert [batch_share(2, r, 3).rows for r in range(3)] == [1, 1, 0]
+
+
+def test_the_loader_gives_each_rank_its_block_of_every_batch_of_one_order():
+    data = TrainingData.split(tiny_dataset(train=10), RunSettings(batch_size=4))
+    loader, order = data.train, np.random.default_rng(0).permutation(10)
+    whole = [labels.copy() for _, labels in loader.batches(order)]
+    for ranks in (2, 3):
+        parts = [[(labels.copy(), share) for _, labels, share in
+                  loader.rank_batches(order, 0, rank, ranks)] for rank in range(ranks)]  # fmt: skip
+        for index, batch in enumerate(whole):
+            joined = np.concatenate([parts[rank][index][0] for rank in range(ranks)])
+            assert np.array_equal(joined, batch)
+            assert all(parts[rank][index][1].total == len(batch) for rank in range(ranks))
+
+
+# ---- a net computing one share ------------------------------------------------------------
+def small_net(backend, batch_size, batchnorm=False):
+    layers = [Conv2D(4, 3, pad=1), *([BatchNorm()] if batchnorm else []), Bias(), ReLU(),
+              MaxPool2D(2), Flatten(), Dropout(0.4), Dense(3), Bias()]  # fmt: skip
+    net = Net(layers, SoftmaxCrossEntropy(), backend, seed=3)
+    return net.setup(batch_size, (1, 12, 12))
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_a_share_of_a_batch_draws_dropout_and_divides_the_loss_as_the_whole_batch(threads):
+    data = tiny_dataset(train=8)
+    images, labels = data.train_x[:8], data.train_y[:8]
+
+    def forward(rows: slice, share=None, batch_size=4):
+        net = small_net(NumpyBackend(threads), batch_size)  # a fresh net: Dropout's step 0
+        n = net.load_batch(images[rows], labels[rows])
+        logits = net.backend.to_host(net.forward(n, train=True, share=share)).copy()
+        return logits, float(net.loss.loss)
+
+    whole_logits, whole_loss = forward(slice(0, 8), batch_size=8)
+    head_logits, head_loss = forward(slice(0, 4), BatchShare(0, 4, 8))
+    tail_logits, tail_loss = forward(slice(4, 8), BatchShare(4, 4, 8))
+    assert np.array_equal(head_logits, whole_logits[:4])
+    assert np.array_equal(tail_logits, whole_logits[4:])  # Dropout drew rows 4..7's masks
+    assert head_loss + tail_loss == pytest.approx(whole_loss, rel=1e-6)
+    alone_logits, _ = forward(slice(4, 8))  # the same rows as a batch of their own
+    assert not np.array_equal(alone_logits, tail_logits)  # draw rows 0..3's masks
+
+
+def test_jitter_of_a_share_is_its_rows_of_the_whole_batch_jitter():
+    be = NumpyBackend()
+    images = np.random.default_rng(0).standard_normal((6, 1, 8, 8)).astype(np.float32)
+    jitter = Jitter(pad=2, flip=True, seed=5).setup(be, 6, (1, 8, 8), np.float32)
+    whole = images.copy()
+    jitter.apply(whole, 7)
+    tail = images[2:].copy()
+    jitter.apply(tail, 7, first=2)
+    assert np.array_equal(tail, whole[2:])
+
+
+def test_per_rank_batchnorm_refuses_a_batch_that_leaves_a_rank_no_rows():
+    net = small_net(NumpyBackend(), 8, batchnorm=True)
+    data = TrainingData.split(tiny_dataset(train=17), RunSettings(batch_size=8))
+    data.check_last_batch(net, ranks=3)  # synchronized statistics: any share will do
+    with pytest.raises(SettingError, match="`bn` local each of the 3 ranks"):
+        data.check_last_batch(net, ranks=3, per_rank_statistics=True)
+
+
+# ---- NCCL without a GPU ---------------------------------------------------------------------
+def test_nccl_without_a_gpu_or_nccl_is_a_user_error_before_mpi_starts():
+    with pytest.raises(UserError, match="`distributed` nccl"):
+        open_communicator("nccl")
+
+
+def test_nccl_data_types_by_dtype():
+    class FakeNccl:
+        NCCL_FLOAT32, NCCL_FLOAT64, NCCL_INT64 = 7, 8, 4
+
+    assert nccl_dtype(FakeNccl, np.float32) == 7
+    assert nccl_dtype(FakeNccl, "float64") == 8
+    with pytest.raises(TypeError, match="not bool"):
+        nccl_dtype(FakeNccl, np.bool_)
+
+
+# ---- the CLI's refusals -------------------------------------------------------------------
+def test_distributed_without_mpi4py_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # an import of it fails
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--distributed", "mpi")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--distributed needs mpi4py" in err and "pip install 'convnet-gpu[mpi]'" in err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--distributed", "nccl", "--device", "cpu"], "give --device cuda, not cpu"),
+        (["--distributed", "nccl", "--device", "cuda:1"], "give --device cuda, not cuda:1"),
+        (["--distributed", "mpi", "--cuda-graph", "on"], "drop --cuda-graph on"),
+        (["--distributed", "gloo"], "invalid choice: 'gloo'"),
+        (["--bn", "half"], "invalid choice: 'half'"),
+    ],
+)
+def test_distributed_usage_errors_are_one_line(capsys, argv, fragment):
+    code, _, err = run_cli(capsys, "train", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert fragment in err

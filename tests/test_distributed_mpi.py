@@ -1,0 +1,181 @@
+"""Training as ranks of an mpiexec launch equals training in one process: the same parameters
+(to float rounding, or bit for bit against one process that sums the same half-batches), the
+same run after a stop and a resume on any number of ranks, and every rank stopping together.
+
+Each test launches `convnet-gpu train --distributed mpi` (tests/mpi_train.py) on 2 or 3 ranks
+with tiny data, one thread per rank."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from distributed_helpers import (
+    assert_runs_close,
+    checkpoint_arrays,
+    launch,
+    launch_ok,
+    needs_mpi,
+    small_cnn,
+    small_dataset,
+    train_alone,
+    train_argv,
+)
+
+from convnet_gpu.backends import NumpyBackend
+from convnet_gpu.checkpoint import read_checkpoint
+from convnet_gpu.distributed import batch_share
+from convnet_gpu.position import Position
+from convnet_gpu.run import build_net, build_run_optimizer, load_dataset
+from convnet_gpu.settings import RunSettings
+
+pytestmark = needs_mpi()
+
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return small_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def models(tmp_path):
+    return {
+        "plain": small_cnn(tmp_path),
+        "regularized": small_cnn(tmp_path, regularized=True),
+        "batchnorm": small_cnn(tmp_path, batchnorm=True),
+    }
+
+
+def test_two_ranks_of_half_batches_equal_one_process_after_16_sgd_steps(data_dir, models, tmp_path):
+    argv = lambda out: train_argv(data_dir, models["plain"], tmp_path / out, "--epochs", "1",
+                                  "--batch-size", str(BATCH), "--train-subset", "128")  # fmt: skip
+    train_alone(argv("alone"))
+    done = launch_ok(2, argv("ranks"))
+    assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-6)
+    assert "x 2 ranks (mpi)" in done.stdout  # rank 0's header; the other rank printed nothing
+    assert done.stdout.count("test accuracy") == 1
+    meta, _ = read_checkpoint(tmp_path / "ranks")
+    assert meta["position"]["step"] == 16
+
+
+def test_sync_batchnorm_dropout_and_jitter_draw_and_normalize_as_one_process(
+    data_dir, models, tmp_path
+):
+    argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "1",
+                                  "--batch-size", str(BATCH), "--train-subset", "128",
+                                  "--jitter", "2")  # fmt: skip
+    train_alone(argv("alone"))
+    launch_ok(2, argv("ranks"))
+    assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-6)
+    # the running statistics are part of the comparison: they agree with one process's
+    assert "layer1.running_var" in checkpoint_arrays(tmp_path / "ranks")
+
+
+def halves_summed_in_one_process(data_dir, settings: RunSettings, steps: int) -> np.ndarray:
+    """The parameters after `steps` steps of one process that computes each global batch as
+    two half-batches (each as its rank would: its rows, the loss over the whole batch) and
+    adds their gradients before the optimizer: the ranks' arithmetic, without MPI."""
+    dataset = load_dataset(settings.dataset, data_dir, settings.train_subset)
+    net = build_net(settings, NumpyBackend(threads=1), dataset, BATCH // 2)
+    optimizer = build_run_optimizer(settings, net)
+    order = Position.start(settings.seed).draw_order(len(dataset.train_y))
+    grad = net.params.grad
+    for step in range(steps):
+        batch = order[step * BATCH : (step + 1) * BATCH]
+        for rank in (0, 1):
+            share = batch_share(len(batch), rank, 2)
+            rows = batch[share.first : share.first + share.rows]
+            net.load_batch(dataset.train_x[rows], dataset.train_y[rows])
+            net.forward(share.rows, train=True, share=share)
+            if rank == 0:
+                net.backward(share.rows)
+                first_half = grad.copy()
+            else:
+                net.backward(share.rows)
+                np.add(first_half, grad, out=grad)  # rank 0's + rank 1's, as MPI's sum
+        optimizer.step()
+    return net.backend.to_host(net.params.data)
+
+
+@pytest.mark.parametrize(
+    "model, more",
+    [
+        ("plain", ["--optimizer", "sgd"]),
+        ("plain", ["--optimizer", "adam", "--max-grad-norm", "0.05", "--lr", "0.001"]),
+        # per-rank BatchNorm statistics: each half normalized alone, as one process does it
+        ("batchnorm", ["--optimizer", "sgd", "--bn", "local"]),
+    ],
+)
+def test_two_ranks_equal_one_process_summing_the_same_halves_bit_for_bit(
+    data_dir, models, tmp_path, model, more
+):
+    steps = 16
+    argv = train_argv(data_dir, models[model], tmp_path / "ranks", "--epochs", "1",
+                      "--batch-size", str(BATCH), "--train-subset", str(steps * BATCH),
+                      "--schedule", "constant", *more)  # fmt: skip
+    launch_ok(2, argv)
+    meta, _ = read_checkpoint(tmp_path / "ranks")
+    settings = RunSettings.from_meta(meta["settings"])
+    expected = halves_summed_in_one_process(data_dir, settings, steps)
+    assert np.array_equal(checkpoint_arrays(tmp_path / "ranks")["params"], expected)
+
+
+def test_ctrl_c_on_one_rank_stops_all_at_one_step_and_the_run_resumes_on_1_2_or_3_ranks(
+    data_dir, models, tmp_path
+):
+    argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "1",
+                                  "--batch-size", str(BATCH), "--train-subset", "80",
+                                  "--jitter", "2")  # fmt: skip
+    launch_ok(2, argv("straight"))
+    stopped = launch(2, argv("stopped"), fault="sigint:1:5")  # Ctrl-C on rank 1 in step 5
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "interrupted in epoch 1 after batch 5" in stopped.stderr
+    meta, _ = read_checkpoint(tmp_path / "stopped")  # loadable, and at step 5 on every rank
+    assert meta["position"]["step"] == 5
+    for name in ("alone", "two", "three"):
+        shutil.copytree(tmp_path / "stopped", tmp_path / name)
+    resume = lambda name: [
+        "train", "--device", "cpu", "--threads", "1", "--no-progress",
+        "--data-dir", str(data_dir), "--resume", str(tmp_path / name),
+    ]  # fmt: skip
+    launch_ok(2, resume("two"))
+    assert_runs_close(tmp_path / "straight", tmp_path / "two", atol=0)
+    train_alone(resume("alone"))
+    assert_runs_close(tmp_path / "straight", tmp_path / "alone", atol=1e-5)
+    launch_ok(3, resume("three"))
+    assert_runs_close(tmp_path / "straight", tmp_path / "three", atol=1e-5)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_short_last_batch_leaves_ranks_without_rows_that_still_join(
+    data_dir, models, tmp_path, ranks
+):
+    # 17 images in batches of 8: the last batch has 1 row, so ranks 1 (and 2) hold none of it.
+    argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "2",
+                                  "--batch-size", str(BATCH), "--train-subset", "17",
+                                  "--jitter", "1")  # fmt: skip
+    train_alone(argv("alone"))
+    launch_ok(ranks, argv("ranks"))
+    assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-6)
+    alone = [json.loads(line) for line in (tmp_path / "alone/metrics.jsonl").open()]
+    ranked = [json.loads(line) for line in (tmp_path / "ranks/metrics.jsonl").open()]
+    for one, other in zip(alone, ranked):  # the figures are summed over the ranks
+        assert other["test_accuracy"] == one["test_accuracy"]
+        assert other["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+
+
+def test_a_rank_that_raises_ends_every_rank_and_the_checkpoint_stays_loadable(
+    data_dir, models, tmp_path
+):
+    # epochs of 4 steps: rank 1 fails in step 6, after epoch 1's checkpoint
+    argv = train_argv(data_dir, models["plain"], tmp_path / "run", "--epochs", "2",
+                      "--batch-size", str(BATCH), "--train-subset", "32")  # fmt: skip
+    failed = launch(2, argv, fault="raise:1:6")  # within LAUNCH_TIMEOUT, or the test fails
+    assert failed.returncode != 0
+    assert "rank 1: injected failure at step 6; ending every rank" in failed.stderr
+    meta, _ = read_checkpoint(tmp_path / "run")
+    assert meta["position"]["step"] == 4
