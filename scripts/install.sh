@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick-start installer: Fashion-MNIST (Debian package) + a virtualenv in .venv with convnet-gpu,
-# its test tools and its compiled CPU kernels (the cpu-jit extra: numba).
+# its test tools, its compiled CPU kernels (the cpu-jit extra: numba) and MPI for the distributed
+# tests (the mpi extra: mpi4py and the MPICH wheel).
 # Extra pip arguments are passed on, e.g.: scripts/install.sh cupy-cuda12x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,cpu-jit]" "$@"
+.venv/bin/python -m pip install -q -e ".[test,cpu-jit,mpi]" "$@"
 echo "installed: $(.venv/bin/convnet-gpu --version) in .venv"

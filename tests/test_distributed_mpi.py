@@ -62,12 +62,13 @@ def test_two_ranks_of_half_batches_equal_one_process_after_16_sgd_steps(data_dir
     assert meta["position"]["step"] == 16
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])  # 2: each rank's rows split over 2 threads
 def test_sync_batchnorm_dropout_and_jitter_draw_and_normalize_as_one_process(
-    data_dir, models, tmp_path
+    data_dir, models, tmp_path, threads
 ):
     argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "1",
                                   "--batch-size", str(BATCH), "--train-subset", "128",
-                                  "--jitter", "2")  # fmt: skip
+                                  "--jitter", "2", "--threads", threads)  # fmt: skip
     train_alone(argv("alone"))
     launch_ok(2, argv("ranks"))
     assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-6)
