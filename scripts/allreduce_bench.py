@@ -102,7 +102,7 @@ def report(row: dict, ranks: int, batch: int, project: int) -> list[str]:
         f"gradient), {batch} rows per rank, {row['threads']} thread(s) per rank",
         f"  measured at {ranks} ranks: compute {ms(row['compute'])}, all-reduce "
         f"{ms(row['allreduce'])} ({row['allreduce'] / row['step']:.1%} of the step), step "
-        f"{ms(row['step'])}; latency {ms(row['latency'])}, bandwidth "
+        f"{ms(row['step'])}; latency {row['latency'] * 1e6:.1f} us, bandwidth "
         f"{bandwidth / 1e9:.2f} GB/s per rank",
         f"  PROJECTION to {project} ranks (a model from the measured parts, not a measurement): "
         f"all-reduce {ms(projected)}, step {ms(projected_step)} "
