@@ -119,21 +119,23 @@ def train_alone(argv: list[str]) -> None:
     assert cli.main(argv) == 0
 
 
-def launch(ranks: int, argv: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
-    """mpiexec -n RANKS of the command, each rank with --distributed mpi; waits for all."""
+def launch(
+    ranks: int, argv: list[str], fault: str | None = None, engine: str = "mpi"
+) -> subprocess.CompletedProcess:
+    """mpiexec -n RANKS of the command, each rank with --distributed ENGINE; waits for all."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("CONVNET_GPU_TEST_FAULT", None)
     if fault:
         env["CONVNET_GPU_TEST_FAULT"] = fault
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(RANK_SCRIPT), *argv,
-               "--distributed", "mpi"]  # fmt: skip
+               "--distributed", engine]  # fmt: skip
     return subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT, cwd=REPO
     )
 
 
-def launch_ok(ranks: int, argv: list[str]) -> subprocess.CompletedProcess:
-    done = launch(ranks, argv)
+def launch_ok(ranks: int, argv: list[str], engine: str = "mpi") -> subprocess.CompletedProcess:
+    done = launch(ranks, argv, engine=engine)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 

@@ -178,3 +178,39 @@ def test_distributed_usage_errors_are_one_line(capsys, argv, fragment):
     code, _, err = run_cli(capsys, "train", *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert fragment in err
+
+
+# ---- a rank's device and threads ----------------------------------------------------------
+class SecondRankOfTwo(Local):
+    """What a rank's device and threads depend on: its place on its host."""
+
+    rank = local_rank = 1
+    size = local_size = 2
+
+    def __init__(self, threads_may_call: bool = True):
+        self.threads_may_call = threads_may_call
+
+
+def test_a_rank_takes_the_gpu_of_its_local_rank_and_its_share_of_the_cores():
+    from convnet_gpu.backends import cuda_problem
+    from convnet_gpu.cli.ranks import rank_device, rank_threads
+    from convnet_gpu.machine import machine_cores
+
+    comm = SecondRankOfTwo()
+    assert rank_device("cuda", comm) == "cuda:1"
+    assert rank_device("cpu", comm) == "cpu"
+    assert rank_device("cuda", Local()) == "cuda"  # alone: the device as given
+    if cuda_problem(1) is not None:
+        assert rank_device("auto", comm) == "auto"  # no second GPU: auto finds the CPU
+    assert rank_threads(None, comm) == max(1, machine_cores() // 2)
+    assert rank_threads(3, comm) == 3
+
+
+def test_an_mpi_taking_calls_from_the_main_thread_only_keeps_a_rank_on_one_thread():
+    from convnet_gpu.cli.common import UsageError
+    from convnet_gpu.cli.ranks import rank_threads
+
+    comm = SecondRankOfTwo(threads_may_call=False)
+    assert rank_threads(None, comm) == 1
+    with pytest.raises(UsageError, match="drop --threads 2"):
+        rank_threads(2, comm)

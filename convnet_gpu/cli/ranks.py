@@ -60,9 +60,17 @@ def rank_device(device: str, comm) -> str:
 
 
 def rank_threads(threads: int | None, comm) -> int:
-    """--threads, or this host's cores shared among its ranks."""
+    """--threads, or this host's cores shared among its ranks; one where the MPI library takes
+    calls from the main thread only (BatchNorm's sums would come from a worker thread)."""
     from ..machine import machine_cores
 
+    if not getattr(comm, "threads_may_call", True):
+        if threads and threads > 1:
+            raise UsageError(
+                f"this MPI library takes calls from the main thread only, so a rank runs on one "
+                f"thread; drop --threads {threads} and start more ranks per host instead"
+            )
+        return 1
     return threads or max(1, machine_cores() // comm.local_size)
 
 

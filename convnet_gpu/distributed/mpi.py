@@ -44,6 +44,9 @@ class MpiCommunicator(Communicator):
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
+        # BatchNorm's sums are all-reduced by worker thread 0 when a rank runs on threads:
+        # that needs an MPI that takes calls from any one thread at a time.
+        self.threads_may_call = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
         self._flag = np.zeros(1, np.int32)
         self._staging = {}  # (shape, dtype) -> host buffer for a device array
 

@@ -92,17 +92,13 @@ class NcclCommunicator(Communicator):
         if isinstance(array, np.ndarray):
             self.control.all_reduce_sum(array)
             return
-        if self.size == 1:
-            return
-        ptr = array.data.ptr
+        ptr = array.data.ptr  # NCCL even alone: one rank's run checks the path (a copy)
         dtype = nccl_dtype(self.nccl, array.dtype)
         self.comm.allReduce(ptr, ptr, array.size, dtype, self.nccl.NCCL_SUM, self._stream())
 
     def broadcast_array(self, array) -> None:
         if isinstance(array, np.ndarray):
             self.control.broadcast_array(array)
-            return
-        if self.size == 1:
             return
         dtype = nccl_dtype(self.nccl, array.dtype)
         self.comm.bcast(array.data.ptr, array.size, dtype, 0, self._stream())
