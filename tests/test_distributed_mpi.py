@@ -180,3 +180,18 @@ def test_a_rank_that_raises_ends_every_rank_and_the_checkpoint_stays_loadable(
     assert "rank 1: injected failure at step 6; ending every rank" in failed.stderr
     meta, _ = read_checkpoint(tmp_path / "run")
     assert meta["position"]["step"] == 4
+
+
+def test_a_sweep_spreads_its_points_over_the_ranks_and_rank_0_writes_the_table(
+    data_dir, models, tmp_path
+):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[base]\nmodel = "{models["plain"]}"\nepochs = 1\nbatch_size = 8\n'
+                    f"train_subset = 16\n[grid]\nlr = [0.01, 0.02, 0.05]\n")  # fmt: skip
+    done = launch_ok(2, ["sweep", str(grid), "--device", "cpu", "--data-dir", str(data_dir),
+                         "--out", str(tmp_path / "sweep")])  # fmt: skip
+    table = json.loads((tmp_path / "sweep/sweep.json").read_text())
+    assert [(run["name"], run["rank"], run["status"]) for run in table["runs"]] == [
+        ("lr-0.01", 0, "done"), ("lr-0.02", 1, "done"), ("lr-0.05", 0, "done")
+    ]  # fmt: skip
+    assert done.stdout.count("wrote") == 3  # rank 0's two runs and its table; rank 1 is silent

@@ -328,5 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $CONVNET_GPU_DATA/<dataset> or ~/.cache/convnet_gpu/<dataset>",
     )
 
+    sweep = sub.add_parser(
+        "sweep",
+        help="train every point of a grid of settings (a TOML file), alone or spread over the "
+        "ranks of an MPI launch, and write one table",
+    )
+    sweep.add_argument(
+        "config", metavar="GRID.toml",
+        help="a [base] table of shared settings and a [grid] table of each setting's values",
+    )  # fmt: skip
+    _add_device(sweep)
+    _add_threads(sweep, per_rank=True)
+    sweep.add_argument("--data-dir")
+    sweep.add_argument(
+        "--out", metavar="DIR",
+        help="the sweep's folder: a run folder per point and sweep.json (default: "
+        "runs/<GRID>)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--distributed", choices=("none", "mpi"), default="none",
+        help="spread the points over the ranks of an MPI launch (mpiexec -n K convnet-gpu "
+        "sweep ...), each rank training its points alone (default: %(default)s)",
+    )  # fmt: skip
+    _add_cuda_graph(sweep)
+
     sub.add_parser("info", help="versions, devices and where each dataset is found")
     return parser

@@ -100,8 +100,10 @@ def agree_on_setup(comm, error) -> None:
     raise AgreedError(line if rank == 0 else f"rank {rank}: {line}")
 
 
-def run_as_rank(comm, work, prog: str):
-    """work() on this rank; an error this rank alone meets ends every rank (see the module)."""
+def run_as_rank(comm, work, prog: str, stops_together: bool = True):
+    """work() on this rank; an error this rank alone meets ends every rank (see the module).
+    stops_together False: the ranks do not decide a Ctrl-C together (a sweep's ranks train
+    alone), so one that stops ends the others too."""
     if comm.size == 1:
         return work()
     try:
@@ -112,7 +114,7 @@ def run_as_rank(comm, work, prog: str):
         _leave_together(comm, EXIT_USAGE if isinstance(exc, AgreedError) else EXIT_FAILED)
         raise
     except TrainingInterrupted as exc:
-        if exc.between_steps:  # the Ctrl-C decided together at a step boundary
+        if exc.between_steps and stops_together:  # decided together at a step boundary
             _leave_together(comm, EXIT_INTERRUPTED)
             raise
         _abort(comm, prog, exc, EXIT_INTERRUPTED)
