@@ -214,3 +214,13 @@ def test_an_mpi_taking_calls_from_the_main_thread_only_keeps_a_rank_on_one_threa
     assert rank_threads(None, comm) == 1
     with pytest.raises(UsageError, match="drop --threads 2"):
         rank_threads(2, comm)
+
+
+def test_mpi4py_and_cupy_are_imported_only_when_an_engine_asks_for_them():
+    import subprocess
+
+    script = ("import sys; import convnet_gpu.train, convnet_gpu.cli, convnet_gpu.distributed; "
+              "convnet_gpu.distributed.open_communicator('none'); "
+              "print(sorted(m for m in ('mpi4py', 'cupy') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
