@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -129,9 +130,18 @@ def launch(
         env["CONVNET_GPU_TEST_FAULT"] = fault
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(RANK_SCRIPT), *argv,
                "--distributed", engine]  # fmt: skip
-    return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT, cwd=REPO
-    )
+    # A session of its own: on a timeout, mpiexec and every rank it started are killed together.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, cwd=REPO, start_new_session=True) as ranks:  # fmt: skip
+        try:
+            stdout, stderr = ranks.communicate(timeout=LAUNCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(ranks.pid, signal.SIGKILL)
+            ranks.communicate()
+            raise AssertionError(
+                f"the ranks still ran after {LAUNCH_TIMEOUT} s: one waits forever"
+            ) from None
+    return subprocess.CompletedProcess(command, ranks.returncode, stdout, stderr)
 
 
 def launch_ok(ranks: int, argv: list[str], engine: str = "mpi") -> subprocess.CompletedProcess:
