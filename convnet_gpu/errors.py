@@ -21,6 +21,10 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class RanksDiffer(TrainingDiverged):
+    """The ranks of a distributed run hold different parameters (train.py checks each epoch)."""
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C during training. `saved` is the checkpoint written on the way out (or None);
     `between_steps`: the run stopped at a step boundary (every rank of a distributed run

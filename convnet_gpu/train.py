@@ -33,7 +33,7 @@ from .augment import Jitter
 from .checkpoint import copy_net_state, load_part, save_checkpoint
 from .checkpoint_schema import check_run_state, settings_of
 from .distributed import Local, batch_share
-from .errors import TrainingDiverged, TrainingInterrupted, UserError
+from .errors import RanksDiffer, TrainingDiverged, TrainingInterrupted, UserError
 from .limits import check_fits, free_host_bytes
 from .numerics import quiet_float_errors
 from .position import Position
@@ -235,6 +235,8 @@ class Trainer:
                 f"stopped at once in epoch {self.position.epoch}"
                 + self._kept_checkpoint("the checkpoint of the last finished epoch")
             ) from None
+        except RanksDiffer:
+            raise  # no lower learning rate helps
         except TrainingDiverged as exc:
             raise TrainingDiverged(
                 f"{exc}; {self._divergence_advice()}"
@@ -309,6 +311,7 @@ class Trainer:
                 val_note += f"(no better for {self.settings.early_stop} epochs: stopping)  "
         record["test_loss"], record["test_accuracy"] = self.evaluate()
         _check_finite_evaluation(record, pos.epoch)  # a NaN epoch is never saved as a good one
+        self._check_ranks_agree(pos.epoch)
         record.update(seconds=seconds, images_per_second=images / seconds)
         pos.next_epoch(record)
         self.log(
@@ -326,6 +329,19 @@ class Trainer:
         statistics (`bn` local) each rank's own drifted apart during the epoch."""
         for _, array in self.net.named_buffers():
             self.comm.broadcast_array(array)
+
+    def _check_ranks_agree(self, epoch: int) -> None:
+        """Every rank must hold the parameters rank 0 is about to save: they take the same steps
+        from the same sums, and a difference means the sums were not the same bits everywhere.
+        Once an epoch, a digest per rank (nothing at all alone)."""
+        net = self.net
+        buffers = (array for _, array in net.named_buffers())
+        arrays = (net.backend.to_host(array) for array in (net.params.data, *buffers))  # lazy
+        if not self.comm.same_on_every_rank(arrays):
+            raise RanksDiffer(
+                f"the ranks' parameters differ after epoch {epoch}: their all-reduce did not give "
+                f"every rank the same sum (an MPI or NCCL without reproducible reductions?)"
+            )
 
     # ---- checkpoints ------------------------------------------------------------------------
     def parts(self) -> dict:

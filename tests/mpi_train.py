@@ -1,7 +1,8 @@
 """`convnet-gpu` as one rank of an mpiexec launch, for tests/test_distributed_mpi.py, with a
 fault injected where CONVNET_GPU_TEST_FAULT="KIND:RANK:STEP" says: during the STEP-th training
-step (1-based) rank RANK gets a SIGINT (KIND sigint: a Ctrl-C on one rank) or raises (KIND
-raise: a rank that fails alone). Without the variable it is the plain command."""
+step (1-based) rank RANK gets a SIGINT (KIND sigint: a Ctrl-C on one rank), raises (KIND raise:
+a rank that fails alone) or changes a parameter (KIND drift: ranks whose parameters differ).
+Without the variable it is the plain command."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def inject(kind: str, rank: int, step: int) -> None:
         if self.comm.rank == rank and self.position.step + 1 == step:  # counted after the work
             if kind == "sigint":
                 os.kill(os.getpid(), signal.SIGINT)
+            elif kind == "drift":  # this rank's parameters no longer those of the others
+                self.net.params.data[0] += 1e-3
             else:
                 raise RuntimeError(f"injected failure at step {step}")
 

@@ -195,3 +195,13 @@ def test_a_sweep_spreads_its_points_over_the_ranks_and_rank_0_writes_the_table(
         ("lr-0.01", 0, "done"), ("lr-0.02", 1, "done"), ("lr-0.05", 0, "done")
     ]  # fmt: skip
     assert done.stdout.count("wrote") == 3  # rank 0's two runs and its table; rank 1 is silent
+
+
+def test_ranks_whose_parameters_drift_apart_all_stop_before_saving(data_dir, models, tmp_path):
+    argv = train_argv(data_dir, models["plain"], tmp_path / "run", "--epochs", "2",
+                      "--batch-size", str(BATCH), "--train-subset", "32")  # fmt: skip
+    drifted = launch(2, argv, fault="drift:1:2")
+    assert drifted.returncode == 1
+    assert "the ranks' parameters differ after epoch 1" in drifted.stderr
+    assert "lower --lr" not in drifted.stderr  # not a divergence a learning rate fixes
+    assert not (tmp_path / "run/checkpoint.npz").exists()  # never saved

@@ -13,11 +13,16 @@ Collectives must be called by every rank, in the same order; each says which arr
   broadcast(obj)            a small Python object from the root
   broadcast_array(array)    an array from the root, in place (BatchNorm's running statistics)
   barrier()
+  same_on_every_rank(arrays)  whether every rank holds the same bits (a digest gathered)
 abort(code) ends every rank at once: what a rank that fails alone must do, since the others
 would wait for it in their next collective forever.
 """
 
 from __future__ import annotations
+
+import hashlib
+
+import numpy as np
 
 ENGINES = ("none", "mpi", "nccl")  # the values of `distributed`
 
@@ -62,6 +67,14 @@ class Communicator:
     def abort(self, code: int):
         raise NotImplementedError
 
+    def same_on_every_rank(self, arrays) -> bool:
+        """Whether every rank holds the same bits in these host arrays (a digest of each
+        rank's, gathered): the check that the ranks' parameters have not drifted apart."""
+        digest = hashlib.sha256()
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return len(set(self.all_gather(digest.hexdigest()))) == 1
+
     def describe(self) -> str:
         """'2 ranks (mpi)': how the run header names it."""
         return f"{self.size} rank{'s' if self.size > 1 else ''} ({self.engine})"
@@ -90,6 +103,9 @@ class Local(Communicator):
 
     def abort(self, code: int):
         raise SystemExit(code)
+
+    def same_on_every_rank(self, arrays) -> bool:
+        return True  # one rank: nothing to compare, nothing to hash
 
 
 def open_communicator(engine: str = "none") -> Communicator:
