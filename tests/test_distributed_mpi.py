@@ -205,3 +205,25 @@ def test_ranks_whose_parameters_drift_apart_all_stop_before_saving(data_dir, mod
     assert "the ranks' parameters differ after epoch 1" in drifted.stderr
     assert "lower --lr" not in drifted.stderr  # not a divergence a learning rate fixes
     assert not (tmp_path / "run/checkpoint.npz").exists()  # never saved
+
+
+def test_validation_early_stopping_and_the_plateau_rule_decide_as_one_process(
+    data_dir, models, tmp_path
+):
+    argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "4",
+                                  "--batch-size", str(BATCH), "--train-subset", "40",
+                                  "--val-split", "0.25", "--early-stop", "1", "--plateau",
+                                  "--lr", "0.2")  # fmt: skip
+    train_alone(argv("alone"))
+    launch_ok(2, argv("ranks"))
+    alone = json.loads((tmp_path / "alone/summary.json").read_text())
+    ranked = json.loads((tmp_path / "ranks/summary.json").read_text())
+    # epoch 2's validation accuracy falls: the plateau rule restores epoch 1's state, and
+    # early stopping (patience 1) ends the run there, on every rank
+    assert alone["stopped_early"] and alone["epochs_run"] == 2
+    assert (ranked["epochs_run"], ranked["stopped_early"]) == (2, True)
+    metrics = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()]
+    assert [m["val_accuracy"] for m in metrics("ranks")] == [
+        m["val_accuracy"] for m in metrics("alone")
+    ]
+    assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-5)
