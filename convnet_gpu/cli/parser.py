@@ -138,7 +138,8 @@ def _add_distributed(parser) -> None:
     parser.add_argument(
         "--bn", choices=("sync", "local"), default="sync",
         help="BatchNorm's batch statistics under --distributed: over the global batch (sync: "
-        "what one process computes, three small collectives per layer and step) or over each "
+        "what one process computes, three small collectives per BatchNorm layer and step) or "
+        "over each "
         "rank's rows (local) (default: %(default)s)",
     )  # fmt: skip
 

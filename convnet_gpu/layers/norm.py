@@ -60,9 +60,10 @@ class BatchNorm(Layer):
         self.var = backend.empty((channels,), dtype)
         self.inv_std = backend.empty((channels,), dtype)  # kept for backward
         self.stat_scratch = backend.empty((channels,), dtype)
-        # Summed over every worker's rows when a net runs on threads (see BatchRows):
-        self.batch_sums = (backend.empty((channels,), dtype), backend.empty((channels,), dtype))
-        self.reduce_scratch = (backend.empty((channels,), dtype), backend.empty((channels,), dtype))
+        # Summed over every worker's (and rank's) rows, see BatchRows; backward's two sums (of
+        # dy and of dy * x_hat) in one array, so one all_reduce takes both:
+        self.batch_sums = backend.empty((2, channels), dtype)
+        self.reduce_scratch = backend.empty((2, channels), dtype)
 
     def _count(self, n: int) -> int:
         """Values per channel in the batch the statistics span (all workers' rows, and every
@@ -83,10 +84,10 @@ class BatchNorm(Layer):
                     "(a batch of 1 without spatial dimensions has no variance)"
                 )
             be.channel_sums(x, self.mean, self.workspace)
-            self.rows.all_reduce((self.mean,), self.reduce_scratch[:1])
+            self.rows.all_reduce((self.mean,), (self.reduce_scratch[0],))
             xp.multiply(self.mean, 1.0 / count, out=self.mean)
             be.channel_centered_squares(x, self.mean, self.var, self.workspace)
-            self.rows.all_reduce((self.var,), self.reduce_scratch[:1])
+            self.rows.all_reduce((self.var,), (self.reduce_scratch[0],))
             xp.multiply(self.var, 1.0 / count, out=self.var)  # biased variance
             if self.rows.index == 0:  # the running statistics are one, shared by the workers
                 self._update_running(self.mean, self.var, count)
@@ -126,7 +127,7 @@ class BatchNorm(Layer):
             sum_dy, sum_dy_x_hat = self.batch_sums  # gradients stay this copy's share
             xp.copyto(sum_dy, d_beta)
             xp.copyto(sum_dy_x_hat, d_gamma)
-            self.rows.all_reduce(self.batch_sums, self.reduce_scratch)
+            self.rows.all_reduce((self.batch_sums,), (self.reduce_scratch,))
         # The batch statistics depend on x too:
         #   dx = gamma / std * (dy - (d_beta + x_hat * d_gamma) / count)
         be.batchnorm_input_grad(dy, x_hat, scale, sum_dy, sum_dy_x_hat, self._count(n), dx)
