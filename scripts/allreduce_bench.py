@@ -8,8 +8,11 @@ Every rank builds the model (synthetic 1x28x28 Fashion-MNIST-shaped batches, flo
 momentum, the CPU with cores / local ranks threads) and, with a barrier before each timed
 piece, measures the median of --steps repeats of:
   compute    forward + backward + optimizer step of its --batch rows, no collective
+             (BatchNorm over the rank's own rows)
   all-reduce the SUM all-reduce of the flat gradient (distributed/mpi.py, as the Trainer does)
-  step       the distributed step: forward, backward, all-reduce, optimizer step
+  step       the distributed step as `train --distributed mpi` runs it: forward and backward
+             (BatchNorm's statistics synchronized: 3 small all-reduces per BatchNorm layer),
+             the gradient's all-reduce, the optimizer step
   latency    the all-reduce of one float (what any collective costs at least)
 Rank 0 prints them, the all-reduce's share of the step, and its bandwidth. The projection to
 --project ranks, each with --batch rows (a global batch growing with the ranks), takes the
@@ -30,7 +33,7 @@ import numpy as np
 
 from convnet_gpu import Net, SoftmaxCrossEntropy, build_model
 from convnet_gpu.backends import NumpyBackend
-from convnet_gpu.distributed import open_communicator
+from convnet_gpu.distributed import Local, open_communicator
 from convnet_gpu.machine import machine_cores, provenance, summary_line
 from convnet_gpu.optim import SGD
 
@@ -72,12 +75,15 @@ def measure(comm, model: str, batch: int, steps: int) -> dict:
 
     for _ in range(2):  # warm up: caches, compiled kernels, MPI's buffers
         step()
+    net.span_ranks(Local())  # compute alone: BatchNorm's statistics of this rank's rows
+    alone = timed(comm, compute, steps)
+    net.span_ranks(comm)  # the step as training runs it: BatchNorm's sums over the ranks too
     return {
         "model": model,
         "parameters": net.params.size,
         "bytes": grad.nbytes,
         "threads": threads,
-        "compute": timed(comm, compute, steps),
+        "compute": alone,
         "allreduce": timed(comm, lambda: comm.all_reduce_sum(grad), steps),
         "step": timed(comm, step, steps),
         "latency": timed(comm, lambda: comm.all_reduce_sum(one), 5 * steps),
