@@ -12,9 +12,10 @@ weight). Everything a worker needs besides the blobs (im2col
 buffers, masks, BatchNorm's normalized input) is its own, allocated once in setup. Layers that
 look across rows ask their BatchRows (layers/base.py): Dropout draws its rows' part of the
 batch's masks, the loss divides by the whole batch, and BatchNorm adds its per-channel sums over
-all workers (all_reduce: two barriers, every worker adding the slots in the same order). So a
-step is deterministic for a given number of threads, and equals the one-thread step up to the
-order in which float sums are added.
+all workers (all_reduce: between two barriers worker 0 adds the slots in worker order, and over
+the ranks of a distributed run, and every worker copies its sums). So a step is deterministic
+for a given number of threads, and equals the one-thread step up to the order in which float
+sums are added.
 
 NumPy releases the GIL inside its array operations and BLAS calls, so the workers really run at
 once; BLAS itself is kept to one thread (backends/numpy_backend.py), so the threads do not
