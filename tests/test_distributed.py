@@ -224,3 +224,103 @@ def test_mpi4py_and_cupy_are_imported_only_when_an_engine_asks_for_them():
               "print(sorted(m for m in ('mpi4py', 'cupy') if m in sys.modules))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# ---- NCCL's calls, with stand-ins for CuPy and NCCL (no GPU here) --------------------------
+class FakeNcclModule:
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+    calls: list = []
+
+    @staticmethod
+    def get_unique_id():
+        return ("unique", 42)
+
+    class NcclCommunicator:
+        def __init__(self, size, unique_id, rank):
+            FakeNcclModule.calls.append(("init", size, unique_id, rank))
+
+        def allReduce(self, send, recv, count, dtype, op, stream):  # NCCL's name
+            FakeNcclModule.calls.append(("allReduce", send, recv, count, dtype, op, stream))
+
+        def bcast(self, buffer, count, dtype, root, stream):
+            FakeNcclModule.calls.append(("bcast", buffer, count, dtype, root, stream))
+
+
+class FakeCupy:
+    class cuda:  # CuPy's names
+        used = []
+
+        class runtime:
+            @staticmethod
+            def getDeviceCount():
+                return 2
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def use(self):
+                FakeCupy.cuda.used.append(self.index)
+
+        @staticmethod
+        def get_current_stream():
+            class Stream:
+                ptr = 1234
+
+                def synchronize(self):
+                    pass
+
+            return Stream()
+
+
+class DeviceArray:
+    """What NCCL is handed of a CuPy array: its pointer, size and dtype."""
+
+    def __init__(self, ptr, size, dtype):
+        self.data = type("Memory", (), {"ptr": ptr})()
+        self.size, self.dtype = size, np.dtype(dtype)
+
+
+class SecondHostRank(Local):
+    """The MPI side of rank 3 of 4, the second of two on its host."""
+
+    rank, size, local_rank, local_size = 3, 4, 1, 2
+    host_reduced = []
+
+    def all_gather(self, obj):
+        return [obj] * self.size
+
+    def all_reduce_sum(self, array):
+        SecondHostRank.host_reduced.append(array)
+
+
+def test_nccl_joins_with_rank_0s_id_takes_its_local_gpu_and_reduces_on_the_current_stream(
+    monkeypatch,
+):
+    from convnet_gpu.distributed import nccl as nccl_module
+
+    FakeNcclModule.calls.clear()
+    monkeypatch.setattr(nccl_module, "import_nccl", lambda: (FakeCupy, FakeNcclModule))
+    comm = nccl_module.NcclCommunicator(control=SecondHostRank())
+    assert (comm.rank, comm.size, comm.device) == (3, 4, "cuda:1")
+    assert FakeCupy.cuda.used[-1] == 1
+    # rank 3 is not the root: it joins with what the MPI broadcast gave (Local's: its own None)
+    assert FakeNcclModule.calls[0] == ("init", 4, None, 3)
+    comm.all_reduce_sum(DeviceArray(ptr=99, size=6802, dtype=np.float32))
+    assert FakeNcclModule.calls[-1] == ("allReduce", 99, 99, 6802, 7, 0, 1234)  # in place
+    comm.broadcast_array(DeviceArray(ptr=55, size=8, dtype=np.float64))
+    assert FakeNcclModule.calls[-1] == ("bcast", 55, 8, 8, 0, 1234)
+    figures = np.zeros(2)
+    comm.all_reduce_sum(figures)  # host arrays: over MPI
+    assert SecondHostRank.host_reduced[-1] is figures
+
+
+def test_nccl_refuses_more_ranks_on_a_host_than_it_has_gpus(monkeypatch):
+    from convnet_gpu.distributed import nccl as nccl_module
+
+    class ThreeOnAHost(SecondHostRank):
+        local_size = 3
+
+    monkeypatch.setattr(nccl_module, "import_nccl", lambda: (FakeCupy, FakeNcclModule))
+    with pytest.raises(UserError, match="one GPU per rank.*2 here"):
+        nccl_module.NcclCommunicator(control=ThreeOnAHost())
