@@ -324,3 +324,18 @@ def test_nccl_refuses_more_ranks_on_a_host_than_it_has_gpus(monkeypatch):
     monkeypatch.setattr(nccl_module, "import_nccl", lambda: (FakeCupy, FakeNcclModule))
     with pytest.raises(UserError, match="one GPU per rank.*2 here"):
         nccl_module.NcclCommunicator(control=ThreeOnAHost())
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_an_mpi_launch_without_distributed_is_refused(capsys, monkeypatch, tmp_path, command):
+    monkeypatch.setenv("PMI_SIZE", "2")  # what mpiexec -n 2 tells each process
+    (tmp_path / "grid.toml").write_text("[grid]\nlr = [0.1]\n")
+    argv = (
+        ["train", "--device", "cpu"]
+        if command == "train"
+        else ["sweep", str(tmp_path / "grid.toml")]
+    )
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"one of 2 processes, each of which would {command} alone" in err
+    assert "add --distributed mpi" in err

@@ -81,3 +81,18 @@ def test_a_point_that_fails_is_a_row_and_the_sweep_exits_1(capsys, tmp_path):
                            "--out", str(tmp_path / "sweep"))  # fmt: skip
     assert code == 1
     assert "model-nope.toml  error:" in out
+
+
+def test_a_folder_of_another_grid_or_of_other_files_is_refused(capsys, tmp_path):
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text('[grid]\nmodel = ["nope.toml"]\n')
+    second.write_text('[grid]\nmodel = ["other.toml"]\n')
+    sweep = lambda grid, out: run_cli(capsys, "sweep", str(grid), "--device", "cpu",
+                                      "--out", str(out))  # fmt: skip
+    sweep(first, tmp_path / "sweep")  # its one point fails, but the folder is its sweep's
+    code, _, err = sweep(second, tmp_path / "sweep")
+    assert code == 2 and "holds the sweep of another grid" in err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy/notes.txt").write_text("mine")
+    code, _, err = sweep(first, tmp_path / "busy")
+    assert code == 2 and "holds files but no sweep" in err

@@ -28,10 +28,28 @@ class AgreedError(UsageError):
     """A setup error of one rank or more, raised by every rank together (rank 0 prints it)."""
 
 
-def check_rank_flags(args) -> None:
-    """The flags --distributed cannot take, refused alike on every rank before MPI starts."""
+# What MPI launchers tell their processes about the launch: MPICH's hydra, Open MPI.
+LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def launched_processes() -> int:
+    """How many processes an MPI launcher started with this one (1 when none did)."""
+    sizes = [os.environ.get(name, "") for name in LAUNCH_SIZE_VARIABLES]
+    return max([int(size) for size in sizes if size.isdigit()] + [1])
+
+
+def check_rank_flags(args, command: str = "train") -> None:
+    """The flags --distributed cannot take, refused alike on every rank before MPI starts, and
+    a launch of several processes without --distributed (each would do all the work, into the
+    same folder)."""
     engine = args.distributed
     if engine == "none":
+        launched = launched_processes()
+        if launched > 1:
+            raise UsageError(
+                f"started by an MPI launcher as one of {launched} processes, each of which "
+                f"would {command} alone into the same folder; add --distributed mpi"
+            )
         return
     if args.cuda_graph == "on":
         raise UsageError(

@@ -5,8 +5,9 @@ spread over the ranks of an MPI launch, then write one table.
 
 Each rank trains its points alone (no collective while training) into SWEEP_DIR/<point>, then
 rank 0 gathers every result and writes SWEEP_DIR/sweep.json and prints the table, best test
-accuracy first. A point whose folder holds a finished run is taken as it is, one with only a
-checkpoint is resumed: running the sweep again finishes an interrupted one. A point that fails
+accuracy first. The folder keeps a copy of the grid (sweep.toml) and is refused to another grid.
+A point whose folder holds a finished run is taken as it is, one with only a checkpoint is
+resumed: running the sweep again finishes an interrupted one. A point that fails
 with a user error or diverges is a row saying so; anything else ends every rank (cli/ranks.py).
 """
 
@@ -20,15 +21,24 @@ from ..errors import TrainingDiverged, UserError
 from ..rundir import RunDir
 from .common import UsageError, as_flags
 from .parser import EXIT_FAILED
-from .ranks import rank_device, rank_threads, run_as_rank, silent_unless_root
+from .ranks import (
+    agree_on_setup,
+    check_rank_flags,
+    rank_device,
+    rank_threads,
+    run_as_rank,
+    silent_unless_root,
+)
 
 TABLE_FIGURES = ("test_accuracy", "test_loss", "epochs_run", "seconds")
+CONFIG_COPY = "sweep.toml"  # the grid a sweep folder belongs to
 
 
 def cmd_sweep(args) -> int:
     from ..distributed import open_communicator
     from ..sweep import read_sweep
 
+    check_rank_flags(args, "sweep")
     sweep = read_sweep(args.config)  # the same on every rank: a bad file stops all alike
     comm = open_communicator(args.distributed)
     with silent_unless_root(comm):
@@ -41,6 +51,13 @@ def _sweep(args, sweep, comm) -> int:
     from ..sweep import point_name, points_of_rank
 
     folder = Path(args.out or Path("runs") / Path(args.config).stem)
+    error = None
+    if comm.is_root:
+        try:
+            _claim(folder, Path(args.config))
+        except (UsageError, OSError) as exc:
+            error = exc
+    agree_on_setup(comm, error)  # the folder is this sweep's before any rank trains into it
     points = sweep.points()
     mine = points_of_rank(len(points), comm.rank, comm.size)
     print(f"sweep of {len(points)} run(s) from {args.config} into {folder}, over "
@@ -57,11 +74,25 @@ def _sweep(args, sweep, comm) -> int:
         gathered.update(part)
     rows = [gathered[index] for index in range(len(points))]
     if comm.is_root:
-        folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "sweep.json", {"config": str(args.config), "runs": rows})
         print(_table(rows))
         print(f"wrote {folder / 'sweep.json'}")
     return 0 if all(row["status"] == "done" for row in rows) else EXIT_FAILED
+
+
+def _claim(folder: Path, config: Path) -> None:
+    """Make the folder this config's sweep: a copy of the config is kept there, and a folder
+    holding another config's sweep, or other files, is refused (its runs are not this grid's)."""
+    from ..fileio import write_bytes_atomic
+
+    text, kept = config.read_bytes(), folder / CONFIG_COPY
+    if kept.exists() and kept.read_bytes() != text:
+        raise UsageError(f"{folder} holds the sweep of another grid ({kept} is not {config}); "
+                         f"pick another --out")  # fmt: skip
+    if not kept.exists() and folder.is_dir() and any(folder.iterdir()):
+        raise UsageError(f"{folder} holds files but no sweep; pick another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(kept, text)
 
 
 def _train_point(args, settings, out: Path, comm) -> dict:

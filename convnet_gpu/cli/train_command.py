@@ -23,7 +23,7 @@ from .ranks import (
 def cmd_train(args) -> int:
     from ..distributed import open_communicator
 
-    check_rank_flags(args)
+    check_rank_flags(args, "train")
     comm = open_communicator(args.distributed)  # Local without --distributed
     with silent_unless_root(comm):
         return run_as_rank(comm, lambda: _train(args, comm), "convnet-gpu train")
