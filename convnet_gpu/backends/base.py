@@ -402,14 +402,19 @@ class Backend:
     def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
         channel_ops.batchnorm_input_grad(self.xp, dy, x_hat, scale, d_beta, d_gamma, count, dx)
 
+    # The lowered matrices' bytes per chunk of images; None: the whole batch at once.
+    conv_chunk_bytes: int | None = None
+
     def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
-        return conv_lowering.whole_batch_workspace(self, geom, out_channels, batch_size, dtype)
+        return conv_lowering.lowered_workspace(
+            self, geom, out_channels, batch_size, dtype, self.conv_chunk_bytes
+        )
 
     def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
-        conv_lowering.whole_batch_forward(self, x, weight, y, workspace, geom)
+        conv_lowering.lowered_forward(self, x, weight, y, workspace, geom)
 
     def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
-        conv_lowering.whole_batch_backward(self, x, weight, dy, d_weight, dx, workspace, geom)
+        conv_lowering.lowered_backward(self, x, weight, dy, d_weight, dx, workspace, geom)
 
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
         raise NotImplementedError

@@ -32,6 +32,7 @@ import numpy as np
 from cupy._core import _accelerator
 
 from .base import Backend, GraphsUnsupported
+from .conv_lowering import chunk_bytes_from_env
 from .cublas import PRECISIONS, CublasHandle
 from .device import require_cuda
 from .geometry import WindowGeometry
@@ -125,6 +126,9 @@ class CupyBackend(Backend):
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
         self.precision = precision
+        # The whole batch lowered at once unless CONVNET_GPU_CONV_CHUNK_MIB says otherwise: the
+        # default until an H200 says which wins at batch 1024 (scripts/gpu_bench.py runs both).
+        self.conv_chunk_bytes = chunk_bytes_from_env()
         self.capture_stream = _capture_stream(device_id)
         self._blas = None  # created at the first matmul, outside any capture
         self._counter_value = None  # where an int counter is written for the kernels to read
@@ -168,7 +172,8 @@ class CupyBackend(Backend):
         if isinstance(gpu_name, bytes):
             gpu_name = gpu_name.decode(errors="replace")
         tf32 = ", tf32" if self.precision == "tf32" else ""
-        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__}{tf32})"
+        chunks = f", conv chunks {self.conv_chunk_bytes >> 20} MiB" if self.conv_chunk_bytes else ""
+        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__}{tf32}{chunks})"
 
     # ---- matrix products and graphs -----------------------------------------------------------
     def matmul(self, a, b, out):
