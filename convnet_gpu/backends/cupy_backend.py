@@ -249,6 +249,16 @@ class CupyBackend(Backend):
         finish = (ws.group, ws.group_b, out, out_b, channels, np.int64(_LANES), with_b)
         self._launch("channel_finish_kernel", out.dtype, out.size, finish)
 
+    def _batchnorm_statistics(self, var, eps, inv_std, count, running, mean, momentum) -> None:
+        mode = 0 if count is None else 1 if running is None else 2
+        count = 2 if count is None else count  # unused by mode 0; keeps the factors finite
+        running_mean, running_var = running if running is not None else (var, var)  # unused
+        factors = (1.0 / count, 1.0 - momentum, 1.0 * momentum, count / (count - 1.0) * momentum)
+        args = (var if mean is None else mean, var, inv_std, running_mean, running_var,
+                *(np.float64(f) for f in factors), np.float64(eps), np.int64(var.size),
+                np.int32(mode))  # fmt: skip
+        self._launch("batchnorm_statistics_kernel", var.dtype, var.size, args)
+
     def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
         self._launch_channelwise(
             "batchnorm_normalize_kernel", x, (x, mean, inv_std, gamma, beta, x_hat, y)
