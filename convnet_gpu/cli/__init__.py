@@ -1,6 +1,6 @@
 """convnet-gpu: train, evaluate, sanity-check, gradient-check and benchmark convnets.
 
-Commands: train, sweep, eval, overfit, plot, gradcheck, bench, download, info.
+Commands: train, eval, overfit, plot, gradcheck, bench, download, info.
 
 Every problem a user can fix (a bad flag, missing data, a bad model file or checkpoint, a
 missing GPU) is a UserError: one line on stderr and exit status 2. A failed check, a diverged
@@ -41,14 +41,12 @@ try:
         build_parser,
         flag,
     )
-    from .sweep_command import cmd_sweep
     from .train_command import cmd_train
 except KeyboardInterrupt:
     raise _interrupted_while_starting() from None
 
 COMMANDS = {
     "train": cmd_train,
-    "sweep": cmd_sweep,
     "eval": cmd_eval,
     "overfit": cmd_overfit,
     "gradcheck": cmd_gradcheck,

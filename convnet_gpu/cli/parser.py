@@ -193,32 +193,11 @@ def _add_train(sub) -> None:
     _add_cuda_graph(train)
 
 
-def _add_sweep(sub) -> None:
-    sweep = sub.add_parser(
-        "sweep",
-        help="train every combination of a grid of train flags (a TOML file), one run each",
-    )
-    sweep.add_argument(
-        "config", metavar="CONFIG.toml",
-        help="[train]: flags every run shares; [grid]: flag = [values] (see README)",
-    )  # fmt: skip
-    sweep.add_argument(
-        "--out", metavar="DIR",
-        help="the sweep's folder: a run folder per combination, sweep.json (default: "
-        "runs/sweep-<config name>); the same command again continues the sweep there",
-    )  # fmt: skip
-    sweep.add_argument(
-        "--distributed", choices=("mpi",),
-        help="share the runs between the processes of an MPI launch (mpiexec -n K ...)",
-    )  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convnet-gpu", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"convnet-gpu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
-    _add_sweep(sub)
 
     evaluate = sub.add_parser("eval", help="score a checkpoint on the test set")
     evaluate.add_argument(
