@@ -1,11 +1,15 @@
-"""Count the array operations of one training step: on a GPU each is a kernel launch from Python.
+"""Count the kernel launches of one training step on CUDA, from the CPU: without graphs each is
+a separate call from Python; a captured step replays them all at once.
 
     python scripts/count_ops.py simple-cnn mini-resnet
 
-Wraps the NumPy backend's `xp` and its kernels in counters (with the cpu-jit extra the chains
-fuse as on CUDA: Bias, ReLU and max pooling count as one kernel), runs one warm-up step and
-one counted step (forward, backward, SGD with momentum and weight decay) at batch 8. The
-trainer adds a few more per step (jitter, the loss and accuracy totals, the NaN window).
+Runs the NumPy backend on one thread as the CUDA backend runs (the whole batch lowered
+channels-first, Bias + ReLU + 2x2 max pooling fused where cpu-jit is installed, as CUDA always
+fuses them), with its `xp` and its kernel methods wrapped in counters: an array operation counts
+one launch, a kernel method its launches on CUDA (LAUNCHES) and none of the NumPy operations that
+stand in for it here. One warm-up step, then one counted step (forward, backward, SGD with
+momentum and weight decay) at batch 8. The trainer adds a few per step (jitter, the loss and
+accuracy totals, the NaN window).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convnet_gpu.backends import get_backend  # noqa: E402
+from convnet_gpu.backends.base import Backend  # noqa: E402
 from convnet_gpu.layers import SoftmaxCrossEntropy  # noqa: E402
 from convnet_gpu.models import build_model  # noqa: E402
 from convnet_gpu.net import Net  # noqa: E402
@@ -34,9 +39,19 @@ KERNELS = (
     "bias_relu_maxpool_backward",
     "uniform",
     "jitter",
-    "sgd_update",  # one kernel on CUDA (the NumPy backend's array operations are not counted)
+    "sgd_update",
     "adam_update",
+    "channel_sums",
+    "channel_centered_squares",
+    "batchnorm_statistics",
+    "batchnorm_normalize",
+    "batchnorm_input_grad",
 )
+# A kernel method's launches on CUDA (cupy_backend.py), where they are more than one: the
+# per-channel sums add partials, regroup them, then finish.
+LAUNCHES = {"channel_sums": 3, "channel_centered_squares": 3}
+# The CPU's own convolution (blocks lowered channels-last) swapped for the default CUDA runs.
+DEFAULT_CONVOLUTION = ("_conv_workspace", "_conv_forward", "_conv_backward")
 
 
 class CountingModule:
@@ -44,6 +59,7 @@ class CountingModule:
 
     def __init__(self, module, counts):
         self._module, self._counts = module, counts
+        self.inside_kernel = False  # NumPy standing in for one CUDA kernel: not counted
 
     def __getattr__(self, name):
         attribute = getattr(self._module, name)
@@ -51,26 +67,34 @@ class CountingModule:
             return attribute
 
         def counted(*args, **kwargs):
-            self._counts[name] += 1
+            if not self.inside_kernel:
+                self._counts[name] += 1
             return attribute(*args, **kwargs)
 
         return counted
 
 
-def counted_kernel(kernel, name: str, counts):
+def counted_kernel(kernel, name: str, counts, xp: CountingModule):
     def counted(*args, **kwargs):
-        counts[name] += 1
-        return kernel(*args, **kwargs)
+        counts[name] += LAUNCHES.get(name, 1)
+        xp.inside_kernel = True
+        try:
+            return kernel(*args, **kwargs)
+        finally:
+            xp.inside_kernel = False
 
     return counted
 
 
 def count_step(model: str) -> collections.Counter:
     counts = collections.Counter()
-    backend = get_backend("cpu")
+    backend = get_backend("cpu", threads=1)
+    xp = CountingModule(np, counts)
+    for name in DEFAULT_CONVOLUTION:
+        setattr(backend, name, getattr(Backend, name).__get__(backend))
     for name in KERNELS:
-        setattr(backend, name, counted_kernel(getattr(backend, name), name, counts))
-    backend.xp = CountingModule(np, counts)  # before setup: layers and optimizer keep backend.xp
+        setattr(backend, name, counted_kernel(getattr(backend, name), name, counts, xp))
+    backend.xp = xp  # before setup: layers and optimizer keep backend.xp
     net = Net(build_model(model), SoftmaxCrossEntropy(), backend, seed=0).setup(8, (1, 28, 28))
     optimizer = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4).setup(net)
     images = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
@@ -87,5 +111,5 @@ def count_step(model: str) -> collections.Counter:
 if __name__ == "__main__":
     for model in sys.argv[1:] or ["simple-cnn"]:
         counts = count_step(model)
-        print(f"{model}: {sum(counts.values())} array operations per training step")
+        print(f"{model}: {sum(counts.values())} kernel launches per training step")
         print("  " + ", ".join(f"{name} {count}" for name, count in counts.most_common()))

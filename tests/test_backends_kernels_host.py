@@ -254,3 +254,46 @@ int main() {{
                                      a.ravel()[channels:2 * channels], 7, dx)  # fmt: skip
     for name, row, expected in (("x_hat", rows[6], x_hat), ("y", rows[7], y), ("dx", rows[8], dx)):
         np.testing.assert_array_equal(row, expected.ravel(), err_msg=name)  # same roundings
+
+
+@pytest.mark.parametrize("ctype, dtype", [("float", np.float32), ("double", np.float64)])
+def test_the_batchnorm_statistics_kernel_on_the_host_rounds_as_numpy(tmp_path, ctype, dtype):
+    """Eval (var a variance), training, training with the running statistics: bit for bit."""
+    channels, count, momentum, eps = 23, 37, 0.1, 1e-5
+    factors = f"1.0 / {count}, 1.0 - {momentum}, {momentum}, {count} / ({count} - 1.0) * {momentum}"
+    source = CHANNEL_SHIM.replace("#include <vector>", "#include <vector>\n#include <math.h>")
+    source += f"""
+int main() {{
+    const long long channels = {channels};
+    for (int mode = 0; mode < 3; ++mode) {{
+        std::vector<{ctype}> mean(channels), var(channels), inv_std(channels);
+        std::vector<{ctype}> running_mean(channels), running_var(channels);
+        for (long long c = 0; c < channels; ++c) {{
+            mean[c] = ({ctype})value(c); var[c] = ({ctype})(value(c + 5) * value(c + 5) * 3);
+            running_mean[c] = ({ctype})value(c + 9); running_var[c] = ({ctype})(1 + c / 8.0);
+        }}
+        launch([&] {{ batchnorm_statistics_kernel<{ctype}>(mean.data(), var.data(),
+            inv_std.data(), running_mean.data(), running_var.data(), {factors}, {eps},
+            channels, mode); }});
+        print(var); print(inv_std); print(running_mean); print(running_var);
+    }}
+}}
+"""
+    rows = run_host_harness(source, tmp_path, KERNELS_DIR)
+    from convnet_gpu.backends import channel_ops
+
+    c = np.arange(channels)
+    for mode in range(3):
+        mean = _values(channels).astype(dtype)
+        var = (_values(channels + 5)[5:] ** 2 * 3).astype(dtype)
+        running = (_values(channels + 9)[9:].astype(dtype), (1 + c / 8.0).astype(dtype))
+        inv_std = np.empty(channels, dtype)
+        channel_ops.batchnorm_statistics(np, var, eps, inv_std, None if mode == 0 else count,
+                                         running if mode == 2 else None, mean,
+                                         momentum)  # fmt: skip
+        names = ("var", "inv_std", "running_mean", "running_var")
+        printed = rows[4 * mode : 4 * mode + 4]
+        for name, row, expected in zip(names, printed, (var, inv_std, *running)):
+            np.testing.assert_array_equal(
+                row, expected.astype(np.float64), err_msg=f"{mode} {name}"
+            )

@@ -1,5 +1,6 @@
-"""The CPU's blocked, channels-last convolution (conv_lowering.py) computes what the whole-batch
-lowering computes, up to the order of float sums: 1e-12 of the largest value in float64."""
+"""The CPU's blocked, channels-last convolution and the chunked channels-first one
+(conv_lowering.py) compute what the whole-batch lowering computes, up to the order of float
+sums: 1e-12 of the largest value in float64."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from convnet_gpu.backends import NumpyBackend, conv_lowering
 from convnet_gpu.backends.geometry import WindowGeometry
+from convnet_gpu.errors import UserError
 
 GEOMETRIES = [  # (channels, height, width, kernel_h, kernel_w, stride, pad)
     (1, 8, 8, 3, 3, 1, 1),  # dx by correlation (stride 1)
@@ -28,9 +30,9 @@ def case(window, n, out_channels=3, seed=0):
     return geom, x, weight, dy
 
 
-def run(forward, backward, workspace, geom, x, weight, dy, with_dx=True):
-    y, d_weight = np.full_like(dy, np.nan), np.full_like(weight, np.nan)
-    dx = np.full_like(x, np.nan) if with_dx else None
+def run(forward, backward, workspace, geom, x, weight, dy, with_dx=True, xp=np):
+    y, d_weight = xp.full_like(dy, np.nan), xp.full_like(weight, np.nan)
+    dx = xp.full_like(x, np.nan) if with_dx else None
     forward(x, weight, y, workspace, geom)
     backward(x, weight, dy, d_weight, dx, workspace, geom)
     return y, d_weight, dx
@@ -44,16 +46,66 @@ def test_blocks_compute_the_whole_batch_lowering(window):
     image_bytes = max(geom.channels, 3) * geom.kernel_h * geom.kernel_w * geom.height * geom.width
     blocked = conv_lowering.block_workspace(geom, 3, n, np.float64, 2 * image_bytes * 8)
     assert len(blocked.col) == 2  # blocks of 2, 2 and 1 images
-    whole = conv_lowering.whole_batch_workspace(cpu, geom, 3, n, np.dtype(np.float64))
-    expected = run(
-        lambda *a: conv_lowering.whole_batch_forward(cpu, *a),
-        lambda *a: conv_lowering.whole_batch_backward(cpu, *a),
-        whole, geom, x, weight, dy,
-    )  # fmt: skip
+    expected = run_lowered(cpu, geom, x, weight, dy, chunk_bytes=None, batch_size=n)
     got = run(conv_lowering.blocked_forward, conv_lowering.blocked_backward, blocked, geom,
               x, weight, dy)  # fmt: skip
+    assert_close(got, expected)
+
+
+def run_lowered(backend, geom, x, weight, dy, chunk_bytes, batch_size, with_dx=True):
+    dtype = np.dtype(x.dtype)
+    workspace = conv_lowering.lowered_workspace(backend, geom, len(weight), batch_size, dtype,
+                                                chunk_bytes)  # fmt: skip
+    return run(
+        lambda *a: conv_lowering.lowered_forward(backend, *a),
+        lambda *a: conv_lowering.lowered_backward(backend, *a),
+        workspace, geom, x, weight, dy, with_dx, backend.xp,
+    )  # fmt: skip
+
+
+def assert_close(got, expected):
     for name, want, have in zip(("y", "d_weight", "dx"), expected, got):
+        if want is None:
+            assert have is None, name
+            continue
         assert np.abs(have - want).max() <= 1e-12 * np.abs(want).max(), name
+
+
+@pytest.mark.parametrize("window", GEOMETRIES)
+@pytest.mark.parametrize("with_dx", [True, False])
+def test_chunks_compute_the_whole_batch_lowering(window, with_dx):
+    """Chunks of 2, 2 and 1 images (the first two lowered again in backward) against one."""
+    n = 5
+    geom, x, weight, dy = case(window, n)
+    cpu = NumpyBackend()
+    per_image = max(geom.col_rows, 3) * geom.out_h * geom.out_w * 8
+    chunked = conv_lowering.lowered_workspace(cpu, geom, 3, n, np.dtype(np.float64), 2 * per_image)
+    assert chunked.images == 2 and chunked.d_weight_share.shape == (3, geom.col_rows)
+    expected = run_lowered(cpu, geom, x, weight, dy, None, n, with_dx)
+    got = run_lowered(cpu, geom, x, weight, dy, 2 * per_image + 1, n, with_dx)
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_chunks_of_a_short_batch(n):
+    """A batch smaller than set up for: fewer chunks, or one, or none of its rows at all."""
+    geom, x, weight, dy = case(GEOMETRIES[2], n)
+    cpu = NumpyBackend()
+    expected = run_lowered(cpu, geom, x, weight, dy, None, 8)
+    got = run_lowered(cpu, geom, x, weight, dy, max(geom.col_rows, 3) * 5 * 8, 8)
+    if n == 0:
+        assert np.array_equal(got[1], np.zeros_like(weight))
+    else:
+        assert_close(got, expected)
+
+
+def test_a_backend_lowers_in_chunks_of_its_conv_chunk_bytes():
+    geom = WindowGeometry(*GEOMETRIES[2])
+    cpu = NumpyBackend()
+    whole = cpu.conv_workspace(geom, 3, 8, np.float32)  # 3 channels: lowered channels-first
+    cpu.conv_chunk_bytes = 1
+    chunked = cpu.conv_workspace(geom, 3, 8, np.float32)
+    assert (whole.images, whole.d_weight_share, chunked.images) == (8, None, 1)
 
 
 def test_the_direct_sum_agrees():
@@ -96,3 +148,58 @@ def test_conv_forward_names_a_wrong_shape():
     x, weight = np.zeros((4, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32)
     with pytest.raises(ValueError, match=r"conv_forward: y has shape \(4, 3, 5, 6\), expected"):
         cpu.conv_forward(x, weight, np.zeros((4, 3, 5, 6), np.float32), workspace, geom)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("", None), ("0", None), (" 16 ", 16 << 20)])
+def test_the_chunk_size_setting(monkeypatch, text, expected):
+    monkeypatch.setenv(conv_lowering.CHUNK_ENV_VAR, text)
+    assert conv_lowering.chunk_bytes_from_env() == expected
+
+
+@pytest.mark.parametrize("text", ["-1", "16MiB", "1.5", "99999999"])
+def test_a_bad_chunk_size_names_the_setting(monkeypatch, text):
+    monkeypatch.setenv(conv_lowering.CHUNK_ENV_VAR, text)
+    with pytest.raises(UserError, match="CONVNET_GPU_CONV_CHUNK_MIB=.* is not a size in MiB"):
+        conv_lowering.chunk_bytes_from_env()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("window", GEOMETRIES)
+def test_cuda_chunks_compute_the_cpu_whole_batch_lowering(cuda_backend, window):
+    n = 5
+    geom, x, weight, dy = case(window, n)
+    expected = run_lowered(NumpyBackend(), geom, x, weight, dy, None, n)
+    per_image = max(geom.col_rows, 3) * geom.out_h * geom.out_w * 8
+    device = [cuda_backend.asarray(array) for array in (x, weight, dy)]
+    got = run_lowered(cuda_backend, geom, *device, chunk_bytes=2 * per_image, batch_size=n)
+    assert_close([cuda_backend.to_host(array) for array in got], expected)
+
+
+@pytest.mark.gpu
+def test_cuda_chunked_convolutions_replay_allocation_free(cuda_backend):
+    """Every chunk's views and launches are fixed in setup: the step captures and replays."""
+    import cupy
+
+    geom, x, weight, dy = case(GEOMETRIES[0], 7)
+    x, weight, dy = (cuda_backend.asarray(a.astype(np.float32)) for a in (x, weight, dy))
+    workspace = conv_lowering.lowered_workspace(cuda_backend, geom, 3, 7, np.dtype(np.float32),
+                                                3 * geom.col_rows * 64 * 4)  # fmt: skip
+    assert workspace.images == 3
+    xp = cuda_backend.xp
+    y, d_weight, dx = xp.empty_like(dy), xp.empty_like(weight), xp.empty_like(x)
+
+    def step():
+        cuda_backend.conv_forward(x, weight, y, workspace, geom)
+        cuda_backend.conv_backward(x, weight, dy, d_weight, dx, workspace, geom)
+
+    step()
+    eager = [cuda_backend.to_host(a) for a in (y, d_weight, dx)]
+    graph = cuda_backend.capture(step)
+    pool = cupy.get_default_memory_pool()
+    before = pool.used_bytes()
+    for _ in range(3):
+        graph.replay()
+    cuda_backend.synchronize()
+    assert pool.used_bytes() == before
+    for want, have in zip(eager, (y, d_weight, dx)):
+        np.testing.assert_array_equal(cuda_backend.to_host(have), want)

@@ -155,6 +155,25 @@ class Backend:
         self._check_buffer("channel_centered_squares", "center", center, tuple(out.shape), dtype)
         self._channel_centered_squares(x, center, out, workspace)
 
+    def batchnorm_statistics(self, var, eps: float, inv_std, count=None, running=None, mean=None,
+                             momentum: float = 0.0) -> None:  # fmt: skip
+        """inv_std = 1 / sqrt(var + eps), per channel; in training (count given) var is first
+        turned from the batch's centered sum of squares into its biased variance and, given
+        running = (running_mean, running_var), they move towards the batch's mean and unbiased
+        variance by `momentum` (channel_ops.batchnorm_statistics)."""
+        dtype = self._float_dtype("batchnorm_statistics", "var", var)
+        shape = tuple(var.shape)
+        self._output("batchnorm_statistics", "inv_std", inv_std, shape, dtype)
+        if count is not None and count < 2:
+            raise ValueError(f"batchnorm_statistics: count is {count}; a variance needs 2 values")
+        if running is not None:
+            if count is None or mean is None:
+                raise ValueError("batchnorm_statistics: updating running needs count and mean")
+            self._check_buffer("batchnorm_statistics", "mean", mean, shape, dtype)
+            for name, array in zip(("running_mean", "running_var"), running):
+                self._output("batchnorm_statistics", name, array, shape, dtype)
+        self._batchnorm_statistics(var, eps, inv_std, count, running, mean, momentum)
+
     def batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
         """x_hat = (x - mean) * inv_std and y = x_hat * gamma + beta, per channel."""
         self._batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y)
@@ -396,20 +415,28 @@ class Backend:
     def _channel_centered_squares(self, x, center, out, workspace) -> None:
         channel_ops.channel_centered_squares(self.xp, x, center, out, workspace)
 
+    def _batchnorm_statistics(self, var, eps, inv_std, count, running, mean, momentum) -> None:
+        channel_ops.batchnorm_statistics(self.xp, var, eps, inv_std, count, running, mean, momentum)
+
     def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
         channel_ops.batchnorm_normalize(self.xp, x, mean, inv_std, gamma, beta, x_hat, y)
 
     def _batchnorm_input_grad(self, dy, x_hat, scale, d_beta, d_gamma, count, dx) -> None:
         channel_ops.batchnorm_input_grad(self.xp, dy, x_hat, scale, d_beta, d_gamma, count, dx)
 
+    # The lowered matrices' bytes per chunk of images; None: the whole batch at once.
+    conv_chunk_bytes: int | None = None
+
     def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
-        return conv_lowering.whole_batch_workspace(self, geom, out_channels, batch_size, dtype)
+        return conv_lowering.lowered_workspace(
+            self, geom, out_channels, batch_size, dtype, self.conv_chunk_bytes
+        )
 
     def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
-        conv_lowering.whole_batch_forward(self, x, weight, y, workspace, geom)
+        conv_lowering.lowered_forward(self, x, weight, y, workspace, geom)
 
     def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
-        conv_lowering.whole_batch_backward(self, x, weight, dy, d_weight, dx, workspace, geom)
+        conv_lowering.lowered_backward(self, x, weight, dy, d_weight, dx, workspace, geom)
 
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
         raise NotImplementedError

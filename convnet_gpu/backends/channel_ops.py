@@ -1,6 +1,6 @@
-"""Per-channel sums and BatchNorm's two elementwise passes as array operations: the NumPy
-backend's, and the reference of kernels/channel.cu (which rounds the elementwise passes the same
-way; its sums add in another order).
+"""Per-channel sums, BatchNorm's statistics and its two elementwise passes as array operations:
+the NumPy backend's, and the reference of kernels/channel.cu (which rounds the elementwise
+passes and the statistics the same way; its sums add in another order).
 
 Arrays are (n, C, ...) with the channel on axis 1; per-channel arrays are (C,). `scratch` is a
 buffer like the batch (the NumPy backend's channel workspace).
@@ -34,6 +34,30 @@ def channel_centered_squares(xp, x, center, out, scratch) -> None:
     xp.subtract(x, _per_channel(center, x), out=centered)
     xp.multiply(centered, centered, out=centered)
     xp.sum(centered, axis=_sum_axes(x), out=out)
+
+
+def batchnorm_statistics(
+    xp, var, eps, inv_std, count=None, running=None, mean=None, momentum=0.0
+) -> None:
+    """inv_std = 1 / sqrt(var + eps). In training (count given) var first holds the batch's
+    centered sum of squares and becomes its biased variance, var /= count; given `running`,
+    the running (mean, variance) move towards the batch's: running += momentum * (batch -
+    running), as (1 - momentum) * running + momentum * batch, with the unbiased variance."""
+    if count is not None:
+        xp.multiply(var, 1.0 / count, out=var)
+    if running is not None:
+        running_mean, running_var = running
+        step = inv_std  # scratch until the last pass
+        for value, batch_value, correction in (
+            (running_mean, mean, 1.0),
+            (running_var, var, count / (count - 1.0)),
+        ):
+            xp.multiply(batch_value, correction * momentum, out=step)
+            xp.multiply(value, 1.0 - momentum, out=value)
+            xp.add(value, step, out=value)
+    xp.add(var, eps, out=inv_std)
+    xp.sqrt(inv_std, out=inv_std)
+    xp.divide(1.0, inv_std, out=inv_std)
 
 
 def batchnorm_normalize(xp, x, mean, inv_std, gamma, beta, x_hat, y) -> None:

@@ -8,7 +8,9 @@ d_lowered's entries then added back onto the pixels they were read from (col2im)
 
 Whole batch (the default, what a GPU wants: one GEMM of n*OH*OW columns): lowered channels-first
 (a row per (c, kh, kw), a column per pixel, as cpu_windows.im2col), kept from forward for
-backward, the GEMM's (F, n, OH*OW) output transposed into y's (n, F, OH, OW).
+backward, the GEMM's (F, n, OH*OW) output transposed into y's (n, F, OH, OW). Or the same in
+chunks of images sized to stay in cache (Caffe's way at large batches; CUDA: the
+CONVNET_GPU_CONV_CHUNK_MIB setting, cupy_backend.py), each lowered again in backward.
 
 Blocks (the CPU's): a few images at a time, their lowered matrix small enough to stay in the
 core's cache between the copy and the GEMM that reads it (the whole batch's is tens of MB,
@@ -22,12 +24,16 @@ KH-1-p, with the flipped weight), lowered the same way, which replaces col2im's 
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..errors import UserError
 from .geometry import WindowGeometry
+
+CHUNK_ENV_VAR = "CONVNET_GPU_CONV_CHUNK_MIB"  # the CUDA backend's chunks (cupy_backend.py)
 
 
 def _flat_view(buffer, shape):
@@ -37,44 +43,97 @@ def _flat_view(buffer, shape):
     return buffer[:size].reshape(shape)
 
 
-# ---- the whole batch --------------------------------------------------------------------------
-class WholeBatchWorkspace(NamedTuple):
-    col: object  # flat, holds (C*KH*KW, n*OH*OW); d_col in backward
-    out_t: object  # flat, holds (F, n*OH*OW): the GEMM's output, then dy transposed
+# ---- the batch lowered channels-first, whole or in chunks ----------------------------------------
+class LoweredWorkspace(NamedTuple):
+    col: object  # flat, holds (C*KH*KW, b*OH*OW) for a chunk of b images; d_col in backward
+    out_t: object  # flat, holds (F, b*OH*OW): the GEMM's output, then dy transposed
+    images: int  # images per chunk: the whole batch unless chunk_bytes was given
+    d_weight_share: object | None  # (F, C*KH*KW): a chunk's share of d_weight, when chunked
 
 
-def whole_batch_workspace(backend, geom: WindowGeometry, out_channels, batch_size, dtype):
-    return WholeBatchWorkspace(
-        backend.empty(geom.col_rows * geom.col_cols(batch_size), dtype),
-        backend.empty(out_channels * geom.col_cols(batch_size), dtype),
+def images_per_chunk(geom: WindowGeometry, out_channels, itemsize, chunk_bytes, batch_size):
+    """Images whose lowered matrix and GEMM output both fit in chunk_bytes (at least one)."""
+    per_image = max(geom.col_rows, out_channels) * geom.out_h * geom.out_w * itemsize
+    return max(1, min(batch_size, chunk_bytes // per_image))
+
+
+def lowered_workspace(backend, geom, out_channels, batch_size, dtype, chunk_bytes=None):
+    """chunk_bytes None: the whole batch lowered at once and kept for backward (one GEMM of
+    n*OH*OW columns, what a GPU wants at small batches); else chunks of images_per_chunk images,
+    each lowered again in backward (Caffe's way: a large batch's lowered matrix, hundreds of MB,
+    is written to memory and read back, a chunk's can stay in cache)."""
+    images = batch_size
+    if chunk_bytes is not None:
+        images = images_per_chunk(geom, out_channels, dtype.itemsize, chunk_bytes, batch_size)
+    chunked = images < batch_size
+    return LoweredWorkspace(
+        col=backend.empty(geom.col_rows * geom.col_cols(images), dtype),
+        out_t=backend.empty(out_channels * geom.col_cols(images), dtype),
+        images=images,
+        d_weight_share=backend.empty((out_channels, geom.col_rows), dtype) if chunked else None,
     )
 
 
-def whole_batch_forward(backend, x, weight, y, workspace, geom: WindowGeometry) -> None:
-    n, out_channels, spatial = x.shape[0], weight.shape[0], geom.out_h * geom.out_w
-    col = _flat_view(workspace.col, (geom.col_rows, geom.col_cols(n)))
-    out_t = _flat_view(workspace.out_t, (out_channels, geom.col_cols(n)))
-    backend.im2col(x, col, geom)
-    backend.matmul(weight.reshape(out_channels, -1), col, out_t)  # (F, CKK) @ (CKK, n*L)
-    backend.xp.copyto(
-        y.reshape(n, out_channels, spatial),  # (F, n, L) -> (n, F, L)
-        out_t.reshape(out_channels, n, spatial).transpose(1, 0, 2),
-    )
+def chunk_bytes_from_env() -> int | None:
+    """$CONVNET_GPU_CONV_CHUNK_MIB in bytes; unset or 0: None, the whole batch at once."""
+    text = os.environ.get(CHUNK_ENV_VAR, "").strip() or "0"
+    mib = int(text) if text.isdigit() else -1
+    if mib < 0 or mib > 1 << 20:
+        raise UserError(f"{CHUNK_ENV_VAR}={text!r} is not a size in MiB (0 to {1 << 20}); "
+                        f"unset it (the whole batch at once) or give one, e.g. 16")  # fmt: skip
+    return mib << 20 if mib else None
 
 
-def whole_batch_backward(backend, x, weight, dy, d_weight, dx, workspace, geom) -> None:
-    """Needs the forward's lowered matrix, still in the workspace."""
-    n, out_channels, spatial = x.shape[0], weight.shape[0], geom.out_h * geom.out_w
-    col = _flat_view(workspace.col, (geom.col_rows, geom.col_cols(n)))
-    dy_t = _flat_view(workspace.out_t, (out_channels, geom.col_cols(n)))
-    backend.xp.copyto(
-        dy_t.reshape(out_channels, n, spatial),
-        dy.reshape(n, out_channels, spatial).transpose(1, 0, 2),
-    )
-    backend.matmul(dy_t, col.T, d_weight.reshape(out_channels, -1))  # (F, n*L) @ (n*L, CKK)
-    if dx is not None:
-        backend.matmul(weight.reshape(out_channels, -1).T, dy_t, col)  # d_col overwrites col
-        backend.col2im(col, dx, geom)
+def _chunks(n: int, images: int) -> list[slice]:
+    """At least one, so that a worker with no rows still writes its (zero) d_weight."""
+    return [slice(start, min(n, start + images)) for start in range(0, max(n, 1), images)]
+
+
+def _lowered_views(workspace: LoweredWorkspace, geom: WindowGeometry, out_channels, images):
+    """col (C*KH*KW, b*OH*OW) and out_t (F, b*OH*OW) for a chunk of b images."""
+    columns = geom.col_cols(images)
+    col = _flat_view(workspace.col, (geom.col_rows, columns))
+    return col, _flat_view(workspace.out_t, (out_channels, columns))
+
+
+def lowered_forward(backend, x, weight, y, workspace, geom: WindowGeometry) -> None:
+    out_channels, spatial = weight.shape[0], geom.out_h * geom.out_w
+    for rows in _chunks(x.shape[0], workspace.images):
+        b = rows.stop - rows.start
+        col, out_t = _lowered_views(workspace, geom, out_channels, b)
+        backend.im2col(x[rows], col, geom)
+        backend.matmul(weight.reshape(out_channels, -1), col, out_t)  # (F, CKK) @ (CKK, b*L)
+        backend.xp.copyto(
+            y[rows].reshape(b, out_channels, spatial),  # (F, b, L) -> (b, F, L)
+            out_t.reshape(out_channels, b, spatial).transpose(1, 0, 2),
+        )
+
+
+def lowered_backward(backend, x, weight, dy, d_weight, dx, workspace, geom) -> None:
+    """Chunks in reverse order: the last one's lowered x is still in the workspace from
+    forward (with one chunk, the whole batch's), the others are lowered again."""
+    out_channels, spatial = weight.shape[0], geom.out_h * geom.out_w
+    d_weight = d_weight.reshape(out_channels, -1)
+    chunks = _chunks(x.shape[0], workspace.images)
+    last = len(chunks) - 1
+    for index in reversed(range(len(chunks))):
+        rows = chunks[index]
+        b = rows.stop - rows.start
+        col, dy_t = _lowered_views(workspace, geom, out_channels, b)
+        if index != last:
+            backend.im2col(x[rows], col, geom)
+        backend.xp.copyto(
+            dy_t.reshape(out_channels, b, spatial),
+            dy[rows].reshape(b, out_channels, spatial).transpose(1, 0, 2),
+        )
+        if index == last:  # (F, b*L) @ (b*L, CKK)
+            backend.matmul(dy_t, col.T, d_weight)
+        else:
+            backend.matmul(dy_t, col.T, workspace.d_weight_share)
+            backend.xp.add(d_weight, workspace.d_weight_share, out=d_weight)
+        if dx is not None:
+            backend.matmul(weight.reshape(out_channels, -1).T, dy_t, col)  # d_col overwrites col
+            backend.col2im(col, dx[rows], geom)
 
 
 # ---- the CPU's: blocks of images, lowered channels-last ------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 from cupy._core import _accelerator
 
 from .base import Backend, GraphsUnsupported
+from .conv_lowering import chunk_bytes_from_env
 from .cublas import PRECISIONS, CublasHandle
 from .device import require_cuda
 from .geometry import WindowGeometry
@@ -125,6 +126,9 @@ class CupyBackend(Backend):
         self.device_id = device_id
         self.device = f"cuda:{device_id}"
         self.precision = precision
+        # The whole batch lowered at once unless CONVNET_GPU_CONV_CHUNK_MIB says otherwise: the
+        # default until an H200 says which wins at batch 1024 (scripts/gpu_bench.py runs both).
+        self.conv_chunk_bytes = chunk_bytes_from_env()
         self.capture_stream = _capture_stream(device_id)
         self._blas = None  # created at the first matmul, outside any capture
         self._counter_value = None  # where an int counter is written for the kernels to read
@@ -168,7 +172,8 @@ class CupyBackend(Backend):
         if isinstance(gpu_name, bytes):
             gpu_name = gpu_name.decode(errors="replace")
         tf32 = ", tf32" if self.precision == "tf32" else ""
-        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__}{tf32})"
+        chunks = f", conv chunks {self.conv_chunk_bytes >> 20} MiB" if self.conv_chunk_bytes else ""
+        return f"{self.device} ({gpu_name}, CuPy {cupy.__version__}{tf32}{chunks})"
 
     # ---- matrix products and graphs -----------------------------------------------------------
     def matmul(self, a, b, out):
@@ -243,6 +248,16 @@ class CupyBackend(Backend):
         self._launch("channel_regroup_kernel", out.dtype, out.size * _LANES, regroup)
         finish = (ws.group, ws.group_b, out, out_b, channels, np.int64(_LANES), with_b)
         self._launch("channel_finish_kernel", out.dtype, out.size, finish)
+
+    def _batchnorm_statistics(self, var, eps, inv_std, count, running, mean, momentum) -> None:
+        mode = 0 if count is None else 1 if running is None else 2
+        count = 2 if count is None else count  # unused by mode 0; keeps the factors finite
+        running_mean, running_var = running if running is not None else (var, var)  # unused
+        factors = (1.0 / count, 1.0 - momentum, 1.0 * momentum, count / (count - 1.0) * momentum)
+        args = (var if mean is None else mean, var, inv_std, running_mean, running_var,
+                *(np.float64(f) for f in factors), np.float64(eps), np.int64(var.size),
+                np.int32(mode))  # fmt: skip
+        self._launch("batchnorm_statistics_kernel", var.dtype, var.size, args)
 
     def _batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:
         self._launch_channelwise(

@@ -88,28 +88,17 @@ class BatchNorm(Layer):
             xp.multiply(self.mean, 1.0 / count, out=self.mean)
             be.channel_centered_squares(x, self.mean, self.var, self.workspace)
             self.rows.all_reduce((self.var,), (self.reduce_scratch[0],))
-            xp.multiply(self.var, 1.0 / count, out=self.var)  # biased variance
-            if self.rows.index == 0:  # the running statistics are one, shared by the workers
-                self._update_running(self.mean, self.var, count)
-            mean, variance = self.mean, self.var
+            # the running statistics are one, shared by the workers: the first updates them
+            running = (self.buffers["running_mean"], self.buffers["running_var"])
+            be.batchnorm_statistics(self.var, self.eps, self.inv_std, count,
+                                    running if self.rows.index == 0 else None, self.mean,
+                                    self.momentum)  # fmt: skip
+            mean = self.mean
         else:
-            mean, variance = self.buffers["running_mean"], self.buffers["running_var"]
-        xp.add(variance, self.eps, out=self.inv_std)
-        xp.sqrt(self.inv_std, out=self.inv_std)
-        xp.divide(1.0, self.inv_std, out=self.inv_std)
+            mean = self.buffers["running_mean"]
+            be.batchnorm_statistics(self.buffers["running_var"], self.eps, self.inv_std)
         gamma, beta = self.params["gamma"], self.params["beta"]
         be.batchnorm_normalize(x, mean, self.inv_std, gamma, beta, self.x_hat[:n], y)
-
-    def _update_running(self, mean, biased_var, count):
-        """running += momentum * (batch statistic - running), with the unbiased variance."""
-        xp, step = self.backend.xp, self.stat_scratch
-        for running, batch_value, correction in (
-            (self.buffers["running_mean"], mean, 1.0),
-            (self.buffers["running_var"], biased_var, count / (count - 1.0)),
-        ):
-            xp.multiply(batch_value, correction * self.momentum, out=step)
-            xp.multiply(running, 1.0 - self.momentum, out=running)
-            xp.add(running, step, out=running)
 
     def backward(self, x, y, dy, dx):
         be, xp, n = self.backend, self.backend.xp, x.shape[0]

@@ -54,7 +54,9 @@ KERNEL_SOURCES: dict[str, list[str]] = {
     "channel.cu": _instantiate_window(
         "channel_partials_kernel", "batchnorm_normalize_kernel", "batchnorm_input_grad_kernel"
     )
-    + _instantiate("channel_regroup_kernel", "channel_finish_kernel"),
+    + _instantiate(
+        "channel_regroup_kernel", "channel_finish_kernel", "batchnorm_statistics_kernel"
+    ),
 }
 
 # NVRTC options beyond the shared ones, per source. update.cu must round every multiply and add

@@ -96,6 +96,38 @@ __global__ void channel_finish_kernel(const T* __restrict__ partial,
     }
 }
 
+// BatchNorm's per-channel statistics in one pass, rounded as channel_ops.batchnorm_statistics
+// (each product and sum on its own: compiled without fused multiply-add). mode 0: var is a
+// variance; 1: var is the batch's centered sum of squares, made its biased variance; 2: that,
+// and the running statistics move towards the batch's (keep = 1 - momentum, mean_step =
+// momentum, var_step = momentum * count / (count - 1)). Then inv_std = 1 / sqrt(var + eps).
+template <typename T>
+__global__ void batchnorm_statistics_kernel(const T* __restrict__ mean, T* __restrict__ var,
+                                            T* __restrict__ inv_std, T* __restrict__ running_mean,
+                                            T* __restrict__ running_var, double per_value,
+                                            double keep, double mean_step, double var_step,
+                                            double eps, long long channels, int mode)
+{
+    for (const long long c : grid_stride_range(channels)) {
+        T variance = var[c];
+        if (mode >= 1) {
+            variance = variance * static_cast<T>(per_value);
+            var[c] = variance;
+        }
+        if (mode == 2) {
+            T step = mean[c] * static_cast<T>(mean_step);
+            T kept = running_mean[c] * static_cast<T>(keep);
+            running_mean[c] = kept + step;
+            step = variance * static_cast<T>(var_step);
+            kept = running_var[c] * static_cast<T>(keep);
+            running_var[c] = kept + step;
+        }
+        T std = variance + static_cast<T>(eps);
+        std = sqrt(std);
+        inv_std[c] = T(1) / std;
+    }
+}
+
 // x_hat = (x - mean[c]) * inv_std[c];  y = x_hat * gamma[c] + beta[c]
 template <typename T, typename I>
 __global__ void batchnorm_normalize_kernel(const T* __restrict__ x, const T* __restrict__ mean,
