@@ -99,8 +99,8 @@ case "$STAGE" in
   train) train ;;
   cpu) cpu ;;
   all) tests; bench; profile; cpu; train ;;
-  verify) TESTS_RESERVE=100 tests; BENCH_LIMIT=45 BENCH_RESERVE=40 bench; train ;;
-  final) TESTS_RESERVE=150 tests; BENCH_LIMIT=40 BENCH_RESERVE=110 bench
+  verify) TESTS_RESERVE=100 tests; BENCH_LIMIT=60 BENCH_RESERVE=40 bench; train ;;
+  final) TESTS_RESERVE=150 tests; BENCH_LIMIT=55 BENCH_RESERVE=110 bench
          CPU_LIMIT=80 CPU_RESERVE=30 cpu; train ;;
   *) echo "usage: OUT=dir [BUDGET_S=400] scripts/gpu_check.sh [all|verify|final|tests|bench|profile|train|cpu]" >&2
      exit 2 ;;
