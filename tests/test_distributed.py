@@ -201,9 +201,41 @@ def test_a_rank_takes_the_gpu_of_its_local_rank_and_its_share_of_the_cores():
     assert rank_device("cpu", comm) == "cpu"
     assert rank_device("cuda", Local()) == "cuda"  # alone: the device as given
     if cuda_problem(1) is not None:
-        assert rank_device("auto", comm) == "auto"  # no second GPU: auto finds the CPU
+        assert rank_device("auto", comm) == "cpu"  # no second GPU here: the CPU
     assert rank_threads(None, comm) == max(1, machine_cores() // 2)
     assert rank_threads(3, comm) == 3
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_auto_takes_the_cpu_for_a_rank_whose_local_gpu_is_missing_not_gpu_0(
+    monkeypatch, capsys, gpus
+):
+    import convnet_gpu.backends as backends
+    from convnet_gpu.cli.ranks import rank_device
+
+    asked = []
+
+    def cuda_problem(index=0):  # a host with `gpus` GPUs
+        asked.append(index)
+        return None if index < gpus else f"no CUDA device {index}; use `device` cpu"
+
+    monkeypatch.setattr(backends, "cuda_problem", cuda_problem)
+    assert rank_device("auto", SecondRankOfTwo()) == ("cuda:1" if gpus == 2 else "cpu")
+    assert asked == [1]  # the rank's own GPU, not GPU 0
+    if gpus == 1:
+        assert capsys.readouterr().out == "device auto: using the CPU (no CUDA device 1)\n"
+
+
+def test_a_sweep_over_mpi_takes_cuda_graph_on_which_training_over_ranks_refuses():
+    import argparse
+
+    from convnet_gpu.cli.common import UsageError
+    from convnet_gpu.cli.ranks import check_rank_flags
+
+    args = argparse.Namespace(distributed="mpi", cuda_graph="on", device="auto")
+    check_rank_flags(args, "sweep")  # its points train alone, with Local: steps can be captured
+    with pytest.raises(UsageError, match="drop --cuda-graph on"):
+        check_rank_flags(args, "train")
 
 
 def test_an_mpi_taking_calls_from_the_main_thread_only_keeps_a_rank_on_one_thread():

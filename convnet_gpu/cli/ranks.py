@@ -41,7 +41,8 @@ def launched_processes() -> int:
 def check_rank_flags(args, command: str = "train") -> None:
     """The flags --distributed cannot take, refused alike on every rank before MPI starts, and
     a launch of several processes without --distributed (each would do all the work, into the
-    same folder)."""
+    same folder). A sweep's points train alone (Local, whose steps can be recorded in CUDA
+    graphs), so `sweep --distributed mpi` takes --cuda-graph on."""
     engine = args.distributed
     if engine == "none":
         launched = launched_processes()
@@ -51,7 +52,7 @@ def check_rank_flags(args, command: str = "train") -> None:
                 f"would {command} alone into the same folder; add --distributed mpi"
             )
         return
-    if args.cuda_graph == "on":
+    if args.cuda_graph == "on" and command != "sweep":
         raise UsageError(
             f"--distributed {engine} runs steps eagerly (its collectives are not recorded in "
             f"CUDA graphs); drop --cuda-graph on"
@@ -65,15 +66,20 @@ def check_rank_flags(args, command: str = "train") -> None:
 
 
 def rank_device(device: str, comm) -> str:
-    """The device a rank trains on: with several ranks, `cuda` (and `auto` where GPUs are)
-    means the GPU of the rank's place on its host, cuda:<local rank>."""
+    """The device a rank trains on: with several ranks, `cuda` (and `auto` where the rank's GPU
+    is) means the GPU of the rank's place on its host, cuda:<local rank>; `auto` where that GPU
+    is not means the CPU."""
     if comm.size == 1 or device not in ("cuda", "auto"):
         return device
     if device == "auto":
         from ..backends import cuda_problem
 
-        if cuda_problem(comm.local_rank) is not None:
-            return device  # the CPU, announced by get_backend
+        problem = cuda_problem(comm.local_rank)
+        if problem is not None:
+            # No GPU of this local rank: the CPU, said as get_backend says it ("auto" itself
+            # would look at GPU 0, and the ranks of a host with one GPU would all take it).
+            print(f"device auto: using the CPU ({problem.split(';')[0]})", flush=True)
+            return "cpu"
     return f"cuda:{comm.local_rank}"
 
 
