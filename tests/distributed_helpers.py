@@ -1,5 +1,5 @@
 """Helpers of the distributed tests: tiny runs of `convnet-gpu train` in one process or as
-ranks of an mpiexec launch, and their checkpoints' arrays."""
+ranks of an mpiexec launch, their checkpoints' arrays, and stand-ins for CuPy and NCCL."""
 
 from __future__ import annotations
 
@@ -167,3 +167,50 @@ def assert_runs_close(a: Path, b: Path, atol: float) -> None:
         else:
             rtol = 0 if key == "params" else atol
             np.testing.assert_allclose(first[key], second[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+# ---- stand-ins for CuPy and NCCL (no GPU here): what NcclCommunicator calls ----------------
+class FakeNcclModule:
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+    calls: list = []
+
+    @staticmethod
+    def get_unique_id():
+        return ("unique", 42)
+
+    class NcclCommunicator:
+        def __init__(self, size, unique_id, rank):
+            FakeNcclModule.calls.append(("init", size, unique_id, rank))
+
+        def allReduce(self, send, recv, count, dtype, op, stream):  # NCCL's name
+            FakeNcclModule.calls.append(("allReduce", send, recv, count, dtype, op, stream))
+
+        def bcast(self, buffer, count, dtype, root, stream):
+            FakeNcclModule.calls.append(("bcast", buffer, count, dtype, root, stream))
+
+
+class FakeCupy:
+    class cuda:  # CuPy's names
+        used = []
+
+        class runtime:
+            @staticmethod
+            def getDeviceCount():
+                return 2
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def use(self):
+                FakeCupy.cuda.used.append(self.index)
+
+        @staticmethod
+        def get_current_stream():
+            class Stream:
+                ptr = 1234
+
+                def synchronize(self):
+                    pass
+
+            return Stream()

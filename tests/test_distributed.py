@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from distributed_helpers import FakeCupy, FakeNcclModule
 from test_cli import run_cli
 from test_train import tiny_dataset
 
@@ -17,6 +18,7 @@ from convnet_gpu.backends import NumpyBackend
 from convnet_gpu.distributed import (
     BatchShare,
     Local,
+    SetupFailed,
     batch_share,
     largest_share,
     open_communicator,
@@ -259,52 +261,6 @@ def test_mpi4py_and_cupy_are_imported_only_when_an_engine_asks_for_them():
 
 
 # ---- NCCL's calls, with stand-ins for CuPy and NCCL (no GPU here) --------------------------
-class FakeNcclModule:
-    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
-    calls: list = []
-
-    @staticmethod
-    def get_unique_id():
-        return ("unique", 42)
-
-    class NcclCommunicator:
-        def __init__(self, size, unique_id, rank):
-            FakeNcclModule.calls.append(("init", size, unique_id, rank))
-
-        def allReduce(self, send, recv, count, dtype, op, stream):  # NCCL's name
-            FakeNcclModule.calls.append(("allReduce", send, recv, count, dtype, op, stream))
-
-        def bcast(self, buffer, count, dtype, root, stream):
-            FakeNcclModule.calls.append(("bcast", buffer, count, dtype, root, stream))
-
-
-class FakeCupy:
-    class cuda:  # CuPy's names
-        used = []
-
-        class runtime:
-            @staticmethod
-            def getDeviceCount():
-                return 2
-
-        class Device:
-            def __init__(self, index):
-                self.index = index
-
-            def use(self):
-                FakeCupy.cuda.used.append(self.index)
-
-        @staticmethod
-        def get_current_stream():
-            class Stream:
-                ptr = 1234
-
-                def synchronize(self):
-                    pass
-
-            return Stream()
-
-
 class DeviceArray:
     """What NCCL is handed of a CuPy array: its pointer, size and dtype."""
 
@@ -336,7 +292,7 @@ def test_nccl_joins_with_rank_0s_id_takes_its_local_gpu_and_reduces_on_the_curre
     comm = nccl_module.NcclCommunicator(control=SecondHostRank())
     assert (comm.rank, comm.size, comm.device) == (3, 4, "cuda:1")
     assert FakeCupy.cuda.used[-1] == 1
-    # rank 3 is not the root: it joins with what the MPI broadcast gave (Local's: its own None)
+    # rank 3 is not the root: it joins with rank 0's id as gathered (Local's: its own None)
     assert FakeNcclModule.calls[0] == ("init", 4, None, 3)
     comm.all_reduce_sum(DeviceArray(ptr=99, size=6802, dtype=np.float32))
     assert FakeNcclModule.calls[-1] == ("allReduce", 99, 99, 6802, 7, 0, 1234)  # in place
@@ -354,8 +310,39 @@ def test_nccl_refuses_more_ranks_on_a_host_than_it_has_gpus(monkeypatch):
         local_size = 3
 
     monkeypatch.setattr(nccl_module, "import_nccl", lambda: (FakeCupy, FakeNcclModule))
-    with pytest.raises(UserError, match="one GPU per rank.*2 here"):
+    with pytest.raises(SetupFailed, match="one GPU per rank.*2 on rank 3's host") as failed:
         nccl_module.NcclCommunicator(control=ThreeOnAHost())
+    assert failed.value.together  # every rank learns it from the all_gather
+
+
+@pytest.mark.parametrize("where, together", [("use", True), ("get_unique_id", True),
+                                             ("NcclCommunicator", False)])  # fmt: skip
+def test_nccl_failing_to_start_says_whether_the_ranks_fail_together(monkeypatch, where, together):
+    from convnet_gpu.distributed import nccl as nccl_module
+
+    def broken(*args):
+        raise RuntimeError("NCCL error:\n unhandled system error")
+
+    class Root(SecondHostRank):
+        rank = local_rank = 0  # rank 0 draws the id; the 3 others start well
+
+        def all_gather(self, obj):
+            return [obj] + [(None, None)] * (self.size - 1)
+
+    nccl = FakeNcclModule
+    if where == "use":  # the rank's GPU
+        monkeypatch.setattr(FakeCupy.cuda.Device, "use", broken)
+    else:
+        nccl = type("Nccl", (FakeNcclModule,), {where: staticmethod(broken)})
+    monkeypatch.setattr(nccl_module, "import_nccl", lambda: (FakeCupy, nccl))
+    with pytest.raises(SetupFailed) as failed:
+        nccl_module.NcclCommunicator(control=Root())
+    assert failed.value.together == together and isinstance(failed.value.control, Root)
+    line = "RuntimeError: NCCL error: unhandled system error"  # one line
+    assert str(failed.value) == (
+        f"`distributed` nccl could not start on rank 0: {line}" if together
+        else f"`distributed` nccl could not join the other ranks ({line})"
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -227,3 +227,33 @@ def test_validation_early_stopping_and_the_plateau_rule_decide_as_one_process(
         m["val_accuracy"] for m in metrics("alone")
     ]
     assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fault, together",
+    [
+        ("nccl-id:0:0", True),  # rank 0 cannot draw NCCL's unique id
+        ("nccl-device:1:0", True),  # rank 1 cannot take its GPU
+        ("nccl-join:1:0", False),  # rank 1 cannot join; rank 0 waits inside NCCL's start-up
+    ],
+)
+def test_nccl_failing_to_start_on_one_rank_ends_every_rank_with_one_line(
+    data_dir, models, tmp_path, fault, together
+):
+    # CuPy and NCCL are stand-ins (tests/mpi_train.py): no GPU is needed to reach these paths
+    argv = [*train_argv(data_dir, models["plain"], tmp_path / "run"), "--device", "cuda"]
+    failed = launch(2, argv, fault=fault, engine="nccl")  # within LAUNCH_TIMEOUT, or it fails
+    assert "Traceback" not in failed.stderr, failed.stderr[-2000:]
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("convnet-gpu")]
+    assert len(ours) == 1, failed.stderr[-2000:]
+    rank = fault.split(":")[1]
+    if together:  # agreed over MPI: rank 0 says it, every rank exits 2
+        assert failed.returncode == 2 and failed.stderr.strip() == ours[0]
+        assert ours[0].startswith(f"convnet-gpu train: error: --distributed nccl could not "
+                                  f"start on rank {rank}: RuntimeError: NCCL error")  # fmt: skip
+    else:  # the rank that failed says it and aborts the job
+        assert failed.returncode != 0
+        assert ours[0].startswith(f"convnet-gpu train: rank {rank}: --distributed nccl could "
+                                  f"not join the other ranks (RuntimeError")  # fmt: skip
+        assert ours[0].endswith("; ending every rank")
+    assert not (tmp_path / "run").exists()  # no rank got as far as the run folder

@@ -4,7 +4,11 @@ Every rank runs the same command. Rank 0 alone prints and writes the run folder;
 are silent (stdout discarded, no progress bar). Which GPU and how many CPU threads a rank takes
 follow from its place on its host (local rank, local ranks).
 
-Errors: a setup error on any rank (a flag, the data, the checkpoint) is agreed on before
+Errors: what is refused before MPI starts (check_rank_flags, a missing mpi4py, CuPy, NCCL or
+GPU) every rank refuses alike and prints. NCCL failing to start once MPI has (taking the GPU,
+drawing the unique id) is agreed on over MPI (open_rank_communicator): rank 0 prints it; a rank
+that cannot join NCCL's communicator prints it and aborts (the others wait inside NCCL). A setup
+error on any rank (a flag, the data, the checkpoint) is agreed on before
 training (agree_on_setup): rank 0 prints it, naming the rank, and every rank exits 2. During
 training the decisions that end a run are collective (Ctrl-C at a step boundary, a NaN, early
 stopping), so every rank leaves together. Anything else happens to one rank alone, and the
@@ -63,6 +67,22 @@ def check_rank_flags(args, command: str = "train") -> None:
             f"cuda:<its local rank>); give --device cuda, not {args.device}, or use "
             f"--distributed mpi on the CPU"
         )
+
+
+def open_rank_communicator(engine: str, prog: str):
+    """open_communicator(engine) for a command. A communicator that fails to start once MPI has
+    (SetupFailed): failed together, rank 0 raises its one line and the others exit 2 silently;
+    failed on this rank alone (the others wait in NCCL's start-up), its line and an abort."""
+    from ..distributed import SetupFailed, open_communicator
+
+    try:
+        return open_communicator(engine)
+    except SetupFailed as exc:
+        if exc.together:
+            _leave_together(exc.control, EXIT_USAGE)
+            raise AgreedError(str(exc)) from None
+        _abort(exc.control, prog, exc, EXIT_USAGE)
+        raise SystemExit(EXIT_USAGE) from None  # MPICH's abort may return before the end
 
 
 def rank_device(device: str, comm) -> str:

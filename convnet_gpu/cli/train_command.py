@@ -13,6 +13,7 @@ from .parser import flag
 from .ranks import (
     agree_on_setup,
     check_rank_flags,
+    open_rank_communicator,
     rank_device,
     rank_threads,
     run_as_rank,
@@ -21,10 +22,8 @@ from .ranks import (
 
 
 def cmd_train(args) -> int:
-    from ..distributed import open_communicator
-
     check_rank_flags(args, "train")
-    comm = open_communicator(args.distributed)  # Local without --distributed
+    comm = open_rank_communicator(args.distributed, "convnet-gpu train")  # Local when alone
     with silent_unless_root(comm):
         return run_as_rank(comm, lambda: _train(args, comm), "convnet-gpu train")
 

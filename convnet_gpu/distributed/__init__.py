@@ -12,7 +12,7 @@ engine that needs them. shares.py splits a global batch into the ranks' row bloc
 
 from __future__ import annotations
 
-from .communicator import ENGINES, Communicator, Local, open_communicator
+from .communicator import ENGINES, Communicator, Local, SetupFailed, open_communicator
 from .shares import BatchShare, batch_share, largest_share
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "BatchShare",
     "Communicator",
     "Local",
+    "SetupFailed",
     "batch_share",
     "largest_share",
     "open_communicator",

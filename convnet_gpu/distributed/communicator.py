@@ -15,7 +15,8 @@ Collectives must be called by every rank, in the same order; each says which arr
   barrier()
   same_on_every_rank(arrays)  whether every rank holds the same bits (a digest gathered)
 abort(code) ends every rank at once: what a rank that fails alone must do, since the others
-would wait for it in their next collective forever.
+would wait for it in their next collective forever. A communicator that fails to start after MPI
+has started raises SetupFailed, which says whether the ranks fail together or this one alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
+from ..errors import UserError
 
 ENGINES = ("none", "mpi", "nccl")  # the values of `distributed`
 
@@ -78,6 +81,16 @@ class Communicator:
     def describe(self) -> str:
         """'2 ranks (mpi)': how the run header names it."""
         return f"{self.size} rank{'s' if self.size > 1 else ''} ({self.engine})"
+
+
+class SetupFailed(UserError):
+    """A communicator that could not start once MPI had (one line). together: every rank raises
+    it at the same point, having agreed over `control` (the MPI communicator); else this rank
+    fails alone while the others may wait for it forever, and control.abort() must end them."""
+
+    def __init__(self, message: str, control: Communicator, together: bool):
+        super().__init__(message)
+        self.control, self.together = control, together
 
 
 class Local(Communicator):

@@ -2,7 +2,10 @@
 
 Launched like `distributed` mpi (mpiexec starts the ranks); rank r takes cuda:<its local rank>,
 so a host runs at most as many ranks as it has GPUs (NCCL refuses two ranks on one GPU). Rank 0
-draws NCCL's unique id and broadcasts it over MPI, then every rank joins the NCCL communicator.
+draws NCCL's unique id and shares it over MPI, then every rank joins the NCCL communicator.
+A failure to start is a SetupFailed: taking the GPU or drawing the id, the ranks agree on over
+MPI (every rank raises it); joining, a rank fails alone (the others wait inside NCCL, where no
+MPI message reaches them: the caller must abort the job).
 Device arrays (the flat gradient, BatchNorm's sums, the running statistics) are reduced on the
 current CUDA stream, in stream order with the kernels around them; host arrays (figures, flags)
 go over MPI. CuPy's wheel does not bring NCCL: the nvidia-nccl wheel of the CUDA version does
@@ -18,7 +21,7 @@ import warnings
 import numpy as np
 
 from ..errors import UserError
-from .communicator import Communicator
+from .communicator import Communicator, SetupFailed
 from .mpi import MpiCommunicator
 
 NCCL_INSTALL_HINT = (
@@ -53,6 +56,11 @@ def import_nccl():
     return cupy, nccl
 
 
+def _line(exc: Exception) -> str:
+    """An exception as one line: its type and its message's words."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def nccl_dtype(nccl, dtype) -> int:
     """NCCL's data type constant for a NumPy/CuPy dtype."""
     names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
@@ -74,16 +82,33 @@ class NcclCommunicator(Communicator):
         ctl = self.control
         self.rank, self.size = ctl.rank, ctl.size
         self.local_rank, self.local_size = ctl.local_rank, ctl.local_size
-        gpus = cupy.cuda.runtime.getDeviceCount()
-        if ctl.all_gather(self.local_size > gpus) != [False] * self.size:
-            raise UserError(
-                f"`distributed` nccl takes one GPU per rank, and a host runs more ranks than it "
-                f"has GPUs ({gpus} here); start at most that many ranks per host"
-            )
         self.device = f"cuda:{self.local_rank}"
-        cupy.cuda.Device(self.local_rank).use()
-        unique_id = ctl.broadcast(nccl.get_unique_id() if self.is_root else None)
-        self.comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+        problem, unique_id = None, None
+        try:  # each rank tries, then all learn every rank's outcome (and rank 0's id) at once
+            gpus = cupy.cuda.runtime.getDeviceCount()
+            if self.local_size > gpus:
+                problem = (
+                    f"`distributed` nccl takes one GPU per rank, and a host runs more ranks "
+                    f"than it has GPUs ({gpus} on rank {self.rank}'s host); start at most that "
+                    f"many ranks per host"
+                )
+            else:
+                cupy.cuda.Device(self.local_rank).use()
+                unique_id = nccl.get_unique_id() if self.is_root else None
+        except Exception as exc:  # a CUDA or NCCL error
+            problem = f"`distributed` nccl could not start on rank {self.rank}: {_line(exc)}"
+        outcomes = ctl.all_gather((problem, unique_id))
+        failed = [line for line, _ in outcomes if line is not None]
+        if failed:
+            more = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
+            raise SetupFailed(failed[0] + more, ctl, together=True)
+        try:  # a collective inside NCCL: the others cannot learn that this rank failed
+            self.comm = nccl.NcclCommunicator(self.size, outcomes[0][1], self.rank)
+        except Exception as exc:
+            raise SetupFailed(
+                f"`distributed` nccl could not join the other ranks ({_line(exc)})",
+                ctl, together=False,
+            ) from None  # fmt: skip
 
     def _stream(self) -> int:
         return self.cupy.cuda.get_current_stream().ptr
