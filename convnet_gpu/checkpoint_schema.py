@@ -115,6 +115,11 @@ def check_meta(meta, path) -> None:
         require_int(path, "data.test_images", data["test_images"])
         if not isinstance(data["labels_sha256"], str):
             raise field_error(path, "data.labels_sha256", "must be a hex string")
+    if "distributed" in meta:  # how its ranks trained: --bn is taken from it on --resume
+        distributed = require_dict(path, "distributed", meta["distributed"])
+        if distributed.get("bn", "sync") not in ("sync", "local"):
+            raise field_error(path, "distributed.bn", f"must be one of sync, local, got "
+                              f"{distributed['bn']!r}")  # fmt: skip
     for part, check in (("optimizer", _check_optimizer), ("position", _check_position),
                         ("selection", _check_selection)):  # fmt: skip
         if part in meta:

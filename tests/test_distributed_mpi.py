@@ -24,6 +24,7 @@ from distributed_helpers import (
     train_argv,
 )
 
+from convnet_gpu import cli
 from convnet_gpu.backends import NumpyBackend
 from convnet_gpu.checkpoint import read_checkpoint
 from convnet_gpu.distributed import batch_share
@@ -149,6 +150,25 @@ def test_ctrl_c_on_one_rank_stops_all_at_one_step_and_the_run_resumes_on_1_2_or_
     assert_runs_close(tmp_path / "straight", tmp_path / "alone", atol=1e-5)
     launch_ok(3, resume("three"))
     assert_runs_close(tmp_path / "straight", tmp_path / "three", atol=1e-5)
+
+
+def test_a_resumed_run_keeps_its_per_rank_batchnorm_and_refuses_another(
+    data_dir, models, tmp_path, capsys
+):
+    argv = lambda out: train_argv(data_dir, models["batchnorm"], tmp_path / out, "--epochs", "1",
+                                  "--batch-size", str(BATCH), "--train-subset", "80",
+                                  "--bn", "local")  # fmt: skip
+    launch_ok(2, argv("straight"))
+    stopped = launch(2, argv("stopped"), fault="sigint:1:5")
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    resume = ["train", "--device", "cpu", "--threads", "1", "--no-progress",
+              "--data-dir", str(data_dir), "--resume", str(tmp_path / "stopped")]  # fmt: skip
+    assert cli.main([*resume, "--bn", "sync"]) == 2  # in this process (no MPI): refused alike
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "trained with --bn local; drop --bn sync" in err
+    done = launch_ok(2, resume)  # no --bn: the run's own
+    assert "BatchNorm local" in done.stdout
+    assert_runs_close(tmp_path / "straight", tmp_path / "stopped", atol=0)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])

@@ -128,6 +128,8 @@ META_CASES = {
     "selection missing": (lambda m: m.pop("selection"), "selection"),
     "selection lr_scale zero": (_set("selection", "lr_scale", 0), "selection.lr_scale"),
     "data identity garbage": (_set(None, "data", [1]), "data"),
+    "distributed garbage": (_set(None, "distributed", 5), "distributed"),
+    "distributed bn unknown": (_set(None, "distributed", {"bn": "half"}), "distributed.bn"),
 }
 ARRAY_CASES = {
     "params missing": (lambda a: a.pop("params"), "params"),

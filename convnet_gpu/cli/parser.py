@@ -136,11 +136,10 @@ def _add_distributed(parser) -> None:
         "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--bn", choices=("sync", "local"), default="sync",
+        "--bn", choices=("sync", "local"), default=None,
         help="BatchNorm's batch statistics under --distributed: over the global batch (sync: "
         "what one process computes, three small collectives per BatchNorm layer and step) or "
-        "over each "
-        "rank's rows (local) (default: %(default)s)",
+        "over each rank's rows (local) (default: sync; under --resume, the run's own)",
     )  # fmt: skip
 
 

@@ -78,6 +78,7 @@ def _prepare(args, comm):
         resumed = RunDir.of(args.resume)
         meta, arrays = read_checkpoint(resumed.checkpoint)
         settings = settings_of(meta, resumed.checkpoint)
+        args.bn = _resumed_bn(args.bn, meta)
         run_dir = RunDir(args.out) if args.out else resumed
         moved = run_dir.path.resolve() != resumed.path.resolve()
         if comm.is_root and moved and run_dir.holds_run():
@@ -87,6 +88,7 @@ def _prepare(args, comm):
             )
     else:
         settings = RunSettings.from_args(args)
+        args.bn = args.bn or "sync"
         stamp = time.strftime("%Y%m%d-%H%M%S")  # rank 0's names the folder (the others write none)
         run_dir = RunDir(args.out or f"runs/{_model_stem(settings.model)}-{stamp}")
         if comm.is_root and run_dir.holds_run():
@@ -131,7 +133,7 @@ def _build_trainer(args, settings: RunSettings, run_dir, comm):
         "train_images": int(len(dataset.train_y)),
         "data": dataset.identity(),
     }
-    if args.distributed != "none":
+    if args.distributed != "none" or args.bn != "sync":  # alone, a resumed run keeps its --bn
         meta["distributed"] = {"engine": comm.engine, "ranks": comm.size, "bn": args.bn}
     trainer = Trainer(
         net, optimizer, data, settings, run_dir if comm.is_root else None, print_flush,
@@ -139,6 +141,18 @@ def _build_trainer(args, settings: RunSettings, run_dir, comm):
         cuda_graph=args.cuda_graph, comm=comm,
     )  # fmt: skip
     return trainer, dataset
+
+
+def _resumed_bn(given: str | None, meta: dict) -> str:
+    """--bn of a resumed run: the one it trained with (sync where it trained alone and never
+    said); a given --bn that differs is refused like any other setting under --resume."""
+    saved = meta.get("distributed", {}).get("bn")
+    if given is not None and saved is not None and given != saved:
+        raise UsageError(
+            f"--resume continues with the run's saved settings, and it trained with --bn "
+            f"{saved}; drop --bn {given} (to change it, start a new run with --out)"
+        )
+    return given or saved or "sync"
 
 
 def _check_same_data(meta: dict, dataset, path) -> None:
