@@ -130,7 +130,12 @@ def launch(
         env["CONVNET_GPU_TEST_FAULT"] = fault
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(RANK_SCRIPT), *argv,
                "--distributed", engine]  # fmt: skip
-    # A session of its own: on a timeout, mpiexec and every rank it started are killed together.
+    return run_launcher(command, env)
+
+
+def run_launcher(command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """An mpiexec command line, waited for at most LAUNCH_TIMEOUT. It runs in a session of its
+    own: on a timeout, mpiexec and every rank it started are killed together."""
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=env, cwd=REPO, start_new_session=True) as ranks:  # fmt: skip
         try:
@@ -142,6 +147,25 @@ def launch(
                 f"the ranks still ran after {LAUNCH_TIMEOUT} s: one waits forever"
             ) from None
     return subprocess.CompletedProcess(command, ranks.returncode, stdout, stderr)
+
+
+def nccl_skip_reason(gpus_needed: int) -> str | None:
+    """Why NCCL cannot run here on gpus_needed GPUs, or None when it can."""
+    from helpers import cuda_skip_reason
+
+    if cuda_skip_reason() is not None:
+        return cuda_skip_reason()
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < gpus_needed:
+        return f"needs {gpus_needed} GPUs (NCCL refuses two ranks on one GPU)"
+    try:
+        from cupy.cuda import nccl
+    except Exception as exc:
+        return f"CuPy has no NCCL ({exc}): pip install 'convnet-gpu[nccl12]'"
+    if not getattr(nccl, "available", True):
+        return "CuPy finds no NCCL library: pip install 'convnet-gpu[nccl12]'"
+    return None
 
 
 def launch_ok(ranks: int, argv: list[str], engine: str = "mpi") -> subprocess.CompletedProcess:

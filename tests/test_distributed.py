@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from distributed_helpers import FakeCupy, FakeNcclModule
+from distributed_helpers import FakeCupy, FakeNcclModule, nccl_skip_reason
 from test_cli import run_cli
 from test_train import tiny_dataset
 
@@ -143,6 +143,9 @@ def test_per_rank_batchnorm_refuses_a_batch_that_leaves_a_rank_no_rows():
 
 
 # ---- NCCL without a GPU ---------------------------------------------------------------------
+@pytest.mark.skipif(
+    nccl_skip_reason(1) is None, reason="a GPU and NCCL are here: open_communicator('nccl') starts"
+)
 def test_nccl_without_a_gpu_or_nccl_is_a_user_error_before_mpi_starts():
     with pytest.raises(UserError, match="`distributed` nccl"):
         open_communicator("nccl")

@@ -4,7 +4,6 @@ refuses two ranks on one GPU). Skipped, with the reason, anywhere else."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -13,31 +12,16 @@ from distributed_helpers import (
     assert_runs_close,
     launch_ok,
     mpiexec,
+    nccl_skip_reason,
     needs_mpi,
+    run_launcher,
     small_cnn,
     small_dataset,
     train_alone,
     train_argv,
 )
-from helpers import cuda_skip_reason
 
 pytestmark = [pytest.mark.gpu, needs_mpi()]
-
-
-def nccl_skip_reason(gpus_needed: int) -> str | None:
-    if cuda_skip_reason() is not None:
-        return cuda_skip_reason()
-    import cupy
-
-    if cupy.cuda.runtime.getDeviceCount() < gpus_needed:
-        return f"needs {gpus_needed} GPUs (NCCL refuses two ranks on one GPU)"
-    try:
-        from cupy.cuda import nccl
-    except Exception as exc:
-        return f"CuPy has no NCCL ({exc}): pip install 'convnet-gpu[nccl12]'"
-    if not getattr(nccl, "available", True):
-        return "CuPy finds no NCCL library: pip install 'convnet-gpu[nccl12]'"
-    return None
 
 
 ONE_RANK = """
@@ -60,9 +44,8 @@ def test_one_nccl_rank_reduces_and_broadcasts_device_arrays_in_place():
     reason = nccl_skip_reason(1)
     if reason:
         pytest.skip(reason)
-    done = subprocess.run([mpiexec(), "-n", "1", sys.executable, "-c", ONE_RANK],
-                          capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+    done = run_launcher([mpiexec(), "-n", "1", sys.executable, "-c", ONE_RANK],
+                        dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
     assert done.returncode == 0 and "one rank ok" in done.stdout, done.stderr[-2000:]
 
 

@@ -189,6 +189,24 @@ def test_a_short_last_batch_leaves_ranks_without_rows_that_still_join(
         assert other["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
 
 
+def test_ranks_without_rows_of_the_last_test_batch_still_evaluate_as_one_process(
+    tmp_path_factory, models, tmp_path
+):
+    # 25 test images in batches of 8: the last test batch has 1 row, ranks 1 and 2 hold none
+    data_dir = small_dataset(tmp_path_factory.mktemp("data25"), train=24, test=25)
+    argv = lambda out: train_argv(data_dir, models["regularized"], tmp_path / out, "--epochs", "2",
+                                  "--batch-size", str(BATCH))  # fmt: skip
+    train_alone(argv("alone"))
+    launch_ok(3, argv("ranks"))
+    alone = [json.loads(line) for line in (tmp_path / "alone/metrics.jsonl").open()]
+    ranked = [json.loads(line) for line in (tmp_path / "ranks/metrics.jsonl").open()]
+    assert len(alone) == len(ranked) == 2
+    for one, other in zip(alone, ranked):
+        assert other["test_accuracy"] == one["test_accuracy"]  # counts: exact
+        assert other["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
+    assert_runs_close(tmp_path / "alone", tmp_path / "ranks", atol=1e-6)
+
+
 def test_a_rank_that_raises_ends_every_rank_and_the_checkpoint_stays_loadable(
     data_dir, models, tmp_path
 ):
