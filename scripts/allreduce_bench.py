@@ -33,7 +33,7 @@ import numpy as np
 
 from convnet_gpu import Net, SoftmaxCrossEntropy, build_model
 from convnet_gpu.backends import NumpyBackend
-from convnet_gpu.distributed import Local, open_communicator
+from convnet_gpu.distributed import Local, batch_share, open_communicator
 from convnet_gpu.machine import machine_cores, provenance, summary_line
 from convnet_gpu.optim import SGD
 
@@ -61,6 +61,9 @@ def measure(comm, model: str, batch: int, steps: int) -> dict:
     net.load_batch(rng.standard_normal((batch, *INPUT_SHAPE)).astype(np.float32),
                    rng.integers(0, CLASSES, batch).astype(np.int32))  # fmt: skip
     grad, one = net.params.grad, np.zeros(1, np.float32)
+    # This rank's block of the global batch (--batch rows per rank), as training passes it: the
+    # loss divides by the global total, and synchronized BatchNorm counts every rank's rows.
+    share = batch_share(batch * comm.size, comm.rank, comm.size)
 
     def compute():
         net.forward(batch, train=True)
@@ -68,7 +71,7 @@ def measure(comm, model: str, batch: int, steps: int) -> dict:
         optimizer.step()
 
     def step():
-        net.forward(batch, train=True)
+        net.forward(batch, train=True, share=share)
         net.backward(batch)
         comm.all_reduce_sum(grad)
         optimizer.step()
