@@ -32,7 +32,8 @@ class AgreedError(UsageError):
     """A setup error of one rank or more, raised by every rank together (rank 0 prints it)."""
 
 
-# What MPI launchers tell their processes about the launch: MPICH's hydra, Open MPI.
+# What MPI launchers tell their processes about the launch: MPICH's hydra, Open MPI. Not
+# Slurm's SLURM_STEP_NUM_TASKS: srun also starts tasks that are meant to run alone (README).
 LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
@@ -147,7 +148,10 @@ def agree_on_setup(comm, error) -> None:
 def run_as_rank(comm, work, prog: str, stops_together: bool = True):
     """work() on this rank; an error this rank alone meets ends every rank (see the module).
     stops_together False: the ranks do not decide a Ctrl-C together (a sweep's ranks train
-    alone), so one that stops ends the others too."""
+    alone), so one that stops ends the others too. A terminal's Ctrl-C reaches every rank of a
+    sweep: the first to stop aborts the others mid-step, and their points lose what they trained
+    since their last checkpoint (saved atomically, so nothing is damaged; the sweep run again
+    resumes them)."""
     if comm.size == 1:
         return work()
     try:
