@@ -61,8 +61,10 @@ def points_of_rank(count: int, rank: int, ranks: int) -> list[int]:
     return list(range(rank, count, ranks))
 
 
-def read_sweep(path) -> Sweep:
-    """The sweep a TOML file describes, every point's settings checked (SweepError otherwise)."""
+def read_sweep(path, parse=None) -> Sweep:
+    """The sweep a TOML file describes, every point's settings checked (SweepError otherwise).
+    `parse(name, value)` checks one value as `train` checks its flag (cli.parser.parse_setting:
+    the parsed value, or ValueError naming the flag); None: values are taken as they are."""
     document = _read_toml(Path(path))
     unknown = set(document) - {"base", "grid"}
     if unknown:
@@ -79,13 +81,30 @@ def read_sweep(path) -> Sweep:
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{path}: grid.{name} must be a list of values, got {values!r}")
+    if parse is not None:
+        base = {name: _parsed(parse, path, "base", name, value) for name, value in base.items()}
+        grid = {name: [_parsed(parse, path, "grid", name, value) for value in values]
+                for name, values in grid.items()}  # fmt: skip
     sweep = Sweep(base, grid)
+    named = {}
     for point in sweep.points():
         try:
             sweep.settings(point)
         except (UserError, TypeError) as exc:
             raise SweepError(f"{path}: the point {point_name(point)}: {exc}") from None
+        name = point_name(point)
+        if name in named:  # two points would train into one folder
+            raise SweepError(f"{path}: the points {named[name]} and {point} share the run folder "
+                             f"{name}; give each value once")  # fmt: skip
+        named[name] = point
     return sweep
+
+
+def _parsed(parse, path, table: str, name: str, value):
+    try:
+        return parse(name, value)
+    except ValueError as exc:
+        raise SweepError(f"{path}: {table}.{name} = {value!r}: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict:

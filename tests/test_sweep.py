@@ -96,3 +96,61 @@ def test_a_folder_of_another_grid_or_of_other_files_is_refused(capsys, tmp_path)
     (tmp_path / "busy/notes.txt").write_text("mine")
     code, _, err = sweep(first, tmp_path / "busy")
     assert code == 2 and "holds files but no sweep" in err
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[grid]\nepochs = ["x"]\n', "grid.epochs = 'x': --epochs: expected a number"),
+        ("[grid]\nepochs = [1.5]\n", "grid.epochs = 1.5: --epochs: expected a number"),
+        ("[grid]\nbatch_size = [0]\n", "--batch-size: must be >= 1"),
+        ("[grid]\nbatch_size = [true]\n", "--batch-size: expected a number, got True"),
+        ("[grid]\nlr = [[0.1]]\n", "--lr: expected a number, got [0.1]"),
+        ("[grid]\nlr = [-1]\n", "--lr: must be a finite number > 0"),
+        ('[grid]\ndataset = ["foo"]\n', "--dataset: 'foo' is not one of"),
+        ("[grid]\nmodel = [3]\n", "--model: expected a string, got 3"),
+        (
+            '[base]\nplateau = "yes"\n[grid]\nlr = [0.1]\n',
+            "base.plateau = 'yes': --plateau: expected true or false",
+        ),
+        ("[grid]\nlr = [0.1, 0.1]\n", "share the run folder lr-0.1"),
+        ('[grid]\nmodel = ["a b", "a-b"]\n', "share the run folder model-a-b"),
+    ],
+)
+def test_a_value_train_would_refuse_is_refused_before_any_point_trains(capsys, tmp_path, text,
+                                                                      fragment):  # fmt: skip
+    (tmp_path / "grid.toml").write_text(text)
+    code, out, err = run_cli(capsys, "sweep", str(tmp_path / "grid.toml"), "--device", "cpu",
+                             "--out", str(tmp_path / "sweep"))  # fmt: skip
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_values_are_taken_as_train_takes_them(tmp_path):
+    from convnet_gpu.cli.parser import parse_setting
+
+    (tmp_path / "grid.toml").write_text(
+        "[base]\nplateau = true\nval_split = 0.1\n[grid]\nlr = [1, 0.5]\n"
+    )
+    sweep = read_sweep(tmp_path / "grid.toml", parse_setting)
+    assert sweep.grid == {"lr": [1.0, 0.5]} and sweep.base == {"plateau": True, "val_split": 0.1}
+    assert isinstance(sweep.settings(sweep.points()[0]).lr, float)
+
+
+def test_a_run_killed_after_its_last_checkpoint_is_taken_from_its_metrics(capsys, tmp_path):
+    """Its summary never written: the resume finds the run complete, and its row comes from
+    metrics.jsonl, so running the sweep again finishes (it used to stop the whole sweep)."""
+    data_dir = small_dataset(tmp_path / "data", train=24, test=10)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[base]\nmodel = "{small_cnn(tmp_path)}"\nepochs = 1\nbatch_size = 8\n'
+                    f"[grid]\nlr = [0.01]\n")  # fmt: skip
+    argv = ("sweep", str(grid), "--device", "cpu", "--threads", "1", "--data-dir", str(data_dir),
+            "--out", str(tmp_path / "sweep"))  # fmt: skip
+    assert run_cli(capsys, *argv)[0] == 0
+    first = json.loads((tmp_path / "sweep/sweep.json").read_text())["runs"][0]
+    (tmp_path / "sweep/lr-0.01/summary.json").unlink()
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "sweep/sweep.json").read_text())["runs"]
+    assert row["status"] == "done" and row["seconds"] is None
+    assert (row["test_accuracy"], row["epochs_run"]) == (first["test_accuracy"], 1)

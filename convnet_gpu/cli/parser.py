@@ -354,3 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="versions, devices and where each dataset is found")
     return parser
+
+
+def parse_setting(name: str, value):
+    """A run setting's value from a file (a sweep's TOML), checked as `train` checks its flag:
+    the flag's own type, choices and on/off form. Returns the parsed value; ValueError with the
+    flag's complaint otherwise."""
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in train._actions if a.dest == name)
+    if action.nargs == 0:  # --plateau, --flip/--no-flip
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag(name)}: expected true or false, got {value!r}")
+        return value
+    wanted = "a string" if action.type is None else "a number"
+    if isinstance(value, (bool, list, dict)) or (
+        action.type is None and not isinstance(value, str)
+    ):
+        raise ValueError(f"{flag(name)}: expected {wanted}, got {value!r}")
+    try:
+        parsed = action.type(str(value)) if action.type is not None else value
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"{flag(name)}: {exc}") from None
+    if action.choices is not None and parsed not in action.choices:
+        known = ", ".join(map(str, action.choices))
+        raise ValueError(f"{flag(name)}: {value!r} is not one of {known}")
+    return parsed

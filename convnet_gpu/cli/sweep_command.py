@@ -37,9 +37,10 @@ CONFIG_COPY = "sweep.toml"  # the grid a sweep folder belongs to
 def cmd_sweep(args) -> int:
     from ..distributed import open_communicator
     from ..sweep import read_sweep
+    from .parser import parse_setting
 
     check_rank_flags(args, "sweep")
-    sweep = read_sweep(args.config)  # the same on every rank: a bad file stops all alike
+    sweep = read_sweep(args.config, parse_setting)  # the same on every rank: all stop alike
     comm = open_communicator(args.distributed)
     with silent_unless_root(comm):
         work = lambda: _sweep(args, sweep, comm)
@@ -118,8 +119,19 @@ def _train_point(args, settings, out: Path, comm) -> dict:
             status = "diverged" if isinstance(exc, TrainingDiverged) else "error"
             return {"status": status, "error": as_flags(str(exc)) if status == "diverged"
                     else describe_error(exc)}  # fmt: skip
-    summary = json.loads(run_dir.summary.read_text())
-    return {"status": "done", **{key: summary.get(key) for key in TABLE_FIGURES}}
+    return {"status": "done", **_figures(run_dir)}
+
+
+def _figures(run_dir: RunDir) -> dict:
+    """The table's figures of a finished run: from its summary, or, for a run killed between
+    its last checkpoint and its summary (which a resume finds complete), from its metrics."""
+    if run_dir.summary.exists():
+        summary = json.loads(run_dir.summary.read_text())
+        return {key: summary.get(key) for key in TABLE_FIGURES}
+    epochs = [json.loads(line) for line in run_dir.metrics.read_text().splitlines() if line]
+    last = epochs[-1]
+    return {"test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
+            "epochs_run": len(epochs), "seconds": None}  # fmt: skip
 
 
 def _table(rows: list[dict]) -> str:
@@ -129,9 +141,14 @@ def _table(rows: list[dict]) -> str:
     width = max(len(r["name"]) for r in rows)
     lines = [f"{'run':<{width}}  test acc  test loss  epochs  seconds  rank"]
     for r in done:
+        seconds = _seconds(r["seconds"])
         lines.append(f"{r['name']:<{width}}  {r['test_accuracy']:8.4f}  {r['test_loss']:9.4f}  "
-                     f"{r['epochs_run']:6d}  {r['seconds']:7.1f}  {r['rank']:4d}")  # fmt: skip
+                     f"{r['epochs_run']:6d}  {seconds:>7}  {r['rank']:4d}")  # fmt: skip
     for r in rows:
         if r["status"] != "done":
             lines.append(f"{r['name']:<{width}}  {r['status']}: {r['error']}")
     return "\n".join(lines)
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
