@@ -21,11 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 from ..errors import TrainingDiverged, TrainingInterrupted, UserError
 from .common import UsageError, as_flags
 from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+
+ABORT_GRACE_S = 0.5  # how long a rank that ends the job waits for its error line to be relayed
 
 
 class AgreedError(UsageError):
@@ -188,4 +191,7 @@ def _abort(comm, prog: str, exc: BaseException, code: int, with_traceback=False)
     text = describe_error(exc) if isinstance(exc, (UserError, OSError)) else as_flags(str(exc))
     print(f"{prog}: rank {comm.rank}: {text or type(exc).__name__}; ending every rank",
           file=sys.stderr, flush=True)  # fmt: skip
+    # The launcher relays a rank's output through a pipe; MPI_Abort tears the job down at
+    # once and could drop the line on the way (seen with MPICH's hydra about 1 time in 8).
+    time.sleep(ABORT_GRACE_S)
     comm.abort(code)
