@@ -89,6 +89,9 @@ def counted_kernel(kernel, name: str, counts, xp: CountingModule):
 def count_step(model: str) -> collections.Counter:
     counts = collections.Counter()
     backend = get_backend("cpu", threads=1)
+    if backend.jit is None:  # without the compiled kernels the chains do not fuse as on CUDA
+        sys.exit("count_ops.py needs the cpu-jit extra (numba) to fuse Bias, ReLU and max "
+                 "pooling as CUDA does; pip install 'convnet-gpu[cpu-jit]'")  # fmt: skip
     xp = CountingModule(np, counts)
     for name in DEFAULT_CONVOLUTION:
         setattr(backend, name, getattr(Backend, name).__get__(backend))

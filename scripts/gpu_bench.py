@@ -6,9 +6,9 @@ CuPy load once. Each row is `convnet-gpu bench` (bench.run_benchmarks) for one c
 simple-cnn at batch 128 and 1024, mini-resnet at 128 and 256, each in fp32 and tf32 against
 PyTorch eager at the same precision, plus simple-cnn at batch 128 without CUDA graphs (what the
 graphs buy) and our convolutions lowered in chunks of 16 MiB instead of the whole batch at once
-(CONVNET_GPU_CONV_CHUNK_MIB; compare with the same model and batch above: the faster one should
-be the default). Prints the tables as it goes and writes every row, with its configuration, as
-JSON.
+(CONVNET_GPU_CONV_CHUNK_MIB: the lowered matrix and the GEMM's output each up to 16 MiB; compare
+with the same model and batch above: the faster one should be the default). Prints the tables
+as it goes and writes every row, with its configuration, as JSON.
 """
 
 import json

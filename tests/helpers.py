@@ -39,6 +39,7 @@ def run_host_harness(source: str, tmp_path, include_dir, ragged: bool = False):
             compiler,
             "-std=c++17",
             "-O1",
+            "-ffp-contract=off",  # each product and sum rounded alone, as NVRTC's --fmad=false
             "-I",
             str(include_dir),
             "-o",

@@ -75,3 +75,26 @@ def test_numpy_and_cupy_agree_bit_for_bit(dtype, mode):
         lambda backend, *arrays: run(backend, *arrays, mode),
         mean, squares, running_mean, running_var, tolerance="exact",
     )  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_a_strided_input_is_read_as_numpy_reads_it():
+    """The batch mean and an eval-mode variance as every-other-element views (copied contiguous
+    for the kernel, as other ops' inputs are)."""
+
+    def strided(backend, mean, squares, running_mean, running_var):
+        xp = backend.xp
+        out = {}
+        inv_std = xp.empty(CHANNELS, squares.dtype)
+        backend.batchnorm_statistics(squares[::2], EPS, inv_std)  # eval: var only read
+        out["eval"] = inv_std.copy()
+        var = xp.array(squares[::2][:CHANNELS], copy=True)
+        running = (xp.array(running_mean, copy=True), xp.array(running_var, copy=True))
+        backend.batchnorm_statistics(var, EPS, inv_std, COUNT, running, mean[::2], MOMENTUM)
+        return {**out, "inv_std": inv_std, "running_mean": running[0], "running_var": running[1]}
+
+    mean, squares, (running_mean, running_var) = inputs()
+    rng = np.random.default_rng(5)
+    wide = lambda values: np.repeat(values, 2) + rng.random(2 * CHANNELS).astype(values.dtype)
+    assert_backends_agree(strided, wide(mean), wide(squares), running_mean, running_var,
+                          tolerance="exact")  # fmt: skip

@@ -86,15 +86,21 @@ def test_chunks_compute_the_whole_batch_lowering(window, with_dx):
     assert_close(got, expected)
 
 
-@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("n", [0, 1, 3, 6, 8])
 def test_chunks_of_a_short_batch(n):
-    """A batch smaller than set up for: fewer chunks, or one, or none of its rows at all."""
+    """Set up for 8 images in chunks of 5: fewer rows than a chunk, a chunk and a bit, a full
+    batch, or no rows at all (d_weight zero)."""
     geom, x, weight, dy = case(GEOMETRIES[2], n)
     cpu = NumpyBackend()
+    per_image = max(geom.col_rows, 3) * geom.out_h * geom.out_w * 8
+    workspace = conv_lowering.lowered_workspace(
+        cpu, geom, 3, 8, np.dtype(np.float64), 5 * per_image
+    )
+    assert workspace.images == 5
     expected = run_lowered(cpu, geom, x, weight, dy, None, 8)
-    got = run_lowered(cpu, geom, x, weight, dy, max(geom.col_rows, 3) * 5 * 8, 8)
+    got = run_lowered(cpu, geom, x, weight, dy, 5 * per_image, 8)
     if n == 0:
-        assert np.array_equal(got[1], np.zeros_like(weight))
+        assert np.array_equal(got[1], np.zeros_like(weight)) and got[2].shape == x.shape
     else:
         assert_close(got, expected)
 

@@ -161,17 +161,22 @@ class Backend:
         turned from the batch's centered sum of squares into its biased variance and, given
         running = (running_mean, running_var), they move towards the batch's mean and unbiased
         variance by `momentum` (channel_ops.batchnorm_statistics)."""
-        dtype = self._float_dtype("batchnorm_statistics", "var", var)
+        op = "batchnorm_statistics"
+        dtype = self._float_dtype(op, "var", var)
         shape = tuple(var.shape)
-        self._output("batchnorm_statistics", "inv_std", inv_std, shape, dtype)
+        if count is None:  # var is only read
+            var = self._input(op, "var", var, shape, dtype)
+        else:  # var becomes the batch's variance, in place
+            self._output(op, "var", var, shape, dtype)
+        self._output(op, "inv_std", inv_std, shape, dtype)
         if count is not None and count < 2:
-            raise ValueError(f"batchnorm_statistics: count is {count}; a variance needs 2 values")
+            raise ValueError(f"{op}: count is {count}; a variance needs 2 values")
         if running is not None:
             if count is None or mean is None:
-                raise ValueError("batchnorm_statistics: updating running needs count and mean")
-            self._check_buffer("batchnorm_statistics", "mean", mean, shape, dtype)
+                raise ValueError(f"{op}: updating running needs count and mean")
+            mean = self._input(op, "mean", mean, shape, dtype)
             for name, array in zip(("running_mean", "running_var"), running):
-                self._output("batchnorm_statistics", name, array, shape, dtype)
+                self._output(op, name, array, shape, dtype)
         self._batchnorm_statistics(var, eps, inv_std, count, running, mean, momentum)
 
     def batchnorm_normalize(self, x, mean, inv_std, gamma, beta, x_hat, y) -> None:

@@ -52,7 +52,8 @@ class LoweredWorkspace(NamedTuple):
 
 
 def images_per_chunk(geom: WindowGeometry, out_channels, itemsize, chunk_bytes, batch_size):
-    """Images whose lowered matrix and GEMM output both fit in chunk_bytes (at least one)."""
+    """Images whose lowered matrix and GEMM output each fit in chunk_bytes (at least one): a
+    chunk's two buffers together take up to twice that."""
     per_image = max(geom.col_rows, out_channels) * geom.out_h * geom.out_w * itemsize
     return max(1, min(batch_size, chunk_bytes // per_image))
 
@@ -85,8 +86,7 @@ def chunk_bytes_from_env() -> int | None:
 
 
 def _chunks(n: int, images: int) -> list[slice]:
-    """At least one, so that a worker with no rows still writes its (zero) d_weight."""
-    return [slice(start, min(n, start + images)) for start in range(0, max(n, 1), images)]
+    return [slice(start, min(n, start + images)) for start in range(0, n, images)]
 
 
 def _lowered_views(workspace: LoweredWorkspace, geom: WindowGeometry, out_channels, images):
@@ -114,6 +114,9 @@ def lowered_backward(backend, x, weight, dy, d_weight, dx, workspace, geom) -> N
     forward (with one chunk, the whole batch's), the others are lowered again."""
     out_channels, spatial = weight.shape[0], geom.out_h * geom.out_w
     d_weight = d_weight.reshape(out_channels, -1)
+    if x.shape[0] == 0:  # no rows (a rank's share of a short batch): no GEMM of k = 0 needed
+        d_weight.fill(0)
+        return
     chunks = _chunks(x.shape[0], workspace.images)
     last = len(chunks) - 1
     for index in reversed(range(len(chunks))):
