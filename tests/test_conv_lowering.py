@@ -9,12 +9,13 @@ import pytest
 
 from convnet_gpu.backends import NumpyBackend, conv_lowering
 from convnet_gpu.backends.geometry import WindowGeometry
+from convnet_gpu.backends.numpy_backend import load_jit
 from convnet_gpu.errors import UserError
 
 GEOMETRIES = [  # (channels, height, width, kernel_h, kernel_w, stride, pad)
-    (1, 8, 8, 3, 3, 1, 1),  # dx by correlation (stride 1)
+    (1, 8, 8, 3, 3, 1, 1),
     (3, 7, 9, 5, 3, 1, 2),  # a non-square kernel, pad = KW - 1
-    (3, 7, 9, 5, 3, 2, 2),  # stride 2: dx by adding d_col back
+    (3, 7, 9, 5, 3, 2, 2),  # stride 2
     (4, 5, 5, 3, 3, 2, 0),
     (2, 4, 6, 1, 1, 1, 0),
     (1, 3, 3, 3, 3, 1, 3),  # pad > K - 1: some windows read only padding; added back
@@ -30,6 +31,14 @@ def case(window, n, out_channels=3, seed=0):
     return geom, x, weight, dy
 
 
+def jit_missing_reason():
+    try:
+        load_jit(True)
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
 def run(forward, backward, workspace, geom, x, weight, dy, with_dx=True, xp=np):
     y, d_weight = xp.full_like(dy, np.nan), xp.full_like(weight, np.nan)
     dx = xp.full_like(x, np.nan) if with_dx else None
@@ -38,18 +47,36 @@ def run(forward, backward, workspace, geom, x, weight, dy, with_dx=True, xp=np):
     return y, d_weight, dx
 
 
+def blocked(window, n, compiled: bool):
+    """(y, d_weight, dx) of the blocked convolution in blocks of 2 images, dx added back by
+    numba's kernel (compiled) or NumPy's adds."""
+    geom, x, weight, dy = case(window, n)
+    image_bytes = max(geom.channels, 3) * geom.kernel_h * geom.kernel_w * geom.height * geom.width
+    workspace = conv_lowering.block_workspace(geom, 3, n, np.float64, 2 * image_bytes * 8,
+                                              compiled_add_back=compiled)  # fmt: skip
+    assert len(workspace.col) == 2  # blocks of 2, 2 and 1 images
+    add_back = load_jit(True).conv_add_back if compiled else None
+    backward = lambda *a: conv_lowering.blocked_backward(*a, add_back=add_back)
+    return run(conv_lowering.blocked_forward, backward, workspace, geom, x, weight, dy)
+
+
 @pytest.mark.parametrize("window", GEOMETRIES)
 def test_blocks_compute_the_whole_batch_lowering(window):
     n = 5
     geom, x, weight, dy = case(window, n)
-    cpu = NumpyBackend()
-    image_bytes = max(geom.channels, 3) * geom.kernel_h * geom.kernel_w * geom.height * geom.width
-    blocked = conv_lowering.block_workspace(geom, 3, n, np.float64, 2 * image_bytes * 8)
-    assert len(blocked.col) == 2  # blocks of 2, 2 and 1 images
-    expected = run_lowered(cpu, geom, x, weight, dy, chunk_bytes=None, batch_size=n)
-    got = run(conv_lowering.blocked_forward, conv_lowering.blocked_backward, blocked, geom,
-              x, weight, dy)  # fmt: skip
-    assert_close(got, expected)
+    expected = run_lowered(NumpyBackend(), geom, x, weight, dy, chunk_bytes=None, batch_size=n)
+    assert_close(blocked(window, n, compiled=False), expected)
+
+
+@pytest.mark.parametrize("window", GEOMETRIES)
+def test_the_compiled_add_back_gives_numpys_bits(window):
+    """numba's one-pass add-back of dx adds in NumPy's order: a step is the same with or without
+    the cpu-jit extra (tests/test_cpu_kernels.py)."""
+    jit_missing = jit_missing_reason()
+    if jit_missing:
+        pytest.skip(jit_missing)
+    for want, have in zip(blocked(window, 5, compiled=False), blocked(window, 5, compiled=True)):
+        np.testing.assert_array_equal(have, want)
 
 
 def run_lowered(backend, geom, x, weight, dy, chunk_bytes, batch_size, with_dx=True):

@@ -17,9 +17,13 @@ core's cache between the copy and the GEMM that reads it (the whole batch's is t
 written to memory and read back); recomputed in backward instead of kept. Each block is first
 turned channels-last (a small transpose, in cache), so that a window's pixels are KH runs of
 KW*C contiguous values: lowering channels-first copies runs of OW values, a dozen in a small
-image, and was 6-7x slower. With stride 1, dx is itself a convolution (of dy, padded by
-KH-1-p, with the flipped weight), lowered the same way, which replaces col2im's scattered adds
-(as slow as a GEMM) by one more GEMM.
+image, and was 6-7x slower. dx: d_col = dy @ weight^T (a GEMM with KH*KW*C columns), added
+back onto the pixels channels-last, window offset by window offset: by a compiled kernel in one
+pass where numba is (cpu_jit.conv_add_back), else by KH*KW NumPy adds over a padded copy, in
+the same order, so both give the same bits. (Taking a stride-1 dx as the correlation of dy
+with the flipped weight instead, lowered like x, needs no add-back but a GEMM with only C
+columns and a lowered dy twice the size of x's: 8-15% slower than the compiled add-back for
+simple-cnn's second conv, and it would give other bits than the NumPy kernels.)
 """
 
 from __future__ import annotations
@@ -144,50 +148,31 @@ class BlockWorkspace(NamedTuple):
     """Buffers for a block of B images, lowered channels-last (see the module docstring)."""
 
     x_pad: np.ndarray  # (B, H+2p, W+2p, C): the block's images, zero border written once
-    col: np.ndarray  # (B, OH, OW, KH, KW, C): a row per output pixel
+    col: np.ndarray  # (B, OH, OW, KH, KW, C): a row per output pixel; d_col in backward
     out: np.ndarray  # (B, OH, OW, F): the GEMM's output, then dy channels-last
     weight: np.ndarray  # (KH, KW, C, F): the weight in the lowered rows' order
     d_weight: np.ndarray  # (KH, KW, C, F): the sum of the blocks' shares
     d_weight_share: np.ndarray  # (KH, KW, C, F): one block's share
-    # dx, stride 1: the "full" correlation of dy with the flipped weight, lowered the same way
-    dy_pad: np.ndarray | None  # (B, OH+2(KH-1-p), OW+2(KW-1-p), F), zero border
-    dy_col: np.ndarray | None  # (B, H, W, KH, KW, F)
-    weight_flipped: np.ndarray | None  # (KH, KW, F, C): weight[f, c, KH-1-kh, KW-1-kw]
-    dx_t: np.ndarray | None  # (B, H, W, C)
-    # dx, other strides: d_col = dy @ weight.T (in col), added back onto the padded pixels
-    dx_pad: np.ndarray | None  # (B, H+2p, W+2p, C)
+    dx_t: np.ndarray  # (B, H, W, C) compiled add-back, or (B, H+2p, W+2p, C) NumPy's (padded)
 
 
 def images_per_block(geom: WindowGeometry, out_channels, itemsize, block_bytes, batch_size):
-    """Images whose lowered matrices fit in block_bytes (the larger of x's and, for dx, dy's)."""
+    """Images per block: KH*KW*max(C, F) values per input pixel each in block_bytes (the size
+    the block sizes of numpy_backend.LOWERED_BLOCK_BYTES were measured with)."""
     channels = max(geom.channels, out_channels)
     image_bytes = channels * geom.kernel_h * geom.kernel_w * geom.height * geom.width * itemsize
     return max(1, min(batch_size, block_bytes // image_bytes))
 
 
-def _dx_by_correlation(geom: WindowGeometry) -> bool:
-    return geom.stride == 1 and geom.pad <= min(geom.kernel_h, geom.kernel_w) - 1
-
-
-def block_workspace(geom: WindowGeometry, out_channels, batch_size, dtype, block_bytes):
+def block_workspace(geom, out_channels, batch_size, dtype, block_bytes, compiled_add_back=False):
+    """compiled_add_back: dx_t for blocked_backward's add_back (cpu_jit.conv_add_back), which
+    leaves the padding out; else padded, for NumPy's adds."""
     dtype = np.dtype(dtype)
     block = images_per_block(geom, out_channels, dtype.itemsize, block_bytes, batch_size)
     c, f, kh, kw = geom.channels, out_channels, geom.kernel_h, geom.kernel_w
     h, w, oh, ow = geom.height, geom.width, geom.out_h, geom.out_w
     padded = (block, h + 2 * geom.pad, w + 2 * geom.pad, c)
     weight_shape = (kh, kw, c, f)
-    if _dx_by_correlation(geom):
-        dy_padded = (block, oh + 2 * (kh - 1 - geom.pad), ow + 2 * (kw - 1 - geom.pad), f)
-        dx_buffers = dict(
-            dy_pad=np.zeros(dy_padded, dtype),
-            dy_col=np.empty((block, h, w, kh, kw, f), dtype),
-            weight_flipped=np.empty((kh, kw, f, c), dtype),
-            dx_t=np.empty((block, h, w, c), dtype),
-            dx_pad=None,
-        )
-    else:
-        dx_buffers = dict(dy_pad=None, dy_col=None, weight_flipped=None, dx_t=None,
-                          dx_pad=np.empty(padded, dtype))  # fmt: skip
     return BlockWorkspace(
         x_pad=np.zeros(padded, dtype),
         col=np.empty((block, oh, ow, kh, kw, c), dtype),
@@ -195,7 +180,7 @@ def block_workspace(geom: WindowGeometry, out_channels, batch_size, dtype, block
         weight=np.empty(weight_shape, dtype),
         d_weight=np.empty(weight_shape, dtype),
         d_weight_share=np.empty(weight_shape, dtype),
-        **dx_buffers,
+        dx_t=np.empty((block, h, w, c) if compiled_add_back else padded, dtype),
     )
 
 
@@ -246,11 +231,13 @@ def blocked_forward(x, weight, y, workspace: BlockWorkspace, geom: WindowGeometr
         np.copyto(y[rows], out.transpose(0, 3, 1, 2))  # (b, OH, OW, F) -> (b, F, OH, OW)
 
 
-def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geom) -> None:
+def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geom,
+                     add_back=None) -> None:  # fmt: skip
+    """add_back(d_col, dx_t, pad, stride): the compiled add-back (cpu_jit.conv_add_back), for a
+    workspace made with compiled_add_back; None: NumPy's (_add_back), the same bits."""
     out_channels, ws = weight.shape[0], workspace
-    if dx is not None and ws.weight_flipped is not None:  # what dx is computed with
-        np.copyto(ws.weight_flipped, weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
-    elif dx is not None:
+    weight_t = ws.weight.reshape(geom.col_rows, out_channels)  # (KH*KW*C, F)
+    if dx is not None:
         np.copyto(ws.weight, weight.transpose(2, 3, 1, 0))
     total = ws.d_weight.reshape(geom.col_rows, out_channels)
     share = ws.d_weight_share.reshape(geom.col_rows, out_channels)
@@ -265,36 +252,22 @@ def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geo
         np.add(total, share, out=total)
         if dx is None:
             continue
-        if ws.weight_flipped is not None:
-            _dx_by_correlation_block(ws.out[:b], dx[rows], ws, geom)
+        np.matmul(dy_t, weight_t.T, out=col)  # d_col (b*OH*OW, KH*KW*C), over the lowered x
+        if add_back is not None:
+            add_back(ws.col[:b], ws.dx_t[:b], geom.pad, geom.stride)
+            interior = ws.dx_t[:b]
         else:
-            np.matmul(dy_t, ws.weight.reshape(geom.col_rows, -1).T, out=col)  # d_col
             _add_back(ws, b, geom)
             pad = geom.pad
-            interior = ws.dx_pad[:b, pad : pad + geom.height, pad : pad + geom.width]
-            np.copyto(dx[rows], interior.transpose(0, 3, 1, 2))
+            interior = ws.dx_t[:b, pad : pad + geom.height, pad : pad + geom.width]
+        np.copyto(dx[rows], interior.transpose(0, 3, 1, 2))
     np.copyto(d_weight, ws.d_weight.transpose(3, 2, 0, 1))
-
-
-def _dx_by_correlation_block(dy_t, dx_block, ws: BlockWorkspace, geom) -> None:
-    """Stride 1: dx[c, h, w] = sum over f, kh, kw of dy[f, h+p-kh, w+p-kw] * weight[f, c, kh, kw],
-    the correlation of dy, padded by KH-1-p, with the flipped weight: lowered like x, so that
-    col2im's scattered adds become one more GEMM. dy_t is the block's dy already channels-last
-    (b, OH, OW, F): copied into the padded buffer in runs of F values, not transposed again."""
-    b, out_h, out_w, _ = dy_t.shape
-    border_h, border_w = geom.kernel_h - 1 - geom.pad, geom.kernel_w - 1 - geom.pad
-    np.copyto(ws.dy_pad[:b, border_h : border_h + out_h, border_w : border_w + out_w], dy_t)
-    dy_col = _lower(ws.dy_pad[:b], ws.dy_col[:b], 1)  # (b*H*W, KH*KW*F)
-    dx_t = ws.dx_t[:b]
-    np.matmul(dy_col, ws.weight_flipped.reshape(dy_col.shape[1], -1),
-              out=dx_t.reshape(len(dy_col), -1))  # fmt: skip
-    np.copyto(dx_block, dx_t.transpose(0, 3, 1, 2))
 
 
 def _add_back(workspace: BlockWorkspace, b: int, geom: WindowGeometry) -> None:
     """col2im, channels-last: each window offset's (b, OH, OW, C) slab of d_col added onto the
     pixels it read, offset by offset (runs of C contiguous values)."""
-    dx_pad, d_col, s = workspace.dx_pad[:b], workspace.col[:b], geom.stride
+    dx_pad, d_col, s = workspace.dx_t[:b], workspace.col[:b], geom.stride
     dx_pad.fill(0)
     rows_span, cols_span = (geom.out_h - 1) * s + 1, (geom.out_w - 1) * s + 1
     for kh in range(geom.kernel_h):

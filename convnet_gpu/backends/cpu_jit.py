@@ -1,6 +1,7 @@
 """Compiled CPU kernels (numba) for what NumPy does slowly: the common 2x2 max pooling, alone and
-fused with the Bias and ReLU before it (fusion.py), and the SGD and Adam updates and BatchNorm's
-elementwise passes in one pass each.
+fused with the Bias and ReLU before it (fusion.py), the SGD and Adam updates and BatchNorm's
+elementwise passes in one pass each, and a convolution's input gradient added back from its
+lowered form (conv_lowering.py).
 
 NumPy pools a 2x2 window with a dozen whole-array passes over strided slabs (cpu_windows.py);
 one compiled pass reads each pixel once, 4-5x faster on a Zen 3 core. The kernels are serial and
@@ -86,6 +87,30 @@ def _maxpool2x2_forward_nan(x, y, argmax) -> None:
                             best = v
                     y[i, c, oh, ow] = best
                     argmax[i, c, oh, ow] = arg
+
+
+@_jit
+def conv_add_back(d_col, dx_t, pad: int, stride: int) -> None:
+    """col2im, channels-last: dx_t (b, H, W, C) = each window's gradient d_col (b, OH, OW, KH,
+    KW, C) added onto the pixels the window read (padding dropped), in runs of C values, window
+    offset by window offset as conv_lowering._add_back adds them (so the same bits), in one pass
+    per image that stays in cache instead of KH*KW strided passes over a padded copy."""
+    b, out_h, out_w, kernel_h, kernel_w, channels = d_col.shape
+    height, width = dx_t.shape[1], dx_t.shape[2]
+    dx_t[:] = 0
+    for i in range(b):
+        for kh in range(kernel_h):
+            for kw in range(kernel_w):
+                for oh in range(out_h):
+                    ih = oh * stride + kh - pad
+                    if ih < 0 or ih >= height:
+                        continue
+                    for ow in range(out_w):
+                        iw = ow * stride + kw - pad
+                        if iw < 0 or iw >= width:
+                            continue
+                        for c in range(channels):
+                            dx_t[i, ih, iw, c] += d_col[i, oh, ow, kh, kw, c]
 
 
 @_jit

@@ -154,7 +154,7 @@ class NumpyBackend(Backend):
         if geom.channels < CHANNELS_LAST_MIN:
             return super()._conv_workspace(geom, out_channels, batch_size, dtype)
         return conv_lowering.block_workspace(
-            geom, out_channels, batch_size, dtype, LOWERED_BLOCK_BYTES
+            geom, out_channels, batch_size, dtype, LOWERED_BLOCK_BYTES, self.jit is not None
         )
 
     def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
@@ -165,7 +165,9 @@ class NumpyBackend(Backend):
     def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
         if not isinstance(workspace, conv_lowering.BlockWorkspace):
             return super()._conv_backward(x, weight, dy, d_weight, dx, workspace, geom)
-        conv_lowering.blocked_backward(x, weight, dy, d_weight, dx, workspace, geom)
+        # the workspace was made for the compiled add-back exactly where there is one
+        add_back = self.jit.conv_add_back if self.jit is not None else None
+        conv_lowering.blocked_backward(x, weight, dy, d_weight, dx, workspace, geom, add_back)
 
     # ---- windows: the kernels in cpu_windows.py ------------------------------------------------
     def _im2col(self, x, col, geom: WindowGeometry) -> None:
