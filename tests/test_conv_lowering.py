@@ -11,6 +11,7 @@ from convnet_gpu.backends import NumpyBackend, conv_lowering
 from convnet_gpu.backends.geometry import WindowGeometry
 from convnet_gpu.backends.numpy_backend import load_jit
 from convnet_gpu.errors import UserError
+from tests.test_cpu_kernels import needs_jit
 
 GEOMETRIES = [  # (channels, height, width, kernel_h, kernel_w, stride, pad)
     (1, 8, 8, 3, 3, 1, 1),
@@ -29,14 +30,6 @@ def case(window, n, out_channels=3, seed=0):
     weight = rng.standard_normal((out_channels, geom.channels, geom.kernel_h, geom.kernel_w))
     dy = rng.standard_normal((n, out_channels, geom.out_h, geom.out_w))
     return geom, x, weight, dy
-
-
-def jit_missing_reason():
-    try:
-        load_jit(True)
-    except ImportError as exc:
-        return str(exc)
-    return None
 
 
 def run(forward, backward, workspace, geom, x, weight, dy, with_dx=True, xp=np):
@@ -68,13 +61,11 @@ def test_blocks_compute_the_whole_batch_lowering(window):
     assert_close(blocked(window, n, compiled=False), expected)
 
 
+@needs_jit
 @pytest.mark.parametrize("window", GEOMETRIES)
 def test_the_compiled_add_back_gives_numpys_bits(window):
     """numba's one-pass add-back of dx adds in NumPy's order: a step is the same with or without
     the cpu-jit extra (tests/test_cpu_kernels.py)."""
-    jit_missing = jit_missing_reason()
-    if jit_missing:
-        pytest.skip(jit_missing)
     for want, have in zip(blocked(window, 5, compiled=False), blocked(window, 5, compiled=True)):
         np.testing.assert_array_equal(have, want)
 

@@ -7,6 +7,7 @@ default lives in RunSettings alone and `--resume` can tell a given flag from a d
 from __future__ import annotations
 
 import argparse
+import functools
 
 from .. import __version__
 from ..distributed.communicator import ENGINES
@@ -356,12 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.lru_cache(maxsize=1)
+def _train_flags() -> dict:
+    """`train`'s flags by setting name (built once: a sweep checks every value of its grid)."""
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    return {action.dest: action for action in train._actions}
+
+
 def parse_setting(name: str, value):
     """A run setting's value from a file (a sweep's TOML), checked as `train` checks its flag:
     the flag's own type, choices and on/off form. Returns the parsed value; ValueError with the
     flag's complaint otherwise."""
-    train = build_parser()._subparsers._group_actions[0].choices["train"]
-    action = next(a for a in train._actions if a.dest == name)
+    action = _train_flags()[name]
     if action.nargs == 0:  # --plateau, --flip/--no-flip
         if not isinstance(value, bool):
             raise ValueError(f"{flag(name)}: expected true or false, got {value!r}")

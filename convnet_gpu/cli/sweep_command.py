@@ -125,10 +125,12 @@ def _train_point(args, settings, out: Path, comm) -> dict:
 def _figures(run_dir: RunDir) -> dict:
     """The table's figures of a finished run: from its summary, or, for a run killed between
     its last checkpoint and its summary (which a resume finds complete), from its metrics."""
+    from ..plot import read_metrics
+
     if run_dir.summary.exists():
         summary = json.loads(run_dir.summary.read_text())
         return {key: summary.get(key) for key in TABLE_FIGURES}
-    epochs = [json.loads(line) for line in run_dir.metrics.read_text().splitlines() if line]
+    epochs = read_metrics(run_dir.metrics)  # a damaged file: one line naming it, not a traceback
     last = epochs[-1]
     return {"test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
             "epochs_run": len(epochs), "seconds": None}  # fmt: skip
