@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import TOLERANCE
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy
 from convnet_gpu.backends import NumpyBackend
@@ -63,23 +64,40 @@ def test_compiled_max_pooling_gives_the_numpy_bits(window, dtype):
     assert np.isnan(numpy_result[0][0, 0, 0, 0])
 
 
-@needs_jit
-def test_a_training_step_is_the_same_with_and_without_numba():
+def _two_sgd_steps(backend) -> np.ndarray:
     rng = np.random.default_rng(1)
     images = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
     labels = rng.integers(0, 10, 16).astype(np.int32)
-    params = []
-    for jit in (False, True):
-        net = Net(simple_cnn(), SoftmaxCrossEntropy(), NumpyBackend(jit=jit), seed=3)
-        net.setup(16, (1, 28, 28))
-        optimizer = SGD(0.1, momentum=0.9).setup(net)
-        for _ in range(2):
-            n = net.load_batch(images, labels)
-            net.forward(n)
-            net.backward(n)
-            optimizer.step()
-        params.append(net.params.data.copy())
-    assert np.array_equal(params[0], params[1])
+    net = Net(simple_cnn(), SoftmaxCrossEntropy(), backend, seed=3)
+    net.setup(16, (1, 28, 28))
+    optimizer = SGD(0.1, momentum=0.9).setup(net)
+    for _ in range(2):
+        n = net.load_batch(images, labels)
+        net.forward(n)
+        net.backward(n)
+        optimizer.step()
+    return net.params.data.copy()
+
+
+@needs_jit
+def test_a_training_step_is_the_same_with_and_without_numba():
+    """Bit for bit, but for Winograd's convolution, which only numba runs: off, the same bits;
+    on (simple-cnn's second conv), within the float32 tolerance of whole nets."""
+    numpy_alone = _two_sgd_steps(NumpyBackend(jit=False))
+    assert np.array_equal(_two_sgd_steps(NumpyBackend(jit=True, winograd=False)), numpy_alone)
+    with_winograd = _two_sgd_steps(NumpyBackend(jit=True))
+    assert not np.array_equal(with_winograd, numpy_alone)
+    np.testing.assert_allclose(with_winograd, numpy_alone, **TOLERANCE["net"][np.dtype(np.float32)])
+
+
+def test_winograd_runs_only_with_numba_and_unless_told_not_to(monkeypatch):
+    assert not NumpyBackend(jit=False, winograd=True).winograd_kernels
+    monkeypatch.setenv("CONVNET_GPU_WINOGRAD", "0")
+    assert not NumpyBackend(jit=False).winograd_kernels
+    if JIT_MISSING is None:
+        assert not NumpyBackend(jit=True).winograd_kernels
+        monkeypatch.setenv("CONVNET_GPU_WINOGRAD", "1")
+        assert NumpyBackend(jit=True).winograd_kernels
 
 
 @needs_jit

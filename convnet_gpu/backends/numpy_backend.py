@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import conv_lowering, cpu_windows, updates
+from . import conv_lowering, cpu_windows, updates, winograd
 from .base import Backend
 from .counter_rng import JITTER_DRAWS_PER_IMAGE, UINT32_RANGE, UNIFORM_SCALE, random_stream_key
 from .geometry import WindowGeometry
@@ -29,6 +29,9 @@ LOWERED_BLOCK_BYTES = 4 << 20
 # window of a one-channel image is KH runs of only KW values, and the output's transpose back to
 # channels-first costs more than it saves (simple-cnn's first conv: 20 against 13 ms a step).
 CHANNELS_LAST_MIN = 4
+# Winograd convolution's blocks (winograd.py): V and M of 4 images of simple-cnn's second conv
+# (2.7 MB) ran fastest on a Zen 3 core, against 8 (5.4 MB: forward 26 against 24 ms).
+WINOGRAD_BLOCK_BYTES = 3 << 20
 
 
 class UniformWorkspace(NamedTuple):
@@ -58,17 +61,27 @@ class NumpyBackend(Backend):
     held to one thread, for the whole process, so that the two kinds of threads do not compete.
     jit: whether to run the compiled kernels of cpu_jit.py (numba, the `cpu-jit` extra) where
     they apply; None: where numba imports and CONVNET_GPU_JIT is not 0.
+    winograd: whether convolutions Winograd's way applies to (winograd.py) run so, with the
+    compiled kernels; None: unless CONVNET_GPU_WINOGRAD is 0. Without it (or without numba) a
+    step gives the same bits with and without numba; with it, within float32 rounding.
     """
 
     name = "cpu"
     xp = np
 
-    def __init__(self, threads: int | None = None, jit: bool | None = None):
+    def __init__(self, threads: int | None = None, jit: bool | None = None,
+                 winograd: bool | None = None):  # fmt: skip
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                     or threads < 1):  # fmt: skip
             raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
         self.device = "cpu"
         self.jit = load_jit(jit)  # compiled kernels (cpu_jit.py), or None: NumPy's alone
+        if winograd is None:
+            winograd = os.environ.get("CONVNET_GPU_WINOGRAD", "1") != "0"
+        # Winograd convolution's compiled tile transforms (winograd_kernels.py), when it runs
+        self.winograd_kernels = None
+        if winograd and self.jit is not None:
+            self.winograd_kernels = importlib.import_module(f"{__package__}.winograd_kernels")
         self.threads = threads or 1
         self.pool = None
         self.blas_single = threads is not None
@@ -149,8 +162,12 @@ class NumpyBackend(Backend):
         jit = "" if self.jit is None else f", numba {self.jit.numba.__version__}"
         return f"cpu (NumPy {np.__version__}{jit}, {os.cpu_count()} cores{threads})"
 
-    # ---- convolution: blocks of images lowered channels-last, in cache (conv_lowering.py) -------
+    # ---- convolution: Winograd's (winograd.py) where it applies and numba is there, else
+    # blocks of images lowered channels-last, in cache (conv_lowering.py), or for inputs of few
+    # channels the whole batch lowered channels-first (base.py's default) ----------------------
     def _conv_workspace(self, geom, out_channels: int, batch_size: int, dtype: np.dtype):
+        if self.winograd_kernels and winograd.applies(geom, out_channels):
+            return winograd.workspace(geom, out_channels, batch_size, dtype, WINOGRAD_BLOCK_BYTES)
         if geom.channels < CHANNELS_LAST_MIN:
             return super()._conv_workspace(geom, out_channels, batch_size, dtype)
         return conv_lowering.block_workspace(
@@ -158,11 +175,16 @@ class NumpyBackend(Backend):
         )
 
     def _conv_forward(self, x, weight, y, workspace, geom: WindowGeometry) -> None:
+        if isinstance(workspace, winograd.WinogradWorkspace):
+            return winograd.forward(x, weight, y, workspace, geom, self.winograd_kernels)
         if not isinstance(workspace, conv_lowering.BlockWorkspace):
             return super()._conv_forward(x, weight, y, workspace, geom)
         conv_lowering.blocked_forward(x, weight, y, workspace, geom)
 
     def _conv_backward(self, x, weight, dy, d_weight, dx, workspace, geom) -> None:
+        if isinstance(workspace, winograd.WinogradWorkspace):
+            return winograd.backward(x, weight, dy, d_weight, dx, workspace, geom,
+                                     self.winograd_kernels)  # fmt: skip
         if not isinstance(workspace, conv_lowering.BlockWorkspace):
             return super()._conv_backward(x, weight, dy, d_weight, dx, workspace, geom)
         # the workspace was made for the compiled add-back exactly where there is one
