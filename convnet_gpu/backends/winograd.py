@@ -4,7 +4,7 @@ stride-1 5x5 and 3x3 windows, about 2.8 and 4 times fewer multiplications than l
 One-dimensional F(m, r) computes m outputs of an r-tap correlation from n = m + r - 1 inputs d
 with n multiplications instead of m*r: y = A^T [(G g) * (B^T d)], where G (n x r), B^T (n x n)
 and A^T (m x n) come from evaluating polynomials at n - 1 points and infinity (Toom-Cook; here
-0, 1, -1, 2, -2). Nested, a 2-D tile of m x m outputs from an n x n tile of input:
+0, 1, -1, 1/2, -2: see POINTS). Nested, a 2-D tile of m x m outputs from an n x n tile of input:
     Y = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise)
 Summed over the C input channels, the elementwise product at each of the n*n tile positions
 (p, q) becomes a matrix product over all the tiles of the batch at once:
@@ -17,10 +17,12 @@ The tile transforms are the compiled kernels of winograd_kernels.py (written for
 and F(4, 3)); the GEMMs and the filter transforms are BLAS calls. A batch goes through in blocks
 of a few images whose V and M stay in cache; V is computed again in backward.
 
-Numerics: B^T and A^T hold small integers, G fractions; float32 results differ from lowering's
-by a few 1e-6 of the largest output (the transforms' sums of +-4 and +-5 times neighbouring
-values), against ~1e-7 for lowering: within the "net" tolerance of the agreement tests, and
-float64 stays within 1e-13 (tests/test_winograd.py).
+Numerics: B^T and A^T hold multiples of 1/8 (exact in binary), G fractions such as 1/3; float32
+results differ from lowering's by a few 1e-6 of the largest value (the transforms add several
+neighbouring values times up to 8), against ~1e-7 for lowering: within the "net" tolerance of
+the agreement tests; float64 stays within 1e-13 (tests/test_winograd.py). Where the input holds
+an inf or NaN, Winograd spreads it over the whole m x m output tile (0 * inf is NaN), lowering
+only over the outputs whose window reads it.
 """
 
 from __future__ import annotations
@@ -34,10 +36,18 @@ from .geometry import WindowGeometry
 
 # kernel size r -> output tile side m, so that m + r - 1 = 6 (winograd_kernels.TILE)
 OUTPUT_TILE = {5: 2, 3: 4}
-POINTS = (0, 1, -1, 2, -2)  # where the polynomials are evaluated, besides infinity
-# Fewer channels in or out than this: lowering (the 36 GEMMs of C or F columns get too thin,
-# and the transforms' cost per multiplication saved grows). Measured where?
+# Where the polynomials are evaluated, besides infinity. Among the 5-point sets of 0 and
+# +-{1, 2, 3, 4, 1/2, 1/3, 1/4, 3/2, 2/3}, this one's float32 error on simple-cnn's second conv and
+# its 3x3 twin was within 1.4x of the best and 4x below the usual 0, +-1, +-2 (1.7e-5 of the
+# largest weight gradient value: over the agreement tests' tolerance), with simpler fractions.
+POINTS = (0, 1, -1, Fraction(1, 2), -2)
+# Below these, lowering is faster: the 36 GEMMs of C or F columns get thin and the transforms
+# cost more than the multiplications they save. Measured on a Zen 3 core, forward + backward,
+# batch 64, 7x7 to 28x28 images (docs/benchmarks.md): Winograd over lowering 1.03-1.28x at
+# C x F = 16 x 32, 1.27-1.65x at 32 x 32, up to 2.3x at 128 x 128; 0.83-1.18x at 16 x 16,
+# 0.5-0.7x at 8 x 8, 0.25-0.4x at 4 channels.
 MIN_CHANNELS = 16
+MIN_CHANNEL_PRODUCT = 512  # C * F
 
 
 def applies(geom: WindowGeometry, out_channels: int) -> bool:
@@ -48,6 +58,7 @@ def applies(geom: WindowGeometry, out_channels: int) -> bool:
         and geom.kernel_h == geom.kernel_w
         and geom.kernel_h in OUTPUT_TILE
         and min(geom.channels, out_channels) >= MIN_CHANNELS
+        and geom.channels * out_channels >= MIN_CHANNEL_PRODUCT
     )
 
 
@@ -109,6 +120,7 @@ class WinogradWorkspace(NamedTuple):
 
     tiling: Tiling
     at: np.ndarray  # (m, n) in the data's dtype
+    at6: np.ndarray  # (n, n): at, then zero rows (output_adjoint's)
     g: np.ndarray  # (n, r)
     bt: np.ndarray  # (n, n)
     x_pad: np.ndarray  # (B, HP, WP, C): the block channels-last, zero border written once
@@ -122,7 +134,9 @@ class WinogradWorkspace(NamedTuple):
     half: np.ndarray  # flat, n*r*C*F: a filter transform halfway
     weight_t: np.ndarray  # (KH, KW, C, F): the weight, or d_weight, in U's axis order
     scratch_in: np.ndarray  # (n, n, C): the input transforms' per-tile scratch
-    scratch_out: np.ndarray  # (n, n, F): the output transforms'
+    tile_in: np.ndarray  # (n, n, C): input_adjoint's tile
+    scratch_out: np.ndarray  # (n, n, F): the output transforms' per-tile scratch
+    tile_out: np.ndarray  # (n, n, F): output_adjoint's tile
 
 
 def images_per_block(tile: Tiling, channels: int, out_channels: int, itemsize: int,
@@ -141,8 +155,10 @@ def workspace(geom: WindowGeometry, out_channels: int, batch_size: int, dtype,
     at, g, bt = (matrix.astype(dtype) for matrix in toom_cook_matrices(tile.m, r))
     tiles = block * tile.per_image
     padded = (block, tile.padded_h, tile.padded_w, c)
+    at6 = np.zeros((n, n), dtype)
+    at6[: tile.m] = at
     return WinogradWorkspace(
-        tiling=tile, at=at, g=g, bt=bt,
+        tiling=tile, at=at, at6=at6, g=g, bt=bt,
         x_pad=np.zeros(padded, dtype),
         dx_pad=np.empty(padded, dtype),
         v=np.empty(n * n * tiles * c, dtype),
@@ -154,7 +170,9 @@ def workspace(geom: WindowGeometry, out_channels: int, batch_size: int, dtype,
         half=np.empty(n * r * c * f, dtype),
         weight_t=np.empty((r, r, c, f), dtype),
         scratch_in=np.empty((n, n, c), dtype),
+        tile_in=np.empty((n, n, c), dtype),
         scratch_out=np.empty((n, n, f), dtype),
+        tile_out=np.empty((n, n, f), dtype),
     )  # fmt: skip
 
 
@@ -229,8 +247,9 @@ def backward(x, weight, dy, d_weight, dx, ws: WinogradWorkspace, geom, kernels) 
         b = rows.stop - rows.start
         v, mm = _block_views(ws, b, c, f)
         np.copyto(ws.y_t[:b], dy[rows].transpose(0, 2, 3, 1))
-        kernels.output_adjoint(ws.y_t[:b], ws.at, tile.tiles_h, tile.tiles_w,
-                               mm.reshape(tile.n, tile.n, -1, f), ws.scratch_out)  # fmt: skip
+        kernels.output_adjoint(ws.y_t[:b], ws.at6, tile.m, tile.tiles_h, tile.tiles_w,
+                               mm.reshape(tile.n, tile.n, -1, f), ws.tile_out,
+                               ws.scratch_out)  # fmt: skip
         _load_block(x[rows], ws, geom)  # V again: cheaper than keeping the batch's
         kernels.input_transform(ws.x_pad[:b], ws.bt, tile.m, tile.tiles_h, tile.tiles_w,
                                 v.reshape(tile.n, tile.n, -1, c), ws.scratch_in)  # fmt: skip
@@ -241,7 +260,7 @@ def backward(x, weight, dy, d_weight, dx, ws: WinogradWorkspace, geom, kernels) 
             continue
         np.matmul(mm, u.transpose(0, 2, 1), out=v)  # dV (T, C) = dM (T, F) @ U^T, over V
         kernels.input_adjoint(v.reshape(tile.n, tile.n, -1, c), ws.bt, tile.m, tile.tiles_h,
-                              tile.tiles_w, ws.dx_pad[:b], ws.scratch_in)  # fmt: skip
+                              tile.tiles_w, ws.dx_pad[:b], ws.scratch_in, ws.tile_in)  # fmt: skip
         interior = ws.dx_pad[:b, pad : pad + geom.height, pad : pad + geom.width]
         np.copyto(dx[rows], interior.transpose(0, 3, 1, 2))
     _filter_gradient(d_weight, ws)

@@ -91,48 +91,53 @@ def output_transform(mm, at, tiles_h, tiles_w, y_t, scratch) -> None:
 
 
 @_jit
-def output_adjoint(dy_t, at, tiles_h, tiles_w, dmm, scratch) -> None:
+def output_adjoint(dy_t, at6, m, tiles_h, tiles_w, dmm, tile, scratch) -> None:
     """dmm[:, :, t, :] = A dY A^T for tile t's m x m outputs dY of dy_t (b, OH, OW, F), zero
-    past its edge (the adjoint of output_transform). scratch: (6, m, F)."""
+    past its edge (the adjoint of output_transform). at6: (6, 6), A^T's m rows then zero rows,
+    so that each sum has six terms; tile and scratch: (6, 6, F), zero but where written here."""
     b, out_h, out_w, filters = dy_t.shape
-    m = at.shape[0]
+    tile[:] = 0
+    scratch[:] = 0
     for i in range(b):
         for a in range(tiles_h):
             for s in range(tiles_w):
                 t = (i * tiles_h + a) * tiles_w + s
                 rows, cols = min(m, out_h - a * m), min(m, out_w - s * m)
-                for k in range(TILE):  # scratch = A dY: scratch[k, w] = sum_u at[u, k] dY[u, w]
+                for u in range(m):  # the tile's dY, zero past the edge
+                    for w in range(m):
+                        if u < rows and w < cols:
+                            for f in range(filters):
+                                tile[u, w, f] = dy_t[i, a * m + u, s * m + w, f]
+                        else:
+                            for f in range(filters):
+                                tile[u, w, f] = 0
+                for k in range(TILE):  # scratch = A dY: sum_u at[u, k] dY[u, w]
                     for w in range(m):
                         for f in range(filters):
-                            scratch[k, w, f] = 0
-                        if w >= cols:
-                            continue
-                        for u in range(rows):
-                            coef = at[u, k]
-                            for f in range(filters):
-                                scratch[k, w, f] += coef * dy_t[i, a * m + u, s * m + w, f]
-                for k in range(TILE):  # dmm = scratch A^T: dmm[k, l] = sum_w scratch[k, w] at[w, l]
+                            scratch[k, w, f] = _col6(
+                                at6, k, tile[0, w, f], tile[1, w, f], tile[2, w, f],
+                                tile[3, w, f], tile[4, w, f], tile[5, w, f],
+                            )  # fmt: skip
+                for k in range(TILE):  # dmm = scratch A^T: sum_w scratch[k, w] at[w, l]
                     for col in range(TILE):
                         for f in range(filters):
-                            dmm[k, col, t, f] = 0
-                        for w in range(cols):
-                            coef = at[w, col]
-                            for f in range(filters):
-                                dmm[k, col, t, f] += scratch[k, w, f] * coef
+                            dmm[k, col, t, f] = _col6(
+                                at6, col, scratch[k, 0, f], scratch[k, 1, f], scratch[k, 2, f],
+                                scratch[k, 3, f], scratch[k, 4, f], scratch[k, 5, f],
+                            )  # fmt: skip
 
 
 @_jit
-def input_adjoint(dv, bt, m, tiles_h, tiles_w, dx_pad, scratch) -> None:
+def input_adjoint(dv, bt, m, tiles_h, tiles_w, dx_pad, scratch, tile) -> None:
     """dx_pad (b, HP, WP, C) = the sum over tiles of B dV B^T at each tile's 36 pixels (the
     adjoint of input_transform; tiles overlap by 6 - m pixels, added in tile order).
-    scratch: (6, 6, C)."""
+    scratch, tile: (6, 6, C)."""
     b, _, _, channels = dx_pad.shape
     dx_pad[:] = 0
     for i in range(b):
         for a in range(tiles_h):
             for s in range(tiles_w):
                 t = (i * tiles_h + a) * tiles_w + s
-                r, w = a * m, s * m
                 for p in range(TILE):  # scratch = dV B^T: scratch[p, l] = sum_q dV[p, q] bt[q, l]
                     for col in range(TILE):
                         for c in range(channels):
@@ -140,10 +145,16 @@ def input_adjoint(dv, bt, m, tiles_h, tiles_w, dx_pad, scratch) -> None:
                                 bt, col, dv[p, 0, t, c], dv[p, 1, t, c], dv[p, 2, t, c],
                                 dv[p, 3, t, c], dv[p, 4, t, c], dv[p, 5, t, c],
                             )  # fmt: skip
-                for k in range(TILE):  # dx += B scratch: sum_p bt[p, k] scratch[p, l]
+                for k in range(TILE):  # tile = B scratch: sum_p bt[p, k] scratch[p, l]
                     for col in range(TILE):
                         for c in range(channels):
-                            dx_pad[i, r + k, w + col, c] += _col6(
+                            tile[k, col, c] = _col6(
                                 bt, k, scratch[0, col, c], scratch[1, col, c], scratch[2, col, c],
                                 scratch[3, col, c], scratch[4, col, c], scratch[5, col, c],
                             )  # fmt: skip
+                # added apart from the sums above: stores into dx_pad, which numba cannot tell
+                # from scratch, kept those loops from keeping values in registers (20% slower)
+                for k in range(TILE):
+                    for col in range(TILE):
+                        for c in range(channels):
+                            dx_pad[i, a * m + k, s * m + col, c] += tile[k, col, c]
