@@ -47,6 +47,13 @@ def tiny_net(backend=None, seed=1, width=4):
     return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
 
 
+def tiny_winograd_net(backend=None, seed=1):
+    """16 -> 32 channels, 3x3: the CPU with numba runs it as Winograd's (backends/winograd.py)."""
+    layers = [Conv2D(16, 3, pad=1), Bias(), ReLU(), Conv2D(32, 3, pad=1), Bias(), ReLU(),
+              MaxPool2D(2), Flatten(), Dense(3), Bias()]  # fmt: skip
+    return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
+
+
 def tiny_resnet(backend=None, seed=1):
     """State beyond parameters: BatchNorm running statistics and Dropout's step counter."""
     block = Residual([Conv2D(4, 3, pad=1), BatchNorm(), ReLU(), Conv2D(4, 3, pad=1), BatchNorm()])
@@ -88,7 +95,7 @@ def stop_after(trainer, steps):
     optimizer.step = step  # an instance attribute: the optimizer is still an SGD
 
 
-@pytest.mark.parametrize("build", [tiny_net, tiny_resnet])
+@pytest.mark.parametrize("build", [tiny_net, tiny_resnet, tiny_winograd_net])
 @pytest.mark.parametrize("steps", [6, 13])  # end of epoch 1 (6 batches a epoch), mid-epoch 3
 @pytest.mark.parametrize("threads", [1, 3])  # 3: the step on CPU worker threads (workers.py)
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, steps, build, threads):

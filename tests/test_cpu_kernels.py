@@ -85,7 +85,7 @@ def test_a_training_step_is_the_same_with_and_without_numba():
     on (simple-cnn's second conv), within the float32 tolerance of whole nets."""
     numpy_alone = _two_sgd_steps(NumpyBackend(jit=False))
     assert np.array_equal(_two_sgd_steps(NumpyBackend(jit=True, winograd=False)), numpy_alone)
-    with_winograd = _two_sgd_steps(NumpyBackend(jit=True))
+    with_winograd = _two_sgd_steps(NumpyBackend(jit=True, winograd=True))
     assert not np.array_equal(with_winograd, numpy_alone)
     np.testing.assert_allclose(with_winograd, numpy_alone, **TOLERANCE["net"][np.dtype(np.float32)])
 

@@ -5,6 +5,8 @@ blocks), and within the "net" tolerance in float32; the CPU backend picks it whe
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from helpers import TOLERANCE
@@ -25,7 +27,8 @@ OUT_CHANNELS = 32
 
 
 def _kernels():
-    return NumpyBackend(jit=True).winograd_kernels
+    """The compiled tile transforms, whatever CONVNET_GPU_WINOGRAD says (numba needed)."""
+    return importlib.import_module("convnet_gpu.backends.winograd_kernels")
 
 
 def run_winograd(geom, x, weight, dy, batch_size, block_images, with_dx=True):
@@ -91,11 +94,12 @@ def test_a_short_batch(n):
 
 
 @needs_jit
-def test_float32_is_within_the_net_tolerance():
-    """simple-cnn's second convolution (32 -> 64 channels, 5x5 on 14x14), float32 against the
-    float64 lowering: Winograd's transforms round to a few 1e-6 of the largest value, lowering
-    to ~1e-7 (the module docstring of winograd.py)."""
-    geom, x, weight, dy = case((32, 14, 14, 5, 5, 1, 2), 8, 64)
+@pytest.mark.parametrize("kernel", [5, 3])
+def test_float32_is_within_the_net_tolerance(kernel):
+    """simple-cnn's second convolution (32 -> 64 channels, 5x5 on 14x14) and its 3x3 twin (as
+    mini-resnet's), float32 against the float64 lowering: Winograd's transforms round to a few
+    1e-6 of the largest value, lowering to ~1e-7 (the module docstring of winograd.py)."""
+    geom, x, weight, dy = case((32, 14, 14, kernel, kernel, 1, kernel // 2), 8, 64)
     weight *= 0.05  # about a trained net's scale: outputs of order 1
     expected = run_lowered(NumpyBackend(), geom, x, weight, dy, None, 8)
     as32 = [a.astype(np.float32) for a in (x, weight, dy)]
@@ -105,6 +109,28 @@ def test_float32_is_within_the_net_tolerance():
         error = np.abs(have - want).max() / np.abs(want).max()
         assert error < bounds["atol"], (name, error)
         assert error > 1e-7, (name, error)  # not lowering's rounding: Winograd really ran
+
+
+@needs_jit
+def test_backward_needs_no_forward_of_the_same_weight():
+    """Backward takes U from the weight it is given, not from the last forward's."""
+    geom, x, weight, dy = case(GEOMETRIES[0], 3, OUT_CHANNELS)
+    expected = run_lowered(NumpyBackend(), geom, x, weight, dy, None, 3)
+    ws = winograd.workspace(geom, OUT_CHANNELS, 3, np.float64, 1)
+    kernels, y = _kernels(), np.empty_like(dy)
+    winograd.forward(x, -2 * weight, y, ws, geom, kernels)  # another weight's U left behind
+    d_weight, dx = np.empty_like(weight), np.empty_like(x)
+    winograd.backward(x, weight, dy, d_weight, dx, ws, geom, kernels)
+    assert_close((expected[0], d_weight, dx), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_workspace_holds_the_matrices_in_the_datas_dtype(dtype):
+    """float32 data with float64 matrices would run the kernels in float64 (slower, other
+    roundings) without any test of values noticing."""
+    ws = winograd.workspace(WindowGeometry(16, 8, 8, 5, 5, 1, 2), 32, 4, dtype, 1 << 20)
+    for name in ("at", "at6", "g", "bt", "v", "mm", "u", "x_pad", "scratch_in"):
+        assert getattr(ws, name).dtype == dtype, name
 
 
 def test_where_it_applies():
@@ -120,9 +146,10 @@ def test_where_it_applies():
 
 
 @pytest.mark.parametrize("jit", [True, False])
-def test_the_cpu_backend_picks_it_with_numba(jit):
+def test_the_cpu_backend_picks_it_with_numba(jit, monkeypatch):
     if jit and JIT_MISSING is not None:
         pytest.skip(JIT_MISSING)
+    monkeypatch.delenv("CONVNET_GPU_WINOGRAD", raising=False)  # the default: on
     backend = NumpyBackend(jit=jit)
     workspace = backend.conv_workspace(WindowGeometry(32, 14, 14, 5, 5, 1, 2), 64, 8, np.float32)
     assert isinstance(workspace, winograd.WinogradWorkspace) == jit
@@ -137,7 +164,7 @@ def test_the_cpu_backend_picks_it_with_numba(jit):
 def test_the_backends_convolution_runs_it():
     """Through conv_forward / conv_backward of the backend, against lowering."""
     geom, x, weight, dy = case(GEOMETRIES[0], 3, OUT_CHANNELS)
-    cpu = NumpyBackend(jit=True)
+    cpu = NumpyBackend(jit=True, winograd=True)
     workspace = cpu.conv_workspace(geom, OUT_CHANNELS, 3, np.float64)
     assert isinstance(workspace, winograd.WinogradWorkspace)
     got = run(cpu.conv_forward, cpu.conv_backward, workspace, geom, x, weight, dy)

@@ -184,7 +184,8 @@ def block_workspace(geom, out_channels, batch_size, dtype, block_bytes, compiled
     )
 
 
-def _blocks(n: int, block: int):
+def image_blocks(n: int, block: int):
+    """Slices of `block` images (the last may be short) covering n."""
     for start in range(0, n, block):
         yield slice(start, min(n, start + block))
 
@@ -209,11 +210,11 @@ def _lower(padded, col, stride: int):
 def _lower_x(x_block, ws: BlockWorkspace, geom: WindowGeometry):
     """The block of x lowered: (b*OH*OW, KH*KW*C), in ws.col."""
     b = len(x_block)
-    _into_interior(ws.x_pad[:b], x_block, geom.pad, geom.pad)
+    into_interior(ws.x_pad[:b], x_block, geom.pad, geom.pad)
     return _lower(ws.x_pad[:b], ws.col[:b], geom.stride)
 
 
-def _into_interior(padded, block, border_h: int, border_w: int) -> None:
+def into_interior(padded, block, border_h: int, border_w: int) -> None:
     """block (b, C, H, W) channels-last into the middle of padded (b, H+2bh, W+2bw, C)."""
     _, _, height, width = block.shape
     interior = padded[:, border_h : border_h + height, border_w : border_w + width]
@@ -224,7 +225,7 @@ def blocked_forward(x, weight, y, workspace: BlockWorkspace, geom: WindowGeometr
     out_channels = weight.shape[0]
     weight_t = workspace.weight.reshape(geom.col_rows, out_channels)  # (KH*KW*C, F)
     np.copyto(workspace.weight, weight.transpose(2, 3, 1, 0))
-    for rows in _blocks(len(x), len(workspace.col)):
+    for rows in image_blocks(len(x), len(workspace.col)):
         col = _lower_x(x[rows], workspace, geom)
         out = workspace.out[: rows.stop - rows.start]
         np.matmul(col, weight_t, out=out.reshape(len(col), out_channels))
@@ -242,7 +243,7 @@ def blocked_backward(x, weight, dy, d_weight, dx, workspace: BlockWorkspace, geo
     total = ws.d_weight.reshape(geom.col_rows, out_channels)
     share = ws.d_weight_share.reshape(geom.col_rows, out_channels)
     total.fill(0)
-    for rows in _blocks(len(x), len(ws.col)):
+    for rows in image_blocks(len(x), len(ws.col)):
         b = rows.stop - rows.start
         dy_t = ws.out[:b]
         np.copyto(dy_t, dy[rows].transpose(0, 2, 3, 1))

@@ -3,7 +3,8 @@
 The window kernels are in cpu_windows.py, with compiled ones (cpu_jit.py, numba, where installed)
 for 2x2 max pooling, the fused Bias -> ReLU -> MaxPool2D stage, the SGD and Adam updates and
 BatchNorm's elementwise passes; convolution runs a few images at a time, lowered channels-last
-(inputs of 4 channels or more; conv_lowering.py); a Net's step may run on several threads
+(inputs of 4 channels or more; conv_lowering.py), or with numba, where enough channels make it
+pay, as Winograd's minimal filtering (winograd.py); a Net's step may run on several threads
 (workers.py). No kernel allocates an array: results go to `out=` views of buffers allocated in
 setup.
 """
@@ -160,6 +161,8 @@ class NumpyBackend(Backend):
         if not self.blas_single:  # threads=None: one thread, BLAS as configured
             threads = ""
         jit = "" if self.jit is None else f", numba {self.jit.numba.__version__}"
+        if self.winograd_kernels is not None:  # rows measured with and without it differ
+            jit += ", Winograd"
         return f"cpu (NumPy {np.__version__}{jit}, {os.cpu_count()} cores{threads})"
 
     # ---- convolution: Winograd's (winograd.py) where it applies and numba is there, else

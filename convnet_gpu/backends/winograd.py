@@ -21,8 +21,9 @@ Numerics: B^T and A^T hold multiples of 1/8 (exact in binary), G fractions such 
 results differ from lowering's by a few 1e-6 of the largest value (the transforms add several
 neighbouring values times up to 8), against ~1e-7 for lowering: within the "net" tolerance of
 the agreement tests; float64 stays within 1e-13 (tests/test_winograd.py). Where the input holds
-an inf or NaN, Winograd spreads it over the whole m x m output tile (0 * inf is NaN), lowering
-only over the outputs whose window reads it.
+an inf or NaN, Winograd spreads it over every output tile whose 6x6 input tile holds it (up to
+four, since tiles overlap by 6 - m pixels; 0 * inf is NaN), lowering only over the outputs whose
+window reads it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .conv_lowering import image_blocks, into_interior
 from .geometry import WindowGeometry
 
 # kernel size r -> output tile side m, so that m + r - 1 = 6 (winograd_kernels.TILE)
@@ -125,8 +127,8 @@ class WinogradWorkspace(NamedTuple):
     bt: np.ndarray  # (n, n)
     x_pad: np.ndarray  # (B, HP, WP, C): the block channels-last, zero border written once
     dx_pad: np.ndarray  # (B, HP, WP, C): the block's dx, before the border is cut off
-    v: object  # flat, (n, n, T, C): B^T d B per tile; dV in backward
-    mm: object  # flat, (n, n, T, F): the products M; dM in backward
+    v: np.ndarray  # flat, (n, n, T, C): B^T d B per tile; dV in backward
+    mm: np.ndarray  # flat, (n, n, T, F): the products M; dM in backward
     y_t: np.ndarray  # (B, OH, OW, F): the block's y channels-last; dy in backward
     u: np.ndarray  # (n, n, C, F): G g G^T
     du: np.ndarray  # (n, n, C, F): the sum of the blocks' dU
@@ -184,11 +186,6 @@ def _block_views(ws: WinogradWorkspace, b: int, channels: int, out_channels: int
     return v, mm
 
 
-def _blocks(count: int, block: int):
-    for start in range(0, count, block):
-        yield slice(start, min(count, start + block))
-
-
 # ---- the filter transforms: U = G g G^T and d_weight = G^T dU G, as BLAS calls -------------------
 def _filter_transform(weight, ws: WinogradWorkspace) -> None:
     """ws.u[p, q, c, f] = sum_kh sum_kw G[p, kh] weight[f, c, kh, kw] G[q, kw]."""
@@ -213,9 +210,7 @@ def _filter_gradient(d_weight, ws: WinogradWorkspace) -> None:
 # ---- forward and backward ------------------------------------------------------------------------
 def _load_block(x_block, ws: WinogradWorkspace, geom: WindowGeometry) -> None:
     """x_block (b, C, H, W) channels-last into x_pad's interior (its border stays zero)."""
-    b, pad = len(x_block), geom.pad
-    interior = ws.x_pad[:b, pad : pad + geom.height, pad : pad + geom.width]
-    np.copyto(interior, x_block.transpose(0, 2, 3, 1))
+    into_interior(ws.x_pad[: len(x_block)], x_block, geom.pad, geom.pad)
 
 
 def forward(x, weight, y, ws: WinogradWorkspace, geom: WindowGeometry, kernels) -> None:
@@ -223,7 +218,7 @@ def forward(x, weight, y, ws: WinogradWorkspace, geom: WindowGeometry, kernels) 
     c, f, tile = geom.channels, weight.shape[0], ws.tiling
     _filter_transform(weight, ws)
     u = ws.u.reshape(tile.n * tile.n, c, f)
-    for rows in _blocks(len(x), len(ws.x_pad)):
+    for rows in image_blocks(len(x), len(ws.x_pad)):
         b = rows.stop - rows.start
         v, mm = _block_views(ws, b, c, f)
         _load_block(x[rows], ws, geom)
@@ -243,7 +238,7 @@ def backward(x, weight, dy, d_weight, dx, ws: WinogradWorkspace, geom, kernels) 
         _filter_transform(weight, ws)  # U, as forward made it: backward needs no forward's state
     u = ws.u.reshape(nn, c, f)
     ws.du.fill(0)
-    for rows in _blocks(len(x), len(ws.x_pad)):
+    for rows in image_blocks(len(x), len(ws.x_pad)):
         b = rows.stop - rows.start
         v, mm = _block_views(ws, b, c, f)
         np.copyto(ws.y_t[:b], dy[rows].transpose(0, 2, 3, 1))

@@ -67,7 +67,7 @@ def input_transform(x_pad, bt, m, tiles_h, tiles_w, v, scratch) -> None:
 @_jit
 def output_transform(mm, at, tiles_h, tiles_w, y_t, scratch) -> None:
     """y_t[i, a*m + u, s*m + w, f] = (A^T M A)[u, w] for tile t's M = mm[:, :, t, :], the
-    outputs past y_t's (b, OH, OW, F) edge dropped. scratch: (m, 6, F)."""
+    outputs past y_t's (b, OH, OW, F) edge dropped. scratch: (6, 6, F), its first m rows used."""
     b, out_h, out_w, filters = y_t.shape
     m = at.shape[0]
     for i in range(b):
