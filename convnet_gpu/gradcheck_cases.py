@@ -91,8 +91,8 @@ def standard_cases() -> list[GradCase]:
         ),
         GradCase("Conv2D 1x1", _layer(lambda: Conv2D(3, 1), shape=(4, 3, 3))),
         # enough channels for the CPU's Winograd convolution (backends/winograd.py)
-        GradCase("Conv2D 5x5, 16 -> 32", _layer(lambda: Conv2D(32, 5, pad=2), shape=(16, 5, 5))),
-        GradCase("Conv2D 3x3, 16 -> 32", _layer(lambda: Conv2D(32, 3, pad=1), shape=(16, 6, 7))),
+        GradCase("Conv2D 5x5, 16 -> 32", _layer(lambda: Conv2D(32, 5, pad=2), shape=(16, 14, 14))),
+        GradCase("Conv2D 3x3, 16 -> 32", _layer(lambda: Conv2D(32, 3, pad=1), shape=(16, 15, 14))),
         GradCase("Bias (conv)", _layer(Bias, shape=(3, 4, 4))),
         GradCase("Bias (dense)", _layer(Bias, shape=(7,))),
         GradCase("Dense", _layer(lambda: Dense(4), shape=(6,))),

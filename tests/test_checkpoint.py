@@ -48,10 +48,19 @@ def tiny_net(backend=None, seed=1, width=4):
 
 
 def tiny_winograd_net(backend=None, seed=1):
-    """16 -> 32 channels, 3x3: the CPU with numba runs it as Winograd's (backends/winograd.py)."""
-    layers = [Conv2D(16, 3, pad=1), Bias(), ReLU(), Conv2D(32, 3, pad=1), Bias(), ReLU(),
+    """32 -> 64 channels, 3x3 on 8x8: the CPU with numba runs it as Winograd's
+    (backends/winograd.py; test_a_winograd_net_runs_winograd)."""
+    layers = [Conv2D(32, 3, pad=1), Bias(), ReLU(), Conv2D(64, 3, pad=1), Bias(), ReLU(),
               MaxPool2D(2), Flatten(), Dense(3), Bias()]  # fmt: skip
     return Net(layers, SoftmaxCrossEntropy(), backend, seed=seed).setup(16, (1, 8, 8))
+
+
+def test_a_winograd_net_runs_winograd():
+    backend = get_backend("cpu")
+    if backend.winograd_kernels is None:
+        pytest.skip("Winograd's convolution needs numba (the cpu-jit extra) and is off here")
+    net = tiny_winograd_net(backend)
+    assert type(net.layers[3].workspace).__name__ == "WinogradWorkspace"
 
 
 def tiny_resnet(backend=None, seed=1):

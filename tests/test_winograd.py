@@ -13,6 +13,7 @@ from helpers import TOLERANCE
 
 from convnet_gpu.backends import NumpyBackend, conv_lowering, winograd
 from convnet_gpu.backends.geometry import WindowGeometry
+from convnet_gpu.gradcheck_cases import standard_cases
 from tests.test_conv_lowering import assert_close, case, run, run_lowered
 from tests.test_cpu_kernels import JIT_MISSING, needs_jit
 
@@ -134,14 +135,25 @@ def test_the_workspace_holds_the_matrices_in_the_datas_dtype(dtype):
 
 
 def test_where_it_applies():
-    def applies(channels, out_channels, kernel=3, stride=1):
-        geom = WindowGeometry(channels, 12, 12, kernel, kernel, stride, kernel // 2)
+    def applies(channels, out_channels, kernel=3, stride=1, size=14):
+        geom = WindowGeometry(channels, size, size, kernel, kernel, stride, kernel // 2)
         return winograd.applies(geom, out_channels)
 
     assert applies(32, 64, 5) and applies(16, 32, 3) and applies(64, 16, 3)
     assert not applies(32, 64, 5, stride=2)
     assert not applies(32, 64, 7) and not applies(32, 64, 1)
     assert not applies(8, 128) and not applies(16, 16)  # too few channels
+    assert not applies(32, 32, size=7) and applies(32, 64, size=7)  # small outputs need more
+
+
+@needs_jit
+def test_the_gradchecks_winograd_cases_run_it():
+    """The two gradcheck cases meant for it (convnet_gpu/gradcheck_cases.py) really get it."""
+    cpu = NumpyBackend(jit=True, winograd=True)
+    for name, (layers, shape, _) in [(c.name, c.build()) for c in standard_cases()]:
+        if "16 -> 32" in name:
+            layers[0].setup(cpu, shape, 2, np.float64)
+            assert isinstance(layers[0].workspace, winograd.WinogradWorkspace), name
     assert not winograd.applies(WindowGeometry(32, 12, 12, 3, 5, 1, 1), 64)  # not square
 
 
@@ -163,7 +175,7 @@ def test_the_cpu_backend_picks_it_with_numba(jit, monkeypatch):
 @needs_jit
 def test_the_backends_convolution_runs_it():
     """Through conv_forward / conv_backward of the backend, against lowering."""
-    geom, x, weight, dy = case(GEOMETRIES[0], 3, OUT_CHANNELS)
+    geom, x, weight, dy = case((16, 14, 14, 5, 5, 1, 2), 3, OUT_CHANNELS)
     cpu = NumpyBackend(jit=True, winograd=True)
     workspace = cpu.conv_workspace(geom, OUT_CHANNELS, 3, np.float64)
     assert isinstance(workspace, winograd.WinogradWorkspace)

@@ -43,24 +43,30 @@ OUTPUT_TILE = {5: 2, 3: 4}
 # its 3x3 twin was within 1.4x of the best and 4x below the usual 0, +-1, +-2 (1.7e-5 of the
 # largest weight gradient value: over the agreement tests' tolerance), with simpler fractions.
 POINTS = (0, 1, -1, Fraction(1, 2), -2)
-# Below these, lowering is faster: the 36 GEMMs of C or F columns get thin and the transforms
-# cost more than the multiplications they save. Measured on a Zen 3 core, forward + backward,
-# batch 64, 7x7 to 28x28 images (docs/benchmarks.md): Winograd over lowering 1.03-1.28x at
-# C x F = 16 x 32, 1.27-1.65x at 32 x 32, up to 2.3x at 128 x 128; 0.83-1.18x at 16 x 16,
-# 0.5-0.7x at 8 x 8, 0.25-0.4x at 4 channels.
+# Below these, lowering is faster: the 36 GEMMs of C or F columns get thin, and the transforms
+# and the part-filled edge tiles cost more than the multiplications saved. From
+# `scripts/conv_algorithms.py --batch 64` (a Zen 3 core, forward + backward, docs/benchmarks.md):
+# Winograd over lowering 1.00-1.33x at C x F = 16 x 32 on 14x14 and 28x28 outputs, 1.2-1.6x at
+# 32 x 32, up to 2.2x at 128 x 128; 0.9-0.95x at 16 x 16 on 14x14 and under 0.7x with 8 or 4
+# channels. On 7x7 outputs (a 5x5 window's 2x2 tiles leave a part-filled row and column) it
+# took C x F = 2048 to win (5x5: 0.69x at 16 x 32, 0.95x at 32 x 32, 1.10x at 32 x 64).
 MIN_CHANNELS = 16
-MIN_CHANNEL_PRODUCT = 512  # C * F
+MIN_CHANNEL_PRODUCT = 512  # C * F, on outputs of SMALL_OUTPUT pixels or more
+SMALL_OUTPUT = 14 * 14
+MIN_CHANNEL_PRODUCT_SMALL = 2048  # C * F, on smaller outputs
 
 
 def applies(geom: WindowGeometry, out_channels: int) -> bool:
     """Whether a convolution runs as Winograd's: stride 1, a square 3x3 or 5x5 window, enough
-    channels in and out."""
+    channels in and out for its output's size."""
+    small = geom.out_h * geom.out_w < SMALL_OUTPUT
     return (
         geom.stride == 1
         and geom.kernel_h == geom.kernel_w
         and geom.kernel_h in OUTPUT_TILE
         and min(geom.channels, out_channels) >= MIN_CHANNELS
-        and geom.channels * out_channels >= MIN_CHANNEL_PRODUCT
+        and geom.channels * out_channels
+        >= (MIN_CHANNEL_PRODUCT_SMALL if small else MIN_CHANNEL_PRODUCT)
     )
 
 
