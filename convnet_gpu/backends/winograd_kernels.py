@@ -9,28 +9,29 @@ keeps the channel (or filter) axis innermost so each line of arithmetic is a vec
 A product with a 6-wide row of B^T or A^T is written out as six terms (_row6) so that numba
 knows the trip count, unrolls it and vectorizes the channel loop around it; a loop with a
 runtime length over the terms, innermost, stayed scalar and was 2-3x slower. Serial, nogil and
-cached like cpu_jit.py's kernels; fastmath off.
+cached like cpu_jit.py's kernels; fastmath off (contracting to fused multiply-adds made them
+slower: they wait on memory, not arithmetic). The first use in float32 on a machine compiles
+all four in about 4.5 s (an empty NUMBA_CACHE_DIR, one Zen 3 core); later processes load them
+from numba's cache in 0.1-0.3 s.
 """
 
 from __future__ import annotations
 
 import numba
 
-_OPTIONS = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
-_jit = numba.njit(**_OPTIONS)
-_inline = numba.njit(inline="always", **_OPTIONS)  # numba inlines it into its callers' loops
+_jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 TILE = 6  # the input tile's side, m + r - 1, for which these kernels are written
 
 
-@_inline
+@_jit
 def _row6(coef, row, v0, v1, v2, v3, v4, v5):
     """coef[row] . (v0..v5), added left to right."""
     return (coef[row, 0] * v0 + coef[row, 1] * v1 + coef[row, 2] * v2
             + coef[row, 3] * v3 + coef[row, 4] * v4 + coef[row, 5] * v5)  # fmt: skip
 
 
-@_inline
+@_jit
 def _col6(coef, col, v0, v1, v2, v3, v4, v5):
     """coef[:, col] . (v0..v5): a product with the transposed matrix."""
     return (coef[0, col] * v0 + coef[1, col] * v1 + coef[2, col] * v2
