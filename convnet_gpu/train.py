@@ -14,7 +14,8 @@ checked for NaN/inf every NAN_CHECK_STEPS steps.
 A checkpoint is written after every epoch (and on Ctrl-C, mid-epoch). With the epoch's sample
 order, the position in it and the RNG state, a resumed run continues exactly where the run
 stopped: on the CPU the result is bitwise identical to an uninterrupted run (with the same
-number of threads). The module is the epoch loop and what must sit next to it (evaluation,
+number of threads and the same compiled kernels: numba there or not, Winograd's convolution on
+or off). The module is the epoch loop and what must sit next to it (evaluation,
 Ctrl-C, the progress line); each part with state of its own lives in its own module.
 """
 

@@ -58,7 +58,10 @@ def tiny_winograd_net(backend=None, seed=1):
 def test_a_winograd_net_runs_winograd():
     backend = get_backend("cpu")
     if backend.winograd_kernels is None:
-        pytest.skip("Winograd's convolution needs numba (the cpu-jit extra) and is off here")
+        pytest.skip(
+            "Winograd's convolution is off here: numba (the cpu-jit extra) is missing or "
+            "CONVNET_GPU_WINOGRAD is 0"
+        )
     net = tiny_winograd_net(backend)
     assert type(net.layers[3].workspace).__name__ == "WinogradWorkspace"
 

@@ -64,8 +64,8 @@ def test_blocks_compute_the_whole_batch_lowering(window):
 @needs_jit
 @pytest.mark.parametrize("window", GEOMETRIES)
 def test_the_compiled_add_back_gives_numpys_bits(window):
-    """numba's one-pass add-back of dx adds in NumPy's order: a step is the same with or without
-    the cpu-jit extra (tests/test_cpu_kernels.py)."""
+    """numba's one-pass add-back of dx adds in NumPy's order: with Winograd's convolution off, a
+    step is the same with or without the cpu-jit extra (tests/test_cpu_kernels.py)."""
     for want, have in zip(blocked(window, 5, compiled=False), blocked(window, 5, compiled=True)):
         np.testing.assert_array_equal(have, want)
 

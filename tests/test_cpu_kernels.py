@@ -80,7 +80,7 @@ def _two_sgd_steps(backend) -> np.ndarray:
 
 
 @needs_jit
-def test_a_training_step_is_the_same_with_and_without_numba():
+def test_a_training_step_is_the_same_with_and_without_numba_but_for_winograd():
     """Bit for bit, but for Winograd's convolution, which only numba runs: off, the same bits;
     on (simple-cnn's second conv), within the float32 tolerance of whole nets."""
     numpy_alone = _two_sgd_steps(NumpyBackend(jit=False))

@@ -130,7 +130,7 @@ def test_the_workspace_holds_the_matrices_in_the_datas_dtype(dtype):
     """float32 data with float64 matrices would run the kernels in float64 (slower, other
     roundings) without any test of values noticing."""
     ws = winograd.workspace(WindowGeometry(16, 8, 8, 5, 5, 1, 2), 32, 4, dtype, 1 << 20)
-    for name in ("at", "at6", "g", "bt", "v", "mm", "u", "x_pad", "scratch_in"):
+    for name in ("at", "at6", "g", "bt", "v", "products", "u", "x_pad", "scratch_in"):
         assert getattr(ws, name).dtype == dtype, name
 
 
@@ -144,17 +144,18 @@ def test_where_it_applies():
     assert not applies(32, 64, 7) and not applies(32, 64, 1)
     assert not applies(8, 128) and not applies(16, 16)  # too few channels
     assert not applies(32, 32, size=7) and applies(32, 64, size=7)  # small outputs need more
+    assert not winograd.applies(WindowGeometry(32, 12, 12, 3, 5, 1, 1), 64)  # not square
 
 
 @needs_jit
 def test_the_gradchecks_winograd_cases_run_it():
     """The two gradcheck cases meant for it (convnet_gpu/gradcheck_cases.py) really get it."""
     cpu = NumpyBackend(jit=True, winograd=True)
-    for name, (layers, shape, _) in [(c.name, c.build()) for c in standard_cases()]:
-        if "16 -> 32" in name:
-            layers[0].setup(cpu, shape, 2, np.float64)
-            assert isinstance(layers[0].workspace, winograd.WinogradWorkspace), name
-    assert not winograd.applies(WindowGeometry(32, 12, 12, 3, 5, 1, 1), 64)  # not square
+    cases = [case.build() for case in standard_cases() if "16 -> 32" in case.name]
+    assert len(cases) == 2
+    for layers, shape, _ in cases:
+        layers[0].setup(cpu, shape, 2, np.float64)
+        assert isinstance(layers[0].workspace, winograd.WinogradWorkspace), layers[0].describe()
 
 
 @pytest.mark.parametrize("jit", [True, False])

@@ -62,9 +62,10 @@ class NumpyBackend(Backend):
     held to one thread, for the whole process, so that the two kinds of threads do not compete.
     jit: whether to run the compiled kernels of cpu_jit.py (numba, the `cpu-jit` extra) where
     they apply; None: where numba imports and CONVNET_GPU_JIT is not 0.
-    winograd: whether convolutions Winograd's way applies to (winograd.py) run so, with the
-    compiled kernels; None: unless CONVNET_GPU_WINOGRAD is 0. Without it (or without numba) a
-    step gives the same bits with and without numba; with it, within float32 rounding.
+    winograd: whether the convolutions winograd.applies() accepts run as Winograd's (winograd.py;
+    it needs the compiled kernels, so never without numba); None: unless CONVNET_GPU_WINOGRAD
+    is 0. With it off, a step gives the same bits with and without numba; on, results differ
+    from those within float32 rounding (a few 1e-6 of the largest value).
     """
 
     name = "cpu"

@@ -21,9 +21,9 @@ Numerics: B^T and A^T hold multiples of 1/8 (exact in binary), G fractions such 
 results differ from lowering's by a few 1e-6 of the largest value (the transforms add several
 neighbouring values times up to 8), against ~1e-7 for lowering: within the "net" tolerance of
 the agreement tests; float64 stays within 1e-13 (tests/test_winograd.py). Where the input holds
-an inf or NaN, Winograd spreads it over every output tile whose 6x6 input tile holds it (up to
-four, since tiles overlap by 6 - m pixels; 0 * inf is NaN), lowering only over the outputs whose
-window reads it.
+an inf or NaN, Winograd spreads it over every output tile whose 6x6 input tile holds it (0 *
+inf is NaN; tiles step by m, so up to ceil(6/m)^2 tiles: nine for 5x5, four for 3x3), lowering
+only over the outputs whose window reads it.
 """
 
 from __future__ import annotations
@@ -40,16 +40,18 @@ from .geometry import WindowGeometry
 OUTPUT_TILE = {5: 2, 3: 4}
 # Where the polynomials are evaluated, besides infinity. Among the 5-point sets of 0 and
 # +-{1, 2, 3, 4, 1/2, 1/3, 1/4, 3/2, 2/3}, this one's float32 error on simple-cnn's second conv and
-# its 3x3 twin was within 1.4x of the best and 4x below the usual 0, +-1, +-2 (1.7e-5 of the
-# largest weight gradient value: over the agreement tests' tolerance), with simpler fractions.
+# its 3x3 twin was within 1.4x of the best, with simple fractions, and 2.7x below the usual
+# 0, +-1, +-2's (4.8e-6 against 1.3e-5 of the largest weight gradient value, which is over the
+# agreement tests' tolerance: `scripts/conv_algorithms.py --errors [--points 0,1,-1,2,-2]`).
 POINTS = (0, 1, -1, Fraction(1, 2), -2)
 # Below these, lowering is faster: the 36 GEMMs of C or F columns get thin, and the transforms
 # and the part-filled edge tiles cost more than the multiplications saved. From
-# `scripts/conv_algorithms.py --batch 64` (a Zen 3 core, forward + backward, docs/benchmarks.md):
-# Winograd over lowering 1.00-1.33x at C x F = 16 x 32 on 14x14 and 28x28 outputs, 1.2-1.6x at
-# 32 x 32, up to 2.2x at 128 x 128; 0.9-0.95x at 16 x 16 on 14x14 and under 0.7x with 8 or 4
-# channels. On 7x7 outputs (a 5x5 window's 2x2 tiles leave a part-filled row and column) it
-# took C x F = 2048 to win (5x5: 0.69x at 16 x 32, 0.95x at 32 x 32, 1.10x at 32 x 64).
+# `scripts/conv_algorithms.py --batch 64` (a Zen 3 core, forward + backward; its table in
+# docs/bench/conv_algorithms.txt): Winograd over lowering 0.93-1.33x at C x F = 16 x 32 on 14x14
+# and 28x28 outputs, 1.2-1.6x at 32 x 32, up to 2.4x at 128 x 128; 0.87-0.95x at 16 x 16 on
+# 14x14 and 28x28 for 5x5 (1.2x for 3x3 on 28x28), 0.93x at most with 8 or 4 channels. On 7x7
+# outputs (a 5x5 window's 2x2 tiles leave a part-filled row and column) it took C x F = 2048 to
+# win (5x5: 0.69-0.73x at 16 x 32, 0.89-0.95x at 32 x 32, 1.10-1.12x at 32 x 64).
 MIN_CHANNELS = 16
 MIN_CHANNEL_PRODUCT = 512  # C * F, on outputs of SMALL_OUTPUT pixels or more
 SMALL_OUTPUT = 14 * 14
@@ -134,7 +136,7 @@ class WinogradWorkspace(NamedTuple):
     x_pad: np.ndarray  # (B, HP, WP, C): the block channels-last, zero border written once
     dx_pad: np.ndarray  # (B, HP, WP, C): the block's dx, before the border is cut off
     v: np.ndarray  # flat, (n, n, T, C): B^T d B per tile; dV in backward
-    mm: np.ndarray  # flat, (n, n, T, F): the products M; dM in backward
+    products: np.ndarray  # flat, (n, n, T, F): the products M; dM in backward
     y_t: np.ndarray  # (B, OH, OW, F): the block's y channels-last; dy in backward
     u: np.ndarray  # (n, n, C, F): G g G^T
     du: np.ndarray  # (n, n, C, F): the sum of the blocks' dU
@@ -170,7 +172,7 @@ def workspace(geom: WindowGeometry, out_channels: int, batch_size: int, dtype,
         x_pad=np.zeros(padded, dtype),
         dx_pad=np.empty(padded, dtype),
         v=np.empty(n * n * tiles * c, dtype),
-        mm=np.empty(n * n * tiles * f, dtype),
+        products=np.empty(n * n * tiles * f, dtype),
         y_t=np.empty((block, geom.out_h, geom.out_w, f), dtype),
         u=np.empty((n, n, c, f), dtype),
         du=np.empty((n, n, c, f), dtype),
@@ -185,11 +187,12 @@ def workspace(geom: WindowGeometry, out_channels: int, batch_size: int, dtype,
 
 
 def _block_views(ws: WinogradWorkspace, b: int, channels: int, out_channels: int):
-    """v (n*n, T, C) and mm (n*n, T, F) for a block of b images: contiguous, for stacked GEMMs."""
+    """v (n*n, T, C) and products (n*n, T, F) for a block of b images: contiguous, for the
+    stacked GEMMs."""
     n, tiles = ws.tiling.n, b * ws.tiling.per_image
     v = ws.v[: n * n * tiles * channels].reshape(n * n, tiles, channels)
-    mm = ws.mm[: n * n * tiles * out_channels].reshape(n * n, tiles, out_channels)
-    return v, mm
+    products = ws.products[: n * n * tiles * out_channels].reshape(n * n, tiles, out_channels)
+    return v, products
 
 
 # ---- the filter transforms: U = G g G^T and d_weight = G^T dU G, as BLAS calls -------------------
@@ -220,18 +223,19 @@ def _load_block(x_block, ws: WinogradWorkspace, geom: WindowGeometry) -> None:
 
 
 def forward(x, weight, y, ws: WinogradWorkspace, geom: WindowGeometry, kernels) -> None:
-    """kernels: the module with winograd_kernels' functions (cpu_jit re-exports them)."""
+    """kernels: the winograd_kernels module (numba's; passed in so that this module imports
+    without numba)."""
     c, f, tile = geom.channels, weight.shape[0], ws.tiling
     _filter_transform(weight, ws)
     u = ws.u.reshape(tile.n * tile.n, c, f)
     for rows in image_blocks(len(x), len(ws.x_pad)):
         b = rows.stop - rows.start
-        v, mm = _block_views(ws, b, c, f)
+        v, products = _block_views(ws, b, c, f)
         _load_block(x[rows], ws, geom)
         kernels.input_transform(ws.x_pad[:b], ws.bt, tile.m, tile.tiles_h, tile.tiles_w,
                                 v.reshape(tile.n, tile.n, -1, c), ws.scratch_in)  # fmt: skip
-        np.matmul(v, u, out=mm)  # n*n GEMMs (T, C) @ (C, F)
-        kernels.output_transform(mm.reshape(tile.n, tile.n, -1, f), ws.at, tile.tiles_h,
+        np.matmul(v, u, out=products)  # n*n GEMMs (T, C) @ (C, F)
+        kernels.output_transform(products.reshape(tile.n, tile.n, -1, f), ws.at, tile.tiles_h,
                                  tile.tiles_w, ws.y_t[:b], ws.scratch_out)  # fmt: skip
         np.copyto(y[rows], ws.y_t[:b].transpose(0, 3, 1, 2))
 
@@ -246,20 +250,20 @@ def backward(x, weight, dy, d_weight, dx, ws: WinogradWorkspace, geom, kernels) 
     ws.du.fill(0)
     for rows in image_blocks(len(x), len(ws.x_pad)):
         b = rows.stop - rows.start
-        v, mm = _block_views(ws, b, c, f)
+        v, d_products = _block_views(ws, b, c, f)  # dM, then V
         np.copyto(ws.y_t[:b], dy[rows].transpose(0, 2, 3, 1))
         kernels.output_adjoint(ws.y_t[:b], ws.at6, tile.m, tile.tiles_h, tile.tiles_w,
-                               mm.reshape(tile.n, tile.n, -1, f), ws.tile_out,
+                               d_products.reshape(tile.n, tile.n, -1, f), ws.tile_out,
                                ws.scratch_out)  # fmt: skip
         _load_block(x[rows], ws, geom)  # V again: cheaper than keeping the batch's
         kernels.input_transform(ws.x_pad[:b], ws.bt, tile.m, tile.tiles_h, tile.tiles_w,
                                 v.reshape(tile.n, tile.n, -1, c), ws.scratch_in)  # fmt: skip
         share = ws.du_share.reshape(nn, c, f)
-        np.matmul(v.transpose(0, 2, 1), mm, out=share)  # dU: (C, T) @ (T, F) per position
+        np.matmul(v.transpose(0, 2, 1), d_products, out=share)  # dU: (C, T) @ (T, F) per position
         np.add(ws.du, ws.du_share, out=ws.du)
         if dx is None:
             continue
-        np.matmul(mm, u.transpose(0, 2, 1), out=v)  # dV (T, C) = dM (T, F) @ U^T, over V
+        np.matmul(d_products, u.transpose(0, 2, 1), out=v)  # dV (T, C) = dM (T, F) @ U^T, over V
         kernels.input_adjoint(v.reshape(tile.n, tile.n, -1, c), ws.bt, tile.m, tile.tiles_h,
                               tile.tiles_w, ws.dx_pad[:b], ws.scratch_in, ws.tile_in)  # fmt: skip
         interior = ws.dx_pad[:b, pad : pad + geom.height, pad : pad + geom.width]

@@ -66,8 +66,8 @@ def input_transform(x_pad, bt, m, tiles_h, tiles_w, v, scratch) -> None:
 
 
 @_jit
-def output_transform(mm, at, tiles_h, tiles_w, y_t, scratch) -> None:
-    """y_t[i, a*m + u, s*m + w, f] = (A^T M A)[u, w] for tile t's M = mm[:, :, t, :], the
+def output_transform(products, at, tiles_h, tiles_w, y_t, scratch) -> None:
+    """y_t[i, a*m + u, s*m + w, f] = (A^T M A)[u, w] for tile t's M = products[:, :, t, :], the
     outputs past y_t's (b, OH, OW, F) edge dropped. scratch: (6, 6, F), its first m rows used."""
     b, out_h, out_w, filters = y_t.shape
     m = at.shape[0]
@@ -79,8 +79,9 @@ def output_transform(mm, at, tiles_h, tiles_w, y_t, scratch) -> None:
                     for col in range(TILE):
                         for f in range(filters):
                             scratch[u, col, f] = _row6(
-                                at, u, mm[0, col, t, f], mm[1, col, t, f], mm[2, col, t, f],
-                                mm[3, col, t, f], mm[4, col, t, f], mm[5, col, t, f],
+                                at, u, products[0, col, t, f], products[1, col, t, f],
+                                products[2, col, t, f], products[3, col, t, f],
+                                products[4, col, t, f], products[5, col, t, f],
                             )  # fmt: skip
                 for u in range(min(m, out_h - a * m)):  # y = scratch A, inside the image
                     for w in range(min(m, out_w - s * m)):
@@ -92,8 +93,8 @@ def output_transform(mm, at, tiles_h, tiles_w, y_t, scratch) -> None:
 
 
 @_jit
-def output_adjoint(dy_t, at6, m, tiles_h, tiles_w, dmm, tile, scratch) -> None:
-    """dmm[:, :, t, :] = A dY A^T for tile t's m x m outputs dY of dy_t (b, OH, OW, F), zero
+def output_adjoint(dy_t, at6, m, tiles_h, tiles_w, d_products, tile, scratch) -> None:
+    """d_products[:, :, t, :] = A dY A^T for tile t's m x m outputs dY of dy_t (b, OH, OW, F), zero
     past its edge (the adjoint of output_transform). at6: (6, 6), A^T's m rows then zero rows,
     so that each sum has six terms; tile and scratch: (6, 6, F), zero but where written here."""
     b, out_h, out_w, filters = dy_t.shape
@@ -119,10 +120,10 @@ def output_adjoint(dy_t, at6, m, tiles_h, tiles_w, dmm, tile, scratch) -> None:
                                 at6, k, tile[0, w, f], tile[1, w, f], tile[2, w, f],
                                 tile[3, w, f], tile[4, w, f], tile[5, w, f],
                             )  # fmt: skip
-                for k in range(TILE):  # dmm = scratch A^T: sum_w scratch[k, w] at[w, l]
+                for k in range(TILE):  # d_products = scratch A^T: sum_w scratch[k, w] at[w, l]
                     for col in range(TILE):
                         for f in range(filters):
-                            dmm[k, col, t, f] = _col6(
+                            d_products[k, col, t, f] = _col6(
                                 at6, col, scratch[k, 0, f], scratch[k, 1, f], scratch[k, 2, f],
                                 scratch[k, 3, f], scratch[k, 4, f], scratch[k, 5, f],
                             )  # fmt: skip
