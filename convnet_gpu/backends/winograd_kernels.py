@@ -12,7 +12,9 @@ runtime length over the terms, innermost, stayed scalar and was 2-3x slower. Ser
 cached like cpu_jit.py's kernels; fastmath off (contracting to fused multiply-adds made them
 slower: they wait on memory, not arithmetic). The first use in float32 on a machine compiles
 all four in about 4.5 s (an empty NUMBA_CACHE_DIR, one Zen 3 core); later processes load them
-from numba's cache in 0.1-0.3 s.
+from numba's cache in 0.1-0.3 s. The four kernels repeat one loop shape on purpose: written once
+as helpers over each tile's array views, they ran 4-8x slower (the views' unknown strides kept
+numba from vectorizing the channel loop).
 """
 
 from __future__ import annotations
