@@ -3,18 +3,17 @@ ranks of an mpiexec launch, their checkpoints' arrays, and stand-ins for CuPy an
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import write_idx_dataset
 
 from convnet_gpu import cli
 
@@ -93,21 +92,14 @@ def small_cnn(folder: Path, regularized: bool = False, batchnorm: bool | None = 
     return path
 
 
-def write_idx(path: Path, array) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
 def small_dataset(folder: Path, train: int = 136, test: int = 30) -> Path:
     """A Fashion-MNIST-shaped data folder whose images depend on their label."""
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("t10k", test)):
+    arrays = []
+    for count in (train, test):
         labels = rng.integers(0, 10, count)
-        images = rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+        arrays += [rng.integers(0, 60, (count, 28, 28)) + labels[:, None, None] * 19, labels]
+    return write_idx_dataset(folder, *arrays)
 
 
 def train_argv(data_dir: Path, model: Path, out: Path, *more) -> list[str]:
