@@ -16,6 +16,7 @@ import pytest
 from train_helpers import build_trainer
 
 from convnet_gpu import SGD, Net, SoftmaxCrossEntropy, get_backend
+from convnet_gpu.backends import winograd
 from convnet_gpu.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from convnet_gpu.data import Dataset
 from convnet_gpu.errors import TrainingDiverged, TrainingInterrupted, UserError
@@ -63,7 +64,7 @@ def test_a_winograd_net_runs_winograd():
             "CONVNET_GPU_WINOGRAD is 0"
         )
     net = tiny_winograd_net(backend)
-    assert type(net.layers[3].workspace).__name__ == "WinogradWorkspace"
+    assert isinstance(net.layers[3].workspace, winograd.WinogradWorkspace)
 
 
 def tiny_resnet(backend=None, seed=1):
