@@ -40,7 +40,8 @@ from .geometry import WindowGeometry
 CHUNK_ENV_VAR = "CONVNET_GPU_CONV_CHUNK_MIB"  # the CUDA backend's chunks (cupy_backend.py)
 
 
-def _flat_view(buffer, shape):
+def flat_view(buffer, shape):
+    """The first prod(shape) values of a flat buffer, viewed as `shape` (no copy)."""
     size = 1
     for dim in shape:
         size *= dim
@@ -96,8 +97,8 @@ def _chunks(n: int, images: int) -> list[slice]:
 def _lowered_views(workspace: LoweredWorkspace, geom: WindowGeometry, out_channels, images):
     """col (C*KH*KW, b*OH*OW) and out_t (F, b*OH*OW) for a chunk of b images."""
     columns = geom.col_cols(images)
-    col = _flat_view(workspace.col, (geom.col_rows, columns))
-    return col, _flat_view(workspace.out_t, (out_channels, columns))
+    col = flat_view(workspace.col, (geom.col_rows, columns))
+    return col, flat_view(workspace.out_t, (out_channels, columns))
 
 
 def lowered_forward(backend, x, weight, y, workspace, geom: WindowGeometry) -> None:

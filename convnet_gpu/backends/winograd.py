@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .conv_lowering import image_blocks, into_interior
+from .conv_lowering import flat_view, image_blocks, into_interior
 from .geometry import WindowGeometry
 
 # kernel size r -> output tile side m, so that m + r - 1 = 6 (winograd_kernels.TILE)
@@ -190,9 +190,8 @@ def _block_views(ws: WinogradWorkspace, b: int, channels: int, out_channels: int
     """v (n*n, T, C) and products (n*n, T, F) for a block of b images: contiguous, for the
     stacked GEMMs."""
     n, tiles = ws.tiling.n, b * ws.tiling.per_image
-    v = ws.v[: n * n * tiles * channels].reshape(n * n, tiles, channels)
-    products = ws.products[: n * n * tiles * out_channels].reshape(n * n, tiles, out_channels)
-    return v, products
+    return (flat_view(ws.v, (n * n, tiles, channels)),
+            flat_view(ws.products, (n * n, tiles, out_channels)))  # fmt: skip
 
 
 # ---- the filter transforms: U = G g G^T and d_weight = G^T dU G, as BLAS calls -------------------
