@@ -129,7 +129,7 @@ class WinogradWorkspace(NamedTuple):
     """Buffers for blocks of B images; T = B * tiles per image, n*n tile positions."""
 
     tiling: Tiling
-    at: np.ndarray  # (m, n) in the data's dtype
+    at: np.ndarray  # (m, n) in the data's dtype: at6's first m rows
     at6: np.ndarray  # (n, n): at, then zero rows (output_adjoint's)
     g: np.ndarray  # (n, r)
     bt: np.ndarray  # (n, n)
@@ -168,7 +168,7 @@ def workspace(geom: WindowGeometry, out_channels: int, batch_size: int, dtype,
     at6 = np.zeros((n, n), dtype)
     at6[: tile.m] = at
     return WinogradWorkspace(
-        tiling=tile, at=at, at6=at6, g=g, bt=bt,
+        tiling=tile, at=at6[: tile.m], at6=at6, g=g, bt=bt,
         x_pad=np.zeros(padded, dtype),
         dx_pad=np.empty(padded, dtype),
         v=np.empty(n * n * tiles * c, dtype),
